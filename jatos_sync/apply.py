@@ -1,0 +1,228 @@
+"""Carry out a Plan against the server: backups, uploads in publish order, then deletions.
+
+Order (FIELD_NOTES "what none of them does"): copies of server content this tool did not
+write are saved first; then non-HTML files are uploaded, then HTML files, so a running study
+never loads a page whose new assets are missing; deletions only happen once every upload of
+the pass succeeded. Uploads run concurrently on the client's one keep-alive session.
+
+Per file: the file is re-checked just before upload and uploaded as it is then; the bytes
+actually sent are hashed, so a file that changed while being read is sent again (bounded).
+A per-file failure is collected and the pass goes on; an error about the whole study
+(locked, token refused, server gone) stops the pass and is returned as `fatal`.
+
+It must not decide *what* to sync (that is `plan.py`) and must not parse HTTP (`client.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Protocol
+
+import structlog
+
+from jatos_sync.errors import FileSyncError, JatosSyncError, LocalFileChangedError
+from jatos_sync.model import FileInfo, LocalFile, PathProblem, RelPath, is_html
+from jatos_sync.plan import Plan, skip_reason
+from jatos_sync.scan import file_info_now
+
+log = structlog.get_logger("jatos_sync.apply")
+
+# How often a file that keeps changing while it is uploaded is sent again in one pass.
+MAX_UPLOAD_ATTEMPTS = 3
+
+
+class AssetClient(Protocol):
+    """The part of JatosClient that apply uses (a seam for tests)."""
+
+    def upload(self, study: str, path: RelPath, source: Path, *, size: int) -> FileInfo: ...
+
+    def delete(self, study: str, path: RelPath) -> None: ...
+
+    def download(self, study: str, path: RelPath, dest: IO[bytes]) -> FileInfo: ...
+
+
+@dataclass
+class Outcome:
+    """What a pass actually did."""
+
+    uploaded: dict[RelPath, FileInfo] = field(default_factory=dict)
+    deleted: set[RelPath] = field(default_factory=set)
+    backed_up: list[RelPath] = field(default_factory=list)
+    failed: list[PathProblem] = field(default_factory=list)
+    skipped: list[PathProblem] = field(default_factory=list)
+    not_deleted: list[RelPath] = field(default_factory=list)  # held back: an upload failed
+    fatal: JatosSyncError | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a plan is applied."""
+
+    client: AssetClient
+    study: str
+    folder: Path
+    backup_root: Path  # this mapping's backup folder in the state directory
+    concurrency: int = 4
+
+
+def apply_plan(
+    plan: Plan,
+    target: Target,
+    *,
+    scanned: dict[RelPath, LocalFile],
+    api_version: str = "",
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    stop: threading.Event | None = None,
+) -> Outcome:
+    """Execute `plan`; never raises for per-file problems (see `Outcome`)."""
+    out = Outcome()
+    stop = stop or threading.Event()
+    refused = _save_backups(plan.backups, target, out, stamp=clock())
+
+    uploads = [p for p in plan.uploads if p not in refused]
+    for group in ([p for p in uploads if not is_html(p)], [p for p in uploads if is_html(p)]):
+        _run_all(
+            group,
+            lambda p: _upload_one(p, target, out, scanned.get(p), api_version),
+            target.concurrency,
+            out,
+            stop,
+        )
+        if out.fatal or stop.is_set():
+            break
+
+    deletes = [p for p in plan.deletes if p not in refused]
+    if out.fatal or out.failed or stop.is_set():
+        out.not_deleted.extend(deletes)
+        if deletes:
+            log.warning("deletions_held_back", count=len(deletes), reason="an upload failed")
+    else:
+        _run_all(deletes, lambda p: _delete_one(p, target, out), target.concurrency, out, stop)
+    return out
+
+
+def _run_all(
+    paths: Iterable[RelPath],
+    work: Callable[[RelPath], None],
+    concurrency: int,
+    out: Outcome,
+    stop: threading.Event,
+) -> None:
+    def guarded(path: RelPath) -> None:
+        if out.fatal or stop.is_set():
+            return
+        try:
+            work(path)
+        except FileSyncError as exc:
+            with out._lock:
+                out.failed.append(PathProblem(path, str(exc)))
+            log.warning("file_failed", path=str(path), error=str(exc))
+        except JatosSyncError as exc:  # about the whole study or server: stop the pass
+            with out._lock:
+                if out.fatal is None:
+                    out.fatal = exc
+
+    paths = list(paths)
+    if len(paths) <= 1 or concurrency <= 1:
+        for path in paths:
+            guarded(path)
+        return
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="jatos-sync-io") as pool:
+        list(pool.map(guarded, paths))
+
+
+def _upload_one(
+    path: RelPath, target: Target, out: Outcome, scanned: LocalFile | None, api_version: str
+) -> None:
+    source = target.folder.joinpath(*path.parts)
+    current = scanned
+    for _attempt in range(MAX_UPLOAD_ATTEMPTS):
+        # Re-check just before upload: the file may have changed or gone since the scan.
+        now = file_info_now(target.folder, path)
+        if now is None:
+            with out._lock:
+                out.skipped.append(PathProblem(path, "disappeared before it could be uploaded"))
+            return
+        if current is None or (now.size, now.mtime_ns) != (current.size, current.mtime_ns):
+            current = now
+        reason = skip_reason(path, current.info, api_version=api_version)
+        if reason:
+            with out._lock:
+                out.skipped.append(PathProblem(path, reason))
+            return
+        started = time.monotonic()
+        try:
+            sent = target.client.upload(target.study, path, source, size=current.size)
+        except LocalFileChangedError:
+            current = None
+            continue
+        after = file_info_now(target.folder, path)
+        if sent == current.info and after is not None and after.mtime_ns == current.mtime_ns:
+            with out._lock:
+                out.uploaded[path] = sent
+            log.info(
+                "upload_done",
+                path=str(path),
+                bytes=sent.size,
+                elapsed_s=round(time.monotonic() - started, 3),
+            )
+            return
+        # The bytes sent are what the server has now; record them, then send the new content.
+        with out._lock:
+            out.uploaded[path] = sent
+        current = None
+    raise FileSyncError(f"{path}: kept changing while it was being uploaded; will retry later")
+
+
+def _delete_one(path: RelPath, target: Target, out: Outcome) -> None:
+    started = time.monotonic()
+    target.client.delete(target.study, path)
+    with out._lock:
+        out.deleted.add(path)
+    log.info("delete_done", path=str(path), elapsed_s=round(time.monotonic() - started, 3))
+
+
+def _save_backups(
+    paths: Iterable[RelPath], target: Target, out: Outcome, *, stamp: datetime
+) -> set[RelPath]:
+    """Download server copies before they are replaced; return paths whose copy failed."""
+    refused: set[RelPath] = set()
+    folder = target.backup_root / stamp.strftime("%Y%m%dT%H%M%SZ")
+    for path in paths:
+        dest = folder.joinpath(*path.parts)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+            try:
+                with os.fdopen(fd, "w+b") as fh:
+                    target.client.download(target.study, path, fh)
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except (OSError, FileSyncError) as exc:
+            refused.add(path)
+            out.failed.append(
+                PathProblem(
+                    path,
+                    f"could not save a local copy of the server's version first ({exc}); "
+                    "it was not overwritten or deleted",
+                )
+            )
+            continue
+        except JatosSyncError as exc:
+            refused.add(path)
+            out.fatal = out.fatal or exc
+            continue
+        out.backed_up.append(path)
+        log.info("backup_saved", path=str(path), dest=str(dest))
+    return refused

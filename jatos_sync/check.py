@@ -1,0 +1,123 @@
+"""`jatos-sync check`: is everything in place for each mapping? Read-only.
+
+For each mapping it reports the server's JATOS version, the token's owner and expiry, the
+study's title, IDs and lock state, file counts on both sides, and each problem in words a
+researcher understands, with the exit code of the worst problem (PRODUCT.md §5).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jatos_sync.client import JatosClient
+from jatos_sync.config import MappingConfig
+from jatos_sync.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    JatosSyncError,
+    StudyLockedError,
+    worst_exit_code,
+)
+from jatos_sync.ignore import IgnoreRules
+from jatos_sync.model import TokenInfo, jatos_version_for_api
+from jatos_sync.scan import check_folder, scan_folder
+from jatos_sync.state import StateStore
+
+# Warn this long before a token expires (JATOS offers 7/30/60/90-day tokens).
+EXPIRY_WARNING_S = 7 * 24 * 3600
+
+
+@dataclass
+class CheckReport:
+    name: str
+    study: str
+    folder: str
+    facts: dict[str, Any] = field(default_factory=dict)
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (exit code, message)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit_code([code for code, _ in self.problems])
+
+
+def token_warnings(info: TokenInfo, *, now_s: float) -> list[str]:
+    if info.expiration_ms is None:
+        return []
+    left_s = info.expiration_ms / 1000 - now_s
+    if 0 < left_s < EXPIRY_WARNING_S:
+        return [
+            f"the token expires in {left_s / 86400:.1f} days; create a new one in JATOS "
+            "(user menu → API tokens) before it does"
+        ]
+    return []
+
+
+def describe_expiry(info: TokenInfo) -> str:
+    if info.expiration_ms is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.expiration_ms / 1000))
+
+
+def check_mapping(
+    mapping: MappingConfig, *, client: JatosClient, token: TokenInfo, store: StateStore
+) -> CheckReport:
+    report = CheckReport(mapping.name, mapping.study, str(mapping.folder))
+    report.facts["jatos_version"] = jatos_version_for_api(token.api_version)
+    report.facts["api_version"] = token.api_version
+    report.facts["token_user"] = token.username or "(not reported by this JATOS version)"
+    report.facts["token_name"] = token.name
+    report.facts["token_expires"] = describe_expiry(token)
+    report.warnings += token_warnings(token, now_s=time.time())
+
+    try:
+        check_folder(mapping.folder)
+        rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
+        local = scan_folder(mapping.folder, rules)
+        report.facts["local_files"] = len(local.files)
+        if local.errors:
+            report.problems.append(
+                (
+                    EXIT_PARTIAL,
+                    f"{len(local.errors)} local file(s) cannot be read, e.g. "
+                    f"{local.errors[0].path}: {local.errors[0].reason}",
+                )
+            )
+    except JatosSyncError as exc:
+        report.problems.append((exc.exit_code, str(exc)))
+
+    try:
+        study = client.study(mapping.study)
+        report.facts.update(
+            study_title=study.title, study_id=study.id, study_uuid=study.uuid, locked=study.locked
+        )
+        if study.locked:
+            report.problems.append(
+                (
+                    StudyLockedError.exit_code,
+                    "the study is locked in JATOS: uploads and deletions will be refused until "
+                    "you unlock it on the study's page",
+                )
+            )
+        remote = client.list_assets(mapping.study)
+        report.facts["server_files"] = len(remote.files)
+    except JatosSyncError as exc:
+        report.problems.append((exc.exit_code, str(exc)))
+
+    try:
+        store.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(store.root, os.W_OK):
+            raise PermissionError("not writable")
+        report.facts["state_dir"] = str(store.root)
+    except OSError as exc:
+        report.problems.append(
+            (EXIT_PARTIAL, f"the state directory {store.root} cannot be written ({exc})")
+        )
+    return report
+
+
+def exit_code_for(reports: list[CheckReport]) -> int:
+    return worst_exit_code([r.exit_code for r in reports]) if reports else EXIT_OK

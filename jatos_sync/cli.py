@@ -1,0 +1,322 @@
+"""Command line: argparse, `main(argv) -> int`, exit codes — and nothing else.
+
+Each command is a short function that wires config, token, client and state together and
+prints the result. `JatosSyncError` becomes a one-line message and its exit code here, and
+only here (PRODUCT.md §5). No traceback reaches the user for an expected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from jatos_sync import __version__
+from jatos_sync.check import check_mapping, exit_code_for, token_warnings
+from jatos_sync.client import JatosClient, host_is_loopback
+from jatos_sync.config import Config, default_config_path, load_config, load_token
+from jatos_sync.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    JatosSyncError,
+    worst_exit_code,
+)
+from jatos_sync.logs import configure_logging, redact
+from jatos_sync.state import StateStore
+from jatos_sync.sync import MappingResult, run_pass
+
+log = structlog.get_logger("jatos_sync.cli")
+LIST_LIMIT = 20  # how many paths a human summary lists before "… and N more"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors get exit code 2 via main."""
+
+    def error(self, message: str) -> Any:  # argparse's signature returns NoReturn
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jatos-sync",
+        description="Keep the study assets of JATOS studies in step with local folders.",
+    )
+    parser.add_argument("--version", action="version", version=f"jatos-sync {__version__}")
+    parser.add_argument(
+        "-c", "--config", help="config file (default: $JATOS_SYNC_CONFIG or ./jatos-sync.yaml)"
+    )
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="log HTTP requests too")
+    noise.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default="auto",
+        help="auto: readable lines on a terminal, JSON lines otherwise",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sync = commands.add_parser("sync", help="one reconcile pass, then exit")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="show what would change; change nothing"
+    )
+    sync.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    sync.add_argument(
+        "--yes",
+        action="store_true",
+        help="carry out deletions that the mass-deletion limit withheld",
+    )
+    sync.add_argument("mappings", nargs="*", metavar="MAPPING")
+
+    status = commands.add_parser("status", help="what sync would do; changes nothing")
+    status.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    status.add_argument("mappings", nargs="*", metavar="MAPPING")
+
+    check = commands.add_parser("check", help="config, token, access and lock, per mapping")
+    check.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    check.add_argument("mappings", nargs="*", metavar="MAPPING")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    client_factory: Callable[[Config, Any], JatosClient] | None = None,
+) -> int:
+    """Run one command; return its exit code."""
+    environ = os.environ if environ is None else environ
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        print(str(exc), file=err)
+        print("Run `jatos-sync --help` for usage.", file=err)
+        return EXIT_CONFIG
+    verbosity = 1 if args.verbose else -1 if args.quiet else 0
+    configure_logging(verbosity=verbosity, fmt=args.log_format, stream=err, environ=environ)
+    ctx = _Context(args, environ, out, err, client_factory or _default_client)
+    handler: Callable[[_Context], int] = {
+        "sync": _cmd_sync,
+        "status": _cmd_status,
+        "check": _cmd_check,
+    }[args.command]
+    try:
+        return handler(ctx)
+    except JatosSyncError as exc:
+        print(f"jatos-sync: {redact(str(exc))}", file=err)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("jatos-sync: interrupted", file=err)
+        return EXIT_INTERRUPTED
+
+
+def main_entry() -> None:
+    sys.exit(main())
+
+
+class _Context:
+    """What every command needs: arguments, environment, streams and the client seam."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        environ: Mapping[str, str],
+        out: TextIO,
+        err: TextIO,
+        client_factory: Callable[[Config, Any], JatosClient],
+    ) -> None:
+        self.args, self.environ, self.out, self.err = args, environ, out, err
+        self._client_factory = client_factory
+
+    def config(self) -> Config:
+        path = Path(self.args.config) if self.args.config else default_config_path(self.environ)
+        return load_config(path.absolute())
+
+    def connect(self, config: Config) -> tuple[JatosClient, Any]:
+        token = load_token(config.server, environ=self.environ)
+        url = config.server.url
+        if url.startswith("http://") and not host_is_loopback(url):
+            log.warning(
+                "insecure_url",
+                url=url,
+                hint="the token travels unencrypted over http://; use https://",
+            )
+        client = self._client_factory(config, token)
+        try:
+            info = client.token_info()
+        except BaseException:
+            client.close()
+            raise
+        for warning in token_warnings(info, now_s=time.time()):
+            log.warning("token_expiring", message=warning)
+        return client, info
+
+    def store(self, config: Config) -> StateStore:
+        return StateStore(config.state_dir)
+
+
+def _default_client(config: Config, token: Any) -> JatosClient:
+    server = config.server
+    return JatosClient(
+        server.url,
+        token,
+        timeout_s=server.timeout_s,
+        retries=server.retries,
+        concurrency=server.concurrency,
+        verify=str(server.ca_bundle) if server.ca_bundle else server.verify_tls,
+    )
+
+
+def _run_passes(ctx: _Context, *, dry_run: bool, allow_mass_delete: bool) -> list[MappingResult]:
+    config = ctx.config()
+    mappings = config.select(ctx.args.mappings)
+    client, _info = ctx.connect(config)
+    store = ctx.store(config)
+    stop = threading.Event()
+    try:
+        return [
+            run_pass(
+                mapping,
+                client=client,
+                store=store,
+                dry_run=dry_run,
+                allow_mass_delete=allow_mass_delete,
+                concurrency=config.server.concurrency,
+                stop=stop,
+            )
+            for mapping in mappings
+        ]
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    finally:
+        client.close()
+
+
+def _cmd_sync(ctx: _Context) -> int:
+    dry_run = bool(ctx.args.dry_run)
+    results = _run_passes(ctx, dry_run=dry_run, allow_mass_delete=bool(ctx.args.yes))
+    return _report(ctx, results, dry_run=dry_run)
+
+
+def _cmd_status(ctx: _Context) -> int:
+    results = _run_passes(ctx, dry_run=True, allow_mass_delete=False)
+    _report(ctx, results, dry_run=True)
+    # `status` reports; the report was made, so it succeeds unless something stopped it.
+    return worst_exit_code([r.error.exit_code for r in results if r.error is not None])
+
+
+def _report(ctx: _Context, results: list[MappingResult], *, dry_run: bool) -> int:
+    code = worst_exit_code([r.exit_code for r in results])
+    if ctx.args.json:
+        document = {
+            "ok": code == 0,
+            "dry_run": dry_run,
+            "exit_code": code,
+            "mappings": [r.to_json() for r in results],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2), file=ctx.out)
+    else:
+        for result in results:
+            _print_result(result, ctx.out)
+    return code
+
+
+def _print_result(r: MappingResult, out: TextIO) -> None:
+    verb = ("would upload", "would delete") if r.dry_run else ("uploaded", "deleted")
+    counts = [
+        f"{len(r.uploaded)} {verb[0]}",
+        f"{len(r.deleted)} {verb[1]}",
+        f"{r.unchanged} unchanged",
+    ]
+    counts += [f"{len(r.skipped)} skipped"] if r.skipped else []
+    counts += [f"{len(r.failed)} failed"] if r.failed else []
+    counts += [f"{len(r.withheld)} deletions withheld"] if r.withheld else []
+    if r.error is not None and not (r.uploaded or r.deleted or r.failed):
+        print(f"{r.name} → study {r.study}: stopped. {redact(str(r.error))}", file=out)
+        return
+    print(f"{r.name} → study {r.study}: {', '.join(counts)}", file=out)
+    if r.error is not None:
+        print(f"  stopped: {redact(str(r.error))}", file=out)
+    if r.dry_run:
+        _print_paths(out, verb[0], r.uploaded)
+        _print_paths(out, verb[1], r.deleted)
+        _print_paths(out, "would first save the server's copy of", r.backed_up)
+    elif r.backed_up:
+        _print_paths(out, "saved the server's copy of", r.backed_up)
+    for problem in r.skipped:
+        print(f"  skipped {problem.path}: {problem.reason}", file=out)
+    for problem in r.failed:
+        print(f"  failed {problem.path}: {redact(problem.reason)}", file=out)
+    if r.withheld:
+        reason = r.withheld_reason or "an upload in this pass failed; they wait for the next pass"
+        print(f"  withheld {len(r.withheld)} deletion(s): {reason}", file=out)
+        _print_paths(out, "withheld", r.withheld)
+
+
+def _print_paths(out: TextIO, label: str, paths: Sequence[object]) -> None:
+    for path in paths[:LIST_LIMIT]:
+        print(f"  {label} {path}", file=out)
+    if len(paths) > LIST_LIMIT:
+        print(f"  … and {len(paths) - LIST_LIMIT} more", file=out)
+
+
+def _cmd_check(ctx: _Context) -> int:
+    config = ctx.config()
+    mappings = config.select(ctx.args.mappings)
+    client, info = ctx.connect(config)
+    store = ctx.store(config)
+    try:
+        reports = [
+            check_mapping(mapping, client=client, token=info, store=store) for mapping in mappings
+        ]
+    finally:
+        client.close()
+    code = exit_code_for(reports)
+    if ctx.args.json:
+        document = {
+            "ok": code == 0,
+            "exit_code": code,
+            "server": config.server.url,
+            "mappings": [
+                {
+                    "name": r.name,
+                    "study": r.study,
+                    "folder": r.folder,
+                    **r.facts,
+                    "warnings": r.warnings,
+                    "problems": [{"exit_code": c, "message": m} for c, m in r.problems],
+                }
+                for r in reports
+            ],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2), file=ctx.out)
+        return code
+    print(f"server {config.server.url}", file=ctx.out)
+    for r in reports:
+        print(f"{r.name} → study {r.study} ({r.folder})", file=ctx.out)
+        for key, value in r.facts.items():
+            print(f"  {key.replace('_', ' ')}: {value}", file=ctx.out)
+        for warning in r.warnings:
+            print(f"  warning: {warning}", file=ctx.out)
+        for _code, message in r.problems:
+            print(f"  PROBLEM: {redact(message)}", file=ctx.out)
+        if not r.problems:
+            print("  ok: ready to sync", file=ctx.out)
+    return code

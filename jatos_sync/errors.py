@@ -1,0 +1,102 @@
+"""The one error hierarchy of jatos-sync.
+
+Every failure the program reports on purpose is a `JatosSyncError`; its `exit_code` is the
+code of PRODUCT.md §5. Third-party exceptions are translated into these classes at the
+boundary that meets them (requests in `client.py`, YAML in `config.py`, OS errors in
+`scan.py`/`state.py`); only `cli.py` turns them into a message and an exit code.
+
+Messages must be actionable by a researcher: what happened, to which file or study, and
+what to do. They must never contain the token.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_CONFIG = 2
+EXIT_AUTH = 3
+EXIT_SAFETY = 4
+EXIT_UNREACHABLE = 5
+EXIT_INTERRUPTED = 130
+
+# When several mappings end differently, the process exits with the most severe code.
+# Configuration problems come first (nothing could be trusted), then access, then an
+# unreachable server, then safety stops, then partial failures.
+_SEVERITY = (EXIT_OK, EXIT_PARTIAL, EXIT_SAFETY, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_CONFIG)
+
+
+def worst_exit_code(codes: list[int] | tuple[int, ...]) -> int:
+    """The most severe of several exit codes (0 for none)."""
+    worst = EXIT_OK
+    for code in codes:
+        if code == EXIT_INTERRUPTED:
+            return code
+        if _SEVERITY.index(code) > _SEVERITY.index(worst):
+            worst = code
+    return worst
+
+
+class JatosSyncError(Exception):
+    """Base class; the message is shown to the user as one paragraph."""
+
+    exit_code = EXIT_PARTIAL
+
+
+class ConfigError(JatosSyncError):
+    """The configuration (file, token source, command line) is wrong."""
+
+    exit_code = EXIT_CONFIG
+
+
+class UnsupportedServerError(JatosSyncError):
+    """The server is not a JATOS, or a JATOS too old for the asset API (3.8.1)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class StudyNotFoundError(JatosSyncError):
+    """The configured study does not exist on the server."""
+
+    exit_code = EXIT_CONFIG
+
+
+class AuthError(JatosSyncError):
+    """The token was refused (invalid, expired, deactivated) or the API is disabled."""
+
+    exit_code = EXIT_AUTH
+
+
+class AccessError(JatosSyncError):
+    """The token owner may not access the study (not a member) or is redirected to a login."""
+
+    exit_code = EXIT_AUTH
+
+
+class StudyLockedError(AccessError):
+    """The study is locked in JATOS; uploads and deletions are refused until it is unlocked."""
+
+
+class SafetyStop(JatosSyncError):
+    """A data-safety guard refused to act (PRODUCT.md §7)."""
+
+    exit_code = EXIT_SAFETY
+
+
+class ServerUnavailableError(JatosSyncError):
+    """The server could not be reached, or kept failing after retries."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class FileSyncError(JatosSyncError):
+    """One file could not be synced; the rest of the pass goes on."""
+
+    exit_code = EXIT_PARTIAL
+
+
+class LocalFileChangedError(FileSyncError):
+    """A local file changed while it was being read for upload; it is tried again later."""
+
+
+class TransientFileError(FileSyncError):
+    """A per-file failure that a later retry may cure (e.g. 5xx, a dropped connection)."""

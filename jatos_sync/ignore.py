@@ -1,0 +1,221 @@
+"""Which local paths are never synced: built-in defaults plus the user's patterns.
+
+Owns the ignore rules shared by the scan (`scan.py`) and the watcher: the built-in patterns
+(version-control folders, OS junk, editor artefacts, PsychoPy participant data), the
+optional `<folder>/.jatosignore` file and the patterns of the mapping's configuration, all
+in gitignore syntax (compiled with pathspec's `GitIgnoreSpec`). Later patterns win, as in
+git: built-ins first, then `.jatosignore`, then the mapping's patterns, so a user may
+re-include a built-in with `!pattern`. Only the server's own temp names
+(`SERVER_TEMP_RE`) are ignored unconditionally.
+
+Must not: walk the folder (beyond one look at its top level for a PsychoPy experiment),
+read file contents other than `.jatosignore`, or know anything about the server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pathspec import GitIgnoreSpec
+
+from jatos_sync.errors import ConfigError
+from jatos_sync.model import RelPath
+
+IGNORE_FILE_NAME = ".jatosignore"
+
+# vim probes whether it may create files in a directory by creating and deleting a file
+# named "4913"; if that name is taken it adds 123 and tries again (vim's bufwrite.c:
+# `for (i = 4913; ; i += 123)`). Only these names are ignored, not every all-digit name;
+# ten steps cover any realistic collision chain.
+_VIM_PROBE_NAMES = tuple(str(4913 + k * 123) for k in range(10))
+
+BUILTIN_PATTERNS: tuple[str, ...] = (
+    # Version control metadata: never experiment assets, often large, may hold secrets.
+    # `.git` without a trailing slash also covers the `.git` *file* of worktrees/submodules.
+    ".git",
+    ".hg/",
+    ".svn/",
+    ".bzr/",
+    "CVS/",
+    # Operating-system junk: Finder metadata and AppleDouble files (macOS), thumbnail
+    # caches and folder settings (Windows), volume indexes and trash folders.
+    ".DS_Store",
+    "._*",
+    "Thumbs.db",
+    "ehthumbs.db",
+    "desktop.ini",
+    ".Spotlight-V100/",
+    ".Trashes/",
+    ".fseventsd/",
+    ".TemporaryItems/",
+    "$RECYCLE.BIN/",
+    ".Trash-*/",
+    # Network/FUSE file systems keep a deleted-but-open file as `.nfsXXXX` /
+    # `.fuse_hiddenXXXX` until it is closed (FIELD_NOTES: NFS/SMB/9p folders are common).
+    ".nfs*",
+    ".fuse_hidden*",
+    # vim: swap files (`.name.swp`, then .swo, .swn … on collisions; `.swx` is vim's probe
+    # for a writable swap directory) and the write probe "4913" (+123 …), see above.
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    ".*.sw?",
+    *_VIM_PROBE_NAMES,
+    # Backups of vim, emacs, nano and others (`file~`, emacs `file.~1~`, vim `.file.un~`).
+    "*~",
+    # emacs: auto-save files `#file#` and lock links `.#file` (dangling symlinks).
+    r"\#*#",  # a leading "#" would start a comment
+    ".#*",
+    # JetBrains IDEs "safe write": write `name___jb_tmp___`, rename the old file to
+    # `name___jb_old___`, then rename the new one into place.
+    "*___jb_tmp___",
+    "*___jb_old___",
+    # Kate swap files and GLib/GNOME (gedit) atomic-save temp files.
+    "*.kate-swp",
+    ".goutputstream-*",
+    # Editor/IDE project settings: editor configuration, never an asset a study serves.
+    ".idea/",
+    ".vscode/",
+    # Office lock files: LibreOffice `.~lock.name#`, Microsoft Office `~$name`.
+    ".~lock.*#",
+    "~$*",
+    # Unfinished browser downloads (Chrome, Firefox, Safari).
+    "*.crdownload",
+    "*.part",
+    "*.download",
+    # This tool's own ignore file: configuration, not a study asset.
+    IGNORE_FILE_NAME,
+    # Python byte-code caches (e.g. from a PsychoPy or helper script run in the folder).
+    "__pycache__/",
+    "*.pyc",
+    # PsychoPy result files hold participant data and must never be uploaded (FIELD_NOTES);
+    # see also PSYCHOPY_PATTERNS.
+    "*.psydat",
+)
+
+# Added when the folder holds a PsychoPy experiment (`*.psyexp` at its top level): PsychoPy
+# writes participant data into `data/` next to the experiment (FIELD_NOTES). Only then,
+# because in other experiments `data/` is an ordinary stimulus folder. A user who really
+# wants it synced can re-include it with `!/data/` in `.jatosignore`.
+PSYCHOPY_PATTERNS: tuple[str, ...] = ("/data/",)
+
+# Since 3.10.3, JATOS writes an upload that crosses file stores to a hidden sibling
+# `.<name>.tmp-<uuid>` first; it may show up in a listing or remain after a crash
+# (JATOS_ASSETS_API.md §8.2). Never sync such a name, in either direction; not overridable.
+SERVER_TEMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f-]{36}$")
+
+
+def is_server_temp(path: RelPath | str) -> bool:
+    """Whether the base name of `path` is one of JATOS's own upload temp names (§8.2)."""
+    name = path.name if isinstance(path, RelPath) else path.rsplit("/", 1)[-1]
+    return SERVER_TEMP_RE.match(name) is not None
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` is not a valid gitignore pattern, or None when it is.
+
+    For configuration validation, so that a bad pattern is reported with its file and key.
+    """
+    try:
+        GitIgnoreSpec.from_lines([pattern])
+    except (ValueError, re.error) as exc:
+        return str(exc) or "invalid pattern"
+    return None
+
+
+class IgnoreRules:
+    """Compiled ignore rules for one mapping folder.
+
+    `is_ignored` takes a path relative to the folder. As in git, a path below an ignored
+    directory is ignored, whatever later patterns say about the path itself.
+    """
+
+    def __init__(self, patterns: Sequence[str] = BUILTIN_PATTERNS) -> None:
+        # Validated by the callers (`for_folder` with file and line); compile once.
+        self.patterns: tuple[str, ...] = tuple(patterns)
+        self._spec = GitIgnoreSpec.from_lines(self.patterns)
+
+    @classmethod
+    def for_folder(cls, folder: Path, patterns: Sequence[str] = ()) -> IgnoreRules:
+        """Built-ins, PsychoPy rules if applicable, `<folder>/.jatosignore`, then `patterns`.
+
+        Raises `ConfigError` naming the file and line (or the mapping pattern) of a bad
+        pattern, or when `.jatosignore` exists but cannot be read.
+        """
+        lines: list[str] = list(BUILTIN_PATTERNS)
+        if _has_psychopy_experiment(folder):
+            lines.extend(PSYCHOPY_PATTERNS)
+        lines.extend(_read_ignore_file(folder / IGNORE_FILE_NAME))
+        for pattern in patterns:
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                raise ConfigError(
+                    f"Ignore pattern {pattern!r} of the mapping for {folder} is not a valid "
+                    f"gitignore pattern ({problem}); fix it in the configuration."
+                )
+            lines.append(pattern)
+        return cls(lines)
+
+    def match_entry(self, rel: str, *, is_dir: bool = False) -> bool:
+        """Whether the entry `rel` ("a/b/c", "/"-separated) itself matches.
+
+        For walkers that do not descend into ignored directories, so the parents of `rel`
+        are already known not to be ignored. Everyone else uses `is_ignored`.
+        """
+        if not is_dir and SERVER_TEMP_RE.match(rel.rsplit("/", 1)[-1]) is not None:
+            return True
+        return self._spec.match_file(rel + "/" if is_dir else rel)
+
+    def is_ignored(self, path: RelPath, *, is_dir: bool = False) -> bool:
+        """Whether `path` (relative to the folder) or any directory above it is ignored."""
+        parts = path.parts
+        if not parts or path.is_absolute():
+            return False
+        prefix = ""
+        for part in parts[:-1]:
+            prefix += part
+            if self.match_entry(prefix, is_dir=True):
+                return True
+            prefix += "/"
+        return self.match_entry(prefix + parts[-1], is_dir=is_dir)
+
+    def __call__(self, path: RelPath) -> bool:
+        """`is_ignored` for a file: usable as a filter callable."""
+        return self.is_ignored(path)
+
+    def __repr__(self) -> str:
+        return f"IgnoreRules({len(self.patterns)} patterns)"
+
+
+def _has_psychopy_experiment(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(entry.name.lower().endswith(".psyexp") for entry in entries)
+    except OSError:
+        # A missing or unreadable folder is the scan's business (`check_folder`).
+        return False
+
+
+def _read_ignore_file(path: Path) -> Iterable[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # no such file, or the folder itself is unusable (`check_folder`)
+    except (OSError, UnicodeDecodeError) as exc:
+        # Without the file we cannot know what the user wanted kept off the server.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"Cannot read the ignore file {path} ({reason}); fix or remove it."
+        ) from exc
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    for number, line in enumerate(lines, start=1):
+        problem = pattern_problem(line)
+        if problem is not None:
+            raise ConfigError(
+                f"{path}:{number}: {line!r} is not a valid gitignore pattern ({problem}); "
+                "fix or remove that line."
+            )
+    return lines

@@ -1,0 +1,95 @@
+"""structlog configuration for the program, and token redaction.
+
+Log events are snake_case facts with consistent keys (`upload_done path=… bytes=…`). On a
+terminal they are short readable lines; otherwise (a pipe, a CI log, the journal) one JSON
+object per line. Any string that looks like a JATOS token is masked before it is written,
+whatever its source. Only `cli.py` calls `configure_logging`; importing this module does
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+# "jap_" + 31 alphanumerics + 6 hex (API reference §1.1); also catch partial or mangled ones.
+TOKEN_RE = re.compile(r"jap_[A-Za-z0-9]{8,}")
+REDACTED = "jap_[redacted]"
+
+
+def redact(text: str) -> str:
+    """Mask anything that looks like a JATOS token."""
+    return TOKEN_RE.sub(REDACTED, text)
+
+
+def _redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+        elif not isinstance(value, (int, float, bool, type(None))):
+            event_dict[key] = redact(str(value))
+    return event_dict
+
+
+def choose_format(fmt: str, stream: TextIO, environ: Mapping[str, str] = os.environ) -> str:
+    """`auto` means console on an interactive terminal, JSON lines otherwise (and under
+    systemd, where `JOURNAL_STREAM` is set)."""
+    if fmt != "auto":
+        return fmt
+    if environ.get("JOURNAL_STREAM") or not _isatty(stream):
+        return "json"
+    return "console"
+
+
+def configure_logging(
+    *,
+    verbosity: int = 0,
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> None:
+    """verbosity: -1 quiet (warnings), 0 normal (info), 1 verbose (debug)."""
+    stream = stream or sys.stderr
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    chosen = choose_format(fmt, stream, environ)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _redact_processor,
+    ]
+    if chosen == "json":
+        processors += [
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        processors += [
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(
+                colors=_isatty(stream) and "NO_COLOR" not in environ,
+                pad_event_to=0,
+                pad_level=False,
+            ),
+        ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

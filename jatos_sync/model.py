@@ -1,0 +1,103 @@
+"""Value types shared by scan, client, plan, apply and state. No I/O here.
+
+Paths inside the program are `PurePosixPath` objects relative to the synced folder (or to
+the study assets directory on the server); conversion to OS paths and to URLs happens at
+the edges (`scan.py`, `client.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+RelPath = PurePosixPath
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What identifies a file's content: its size and Adler-32 (JATOS_ASSETS_API.md §2.2)."""
+
+    size: int
+    checksum: int  # unsigned 32-bit Adler-32, as JATOS lists it
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A regular file found by the local scan."""
+
+    size: int
+    checksum: int
+    mtime_ns: int = 0
+
+    @property
+    def info(self) -> FileInfo:
+        return FileInfo(self.size, self.checksum)
+
+
+@dataclass(frozen=True)
+class PathProblem:
+    """A path with a short reason: a scan error, a skipped file, or a failed file."""
+
+    path: RelPath
+    reason: str
+
+
+@dataclass(frozen=True)
+class LocalSnapshot:
+    """The result of scanning a folder.
+
+    `files` holds every syncable regular file. `errors` lists paths that could not be read
+    (a pass with scan errors deletes nothing, PRODUCT.md §7). `unsyncable` lists files
+    found but not syncable for a reason known at scan time (e.g. a name that is not UTF-8);
+    they count as present locally, so their remote copies are never deleted.
+    """
+
+    files: Mapping[RelPath, LocalFile]
+    errors: tuple[PathProblem, ...] = ()
+    unsyncable: tuple[PathProblem, ...] = ()
+
+
+@dataclass(frozen=True)
+class RemoteSnapshot:
+    """The study's files as listed by `assets/structure?flatten=true` (directories dropped)."""
+
+    files: Mapping[RelPath, FileInfo]
+    api_version: str = ""
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A study as listed by `GET /studies/properties` (JATOS_ASSETS_API.md §9.2)."""
+
+    id: int
+    uuid: str
+    title: str
+    locked: bool
+    dir_name: str
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What `GET /admin/token` tells about the token (§9.4). Never holds the token itself."""
+
+    api_version: str
+    name: str
+    username: str | None
+    expiration_ms: int | None  # epoch milliseconds; None = never expires
+    is_expired: bool
+    roles: tuple[str, ...] = field(default_factory=tuple)
+
+
+def jatos_version_for_api(api_version: str) -> str:
+    """Coarse JATOS release range for an `apiVersion` value (§0 of the API reference)."""
+    return {
+        "1.0.0": "3.8.1/3.8.2",
+        "1.0.1": "3.8.3-3.9.x",
+        "1.1.0": "3.10.x",
+    }.get(api_version, f"unknown (apiVersion {api_version})")
+
+
+def is_html(path: RelPath) -> bool:
+    """HTML files are published after everything they may reference."""
+    return path.suffix.lower() in {".html", ".htm"}

@@ -1,0 +1,248 @@
+"""What each mapping last synced, and its checksum cache, kept outside the synced folders.
+
+Owns the state directory: one JSON file per mapping (written atomically, mode 0600, in
+0700 directories), the location of backups and of the daemon's status file. A state file
+that is missing, damaged or of an unknown schema yields an empty state and a warning: the
+state is a hint that makes passes cheaper and safer, never something to trust blindly or to
+die on (PRODUCT.md §7). An empty state is the safe direction: every server file then counts
+as "not put there by this tool", so it is backed up before being overwritten or deleted.
+
+Must not: decide what to sync, talk to the server, or write inside a synced folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+
+import structlog
+
+from jatos_sync.errors import EXIT_PARTIAL, ConfigError, JatosSyncError
+from jatos_sync.model import FileInfo, RelPath
+from jatos_sync.scan import ChecksumCache
+
+STATE_VERSION = 1
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_UNSAFE_CHARS_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class StateWriteError(JatosSyncError):
+    """The state file could not be written (disk full, read-only or unwritable directory)."""
+
+    exit_code = EXIT_PARTIAL
+
+
+def default_state_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where state lives unless configured: first match of
+
+    $JATOS_SYNC_STATE_DIR; $STATE_DIRECTORY (set by systemd's `StateDirectory=`, first entry
+    of a colon-separated list); $XDG_STATE_HOME/jatos-sync; ~/.local/state/jatos-sync.
+    """
+    explicit = environ.get("JATOS_SYNC_STATE_DIR", "")
+    if explicit:
+        return Path(explicit).expanduser()
+    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    xdg = environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says a relative path there is invalid and must be ignored.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "jatos-sync"
+    home = environ.get("HOME", "")
+    base = Path(home) if home else Path.home()
+    return base / ".local" / "state" / "jatos-sync"
+
+
+def mapping_key(server_url: str, study: str, folder: Path) -> str:
+    """A stable, file-name-safe key for one (server, study, folder) mapping.
+
+    Readable prefix (the folder's name) plus a hash of all three, so two mappings never
+    share state even when their folders have the same name.
+    """
+    absolute = os.path.abspath(folder)
+    digest = sha256(f"{server_url.rstrip('/')}\n{study}\n{absolute}".encode()).hexdigest()
+    name = _UNSAFE_CHARS_RE.sub("_", os.path.basename(absolute)).strip("._-")[:40]
+    return f"{name or 'folder'}-{digest[:16]}"
+
+
+@dataclass
+class MappingState:
+    """What this tool last put on the server (or found identical there), per path."""
+
+    synced: dict[RelPath, FileInfo] = field(default_factory=dict)
+    cache: ChecksumCache = field(default_factory=ChecksumCache)
+
+
+class StateStore:
+    """The state directory. `root=None` means `default_state_dir()`.
+
+    Nothing is created until the first `save`; directories it creates get mode 0700.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = default_state_dir() if root is None else root
+
+    def __repr__(self) -> str:
+        return f"StateStore({str(self.root)!r})"
+
+    def state_path(self, key: str) -> Path:
+        return self.root / "mappings" / f"{_checked_key(key)}.json"
+
+    def backup_dir(self, key: str) -> Path:
+        """Where copies of server files are saved before they are overwritten or deleted."""
+        return self.root / "backups" / _checked_key(key)
+
+    def status_path(self) -> Path:
+        return self.root / "status.json"
+
+    def ensure_outside(self, folder: Path) -> None:
+        """Raise `ConfigError` if the state directory lies inside the synced `folder`.
+
+        State inside the folder would be uploaded as study assets and rewritten on every
+        pass, which would trigger the next pass.
+        """
+        state = Path(os.path.abspath(self.root))
+        synced = Path(os.path.abspath(folder))
+        if state == synced or synced in state.parents:
+            raise ConfigError(
+                f"The state directory {state} is inside the synced folder {synced}; set "
+                "JATOS_SYNC_STATE_DIR to a directory outside it."
+            )
+
+    def load(self, key: str) -> MappingState:
+        """The saved state, or an empty one (logged as `state_rebuilt`) if it is unusable."""
+        path = self.state_path(key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return MappingState()
+        except OSError as exc:
+            return _rebuilt(key, f"cannot read {path}: {exc.strerror or exc}")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            return _rebuilt(key, f"{path} is not valid JSON ({exc.__class__.__name__})")
+        problem, synced = _parse_synced(data)
+        if problem is not None:
+            return _rebuilt(key, f"{path}: {problem}")
+        assert isinstance(data, dict)  # checked by _parse_synced
+        return MappingState(synced=synced, cache=ChecksumCache.from_json(data.get("cache")))
+
+    def save(self, key: str, state: MappingState) -> None:
+        """Replace the state file atomically (temp file, fsync, rename); mode 0600."""
+        path = self.state_path(key)
+        document = {
+            "version": STATE_VERSION,
+            "synced": {
+                str(rel): [info.size, info.checksum]
+                for rel, info in sorted(state.synced.items(), key=lambda item: str(item[0]))
+            },
+            "cache": state.cache.to_json(),
+        }
+        payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            _make_private_dirs(path.parent)
+            _atomic_write(path, payload)
+        except OSError as exc:
+            raise StateWriteError(
+                f"Could not save the sync state to {path} ({exc.strerror or exc}). Free disk "
+                f"space or make {path.parent} writable, or set JATOS_SYNC_STATE_DIR to a "
+                "writable directory."
+            ) from exc
+
+
+def _checked_key(key: str) -> str:
+    # Keys come from mapping_key(); refuse anything that could escape the state directory.
+    if not _KEY_RE.match(key):
+        raise ValueError(f"not a valid state key: {key!r}")
+    return key
+
+
+def _rebuilt(key: str, reason: str) -> MappingState:
+    structlog.get_logger().warning("state_rebuilt", key=key, reason=reason)
+    return MappingState()
+
+
+def _parse_synced(data: object) -> tuple[str | None, dict[RelPath, FileInfo]]:
+    """(problem, synced): a problem means the whole file is distrusted."""
+    if not isinstance(data, dict):
+        return "not a JSON object", {}
+    if data.get("version") != STATE_VERSION:
+        return f"unknown version {data.get('version')!r}", {}
+    entries = data.get("synced")
+    if not isinstance(entries, dict):
+        return "'synced' is not an object", {}
+    synced: dict[RelPath, FileInfo] = {}
+    for name, value in entries.items():
+        if not (isinstance(name, str) and _is_clean_relative(name)):
+            return f"bad path {name!r} in 'synced'", {}
+        if not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(type(v) is int and v >= 0 for v in value)
+            and value[1] <= 0xFFFFFFFF
+        ):
+            return f"bad entry for {name!r} in 'synced'", {}
+        synced[RelPath(name)] = FileInfo(value[0], value[1])
+    return None, synced
+
+
+def _is_clean_relative(name: str) -> bool:
+    parts = name.split("/")
+    return bool(name) and all(part not in ("", ".", "..") for part in parts)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create `directory` and missing parents with mode 0700 (umask notwithstanding)."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for new in reversed(missing):
+        try:
+            os.mkdir(new, 0o700)
+        except FileExistsError:
+            continue  # created concurrently; not ours to chmod
+        os.chmod(new, 0o700)
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    # A temp file in the same directory, so os.replace is a rename on one file system:
+    # a reader (or a crash) sees the old file or the new one, never a mix.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as stream:  # mkstemp creates the file with mode 0600
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable on POSIX; not possible (nor needed) on Windows.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

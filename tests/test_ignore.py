@@ -1,0 +1,288 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jatos_sync.errors import ConfigError
+from jatos_sync.ignore import (
+    BUILTIN_PATTERNS,
+    SERVER_TEMP_RE,
+    IgnoreRules,
+    is_server_temp,
+    pattern_problem,
+)
+from jatos_sync.model import RelPath
+
+SERVER_TEMP = ".logo.png.tmp-123e4567-e89b-12d3-a456-426614174000"
+
+IGNORED_FILES = [
+    # version control, also nested and as the .git file of a worktree
+    ".git/config",
+    ".git/objects/ab/cdef",
+    "sub/.git/HEAD",
+    "sub/.git",
+    ".hg/store/data",
+    ".svn/entries",
+    ".bzr/branch-format",
+    "CVS/Entries",
+    "lib/CVS/Root",
+    # OS junk
+    ".DS_Store",
+    "img/.DS_Store",
+    "._logo.png",
+    "Thumbs.db",
+    "img/ehthumbs.db",
+    "desktop.ini",
+    ".Spotlight-V100/Store-V2/x",
+    ".Trashes/501/a.png",
+    ".fseventsd/0000",
+    "$RECYCLE.BIN/S-1-5/x.png",
+    ".Trash-1000/files/a.png",
+    ".nfs000000000012abcd00000001",
+    ".fuse_hidden0000000100000001",
+    # vim
+    "4913",
+    "js/4913",
+    "5036",
+    "5159",
+    "6020",
+    ".index.html.swp",
+    "js/.experiment.js.swo",
+    ".experiment.js.swn",
+    "index.html.swp",
+    "page.swx",
+    "file~",
+    "js/experiment.js~",
+    "index.html.~1~",
+    ".index.html.un~",
+    # emacs
+    "#file#",
+    "js/#experiment.js#",
+    ".#file",
+    "js/.#experiment.js",
+    # JetBrains safe write
+    "x___jb_tmp___",
+    "js/experiment.js___jb_tmp___",
+    "x___jb_old___",
+    # other editors and IDE metadata
+    "style.css.kate-swp",
+    ".goutputstream-AB12CD",
+    ".idea/workspace.xml",
+    ".vscode/settings.json",
+    # office lock files
+    ".~lock.list.ods#",
+    "~$results.xlsx",
+    # partial downloads
+    "video.mp4.crdownload",
+    "video.mp4.part",
+    "video.mp4.download",
+    # the tool's own file, Python caches, PsychoPy results
+    ".jatosignore",
+    "__pycache__/x.cpython-311.pyc",
+    "helper.pyc",
+    "run.psydat",
+    "data/run.psydat",
+    # the server's own temp names (§8.2)
+    SERVER_TEMP,
+    f"img/{SERVER_TEMP}",
+]
+
+KEPT_FILES = [
+    "index.html",
+    "img/a b.png",
+    "img/logo.svg",
+    "4914",
+    "49130",
+    "stim4913.png",
+    "data/stim.csv",
+    "js/experiment.js",
+    "css/style.css",
+    "a.swf",
+    ".htaccess",
+    "notes.tmp",
+    "list#1.csv",
+    "a~b.txt",
+    "partial.txt",
+    "git/readme.txt",
+    "stimuli/practice/list 1.csv",
+    ".logo.png.tmp-not-a-uuid",
+]
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> IgnoreRules:
+    return IgnoreRules.for_folder(tmp_path)
+
+
+@pytest.mark.parametrize("path", IGNORED_FILES)
+def test_builtin_patterns_ignore_artefact(rules: IgnoreRules, path: str) -> None:
+    assert rules.is_ignored(RelPath(path))
+    assert rules(RelPath(path))
+
+
+@pytest.mark.parametrize("path", KEPT_FILES)
+def test_builtin_patterns_keep_ordinary_asset(rules: IgnoreRules, path: str) -> None:
+    assert not rules.is_ignored(RelPath(path))
+    assert not rules(RelPath(path))
+
+
+@pytest.mark.parametrize("name", [".git", ".svn", "CVS", "__pycache__", ".idea", ".Trashes"])
+def test_builtin_directory_patterns_match_the_directory_itself(
+    rules: IgnoreRules, name: str
+) -> None:
+    assert rules.is_ignored(RelPath(name), is_dir=True)
+    assert rules.match_entry(f"sub/{name}", is_dir=True)
+
+
+def test_directory_only_patterns_do_not_match_a_file_of_that_name(rules: IgnoreRules) -> None:
+    assert not rules.is_ignored(RelPath("CVS"))
+    assert rules.is_ignored(RelPath("CVS"), is_dir=True)
+
+
+def test_every_builtin_pattern_is_valid() -> None:
+    assert [p for p in BUILTIN_PATTERNS if pattern_problem(p) is not None] == []
+
+
+def test_jatosignore_patterns_apply_with_comments_and_blank_lines(tmp_path: Path) -> None:
+    (tmp_path / ".jatosignore").write_text(
+        "# drafts are not for participants\n\ndrafts/\n*.psd\r\n/notes.txt\n", encoding="utf-8"
+    )
+    rules = IgnoreRules.for_folder(tmp_path)
+    assert rules.is_ignored(RelPath("drafts/v1/index.html"))
+    assert rules.is_ignored(RelPath("drafts"), is_dir=True)
+    assert rules.is_ignored(RelPath("img/logo.psd"))
+    assert rules.is_ignored(RelPath("notes.txt"))
+    assert not rules.is_ignored(RelPath("sub/notes.txt"))  # anchored to the folder
+    assert not rules.is_ignored(RelPath("drafts.html"))
+    assert not rules.is_ignored(RelPath("# drafts are not for participants"))
+
+
+def test_jatosignore_with_byte_order_mark_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".jatosignore").write_bytes(b"\xef\xbb\xbfsecret.txt\n")
+    assert IgnoreRules.for_folder(tmp_path).is_ignored(RelPath("secret.txt"))
+
+
+def test_mapping_patterns_apply_and_directory_pattern_covers_everything_below(
+    tmp_path: Path,
+) -> None:
+    rules = IgnoreRules.for_folder(tmp_path, ["drafts/", "*.bak"])
+    assert rules.is_ignored(RelPath("drafts/a.html"))
+    assert rules.is_ignored(RelPath("drafts/deep/er/a.png"))
+    assert rules.is_ignored(RelPath("sub/drafts/a.png"))
+    assert rules.is_ignored(RelPath("x.bak"))
+    assert not rules.is_ignored(RelPath("index.html"))
+    assert not rules.is_ignored(RelPath("drafts"))  # a *file* named drafts is kept
+
+
+def test_mapping_patterns_come_after_jatosignore(tmp_path: Path) -> None:
+    (tmp_path / ".jatosignore").write_text("*.csv\n", encoding="utf-8")
+    rules = IgnoreRules.for_folder(tmp_path, ["!keep.csv"])
+    assert rules.is_ignored(RelPath("other.csv"))
+    assert not rules.is_ignored(RelPath("keep.csv"))
+
+
+def test_user_may_re_include_a_builtin_pattern(tmp_path: Path) -> None:
+    rules = IgnoreRules.for_folder(tmp_path, ["!desktop.ini"])
+    assert not rules.is_ignored(RelPath("desktop.ini"))
+
+
+def test_files_below_an_ignored_directory_cannot_be_re_included(tmp_path: Path) -> None:
+    # git's rule, so the watcher agrees with a scan that never enters the directory
+    rules = IgnoreRules.for_folder(tmp_path, ["drafts/", "!drafts/keep.html"])
+    assert rules.is_ignored(RelPath("drafts/keep.html"))
+
+
+def test_server_temp_names_cannot_be_re_included(tmp_path: Path) -> None:
+    rules = IgnoreRules.for_folder(tmp_path, [f"!{SERVER_TEMP}"])
+    assert rules.is_ignored(RelPath(SERVER_TEMP))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (SERVER_TEMP, True),
+        (f"img/{SERVER_TEMP}", True),
+        (".a.tmp-00000000-0000-0000-0000-000000000000", True),
+        ("logo.png.tmp-123e4567-e89b-12d3-a456-426614174000", False),  # not hidden
+        (".logo.png.tmp-123E4567-E89B-12D3-A456-426614174000", False),  # Java UUIDs are lower
+        (".logo.png.tmp-1234", False),
+        (".tmp-123e4567-e89b-12d3-a456-426614174000", False),  # no name part
+    ],
+)
+def test_is_server_temp(name: str, expected: bool) -> None:
+    assert is_server_temp(RelPath(name)) is expected
+    assert is_server_temp(name) is expected
+    assert (SERVER_TEMP_RE.match(RelPath(name).name) is not None) is expected
+
+
+def test_psychopy_folder_ignores_top_level_data(tmp_path: Path) -> None:
+    (tmp_path / "stroop.psyexp").write_text("<PsychoPy2experiment/>", encoding="utf-8")
+    rules = IgnoreRules.for_folder(tmp_path)
+    assert rules.is_ignored(RelPath("data/P01_stroop.csv"))
+    assert rules.is_ignored(RelPath("data"), is_dir=True)
+    assert not rules.is_ignored(RelPath("stimuli/data/words.csv"))  # only the top level
+    assert not rules.is_ignored(RelPath("stroop.psyexp"))
+
+
+def test_non_psychopy_folder_keeps_data(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "nested.psyexp").write_text("", encoding="utf-8")
+    rules = IgnoreRules.for_folder(tmp_path)
+    assert not rules.is_ignored(RelPath("data/stim.csv"))
+    assert not rules.is_ignored(RelPath("data"), is_dir=True)
+
+
+def test_psychopy_data_can_be_re_included_explicitly(tmp_path: Path) -> None:
+    (tmp_path / "stroop.psyexp").write_text("", encoding="utf-8")
+    (tmp_path / ".jatosignore").write_text("!/data/\n", encoding="utf-8")
+    assert not IgnoreRules.for_folder(tmp_path).is_ignored(RelPath("data/stim.csv"))
+
+
+def test_bad_pattern_in_jatosignore_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / ".jatosignore").write_text("# fine\n*.psd\nimg\\\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        IgnoreRules.for_folder(tmp_path)
+    message = str(caught.value)
+    assert f"{tmp_path / '.jatosignore'}:3:" in message
+    assert "img\\\\" in message
+
+
+def test_invalid_character_range_in_jatosignore_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / ".jatosignore").write_text("[z-a].png\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\.jatosignore:1:"):
+        IgnoreRules.for_folder(tmp_path)
+
+
+def test_bad_mapping_pattern_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'!'"):
+        IgnoreRules.for_folder(tmp_path, ["drafts/", "!"])
+
+
+def test_undecodable_jatosignore_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / ".jatosignore").write_bytes(b"caf\xe9.png\n")
+    with pytest.raises(ConfigError, match="Cannot read the ignore file"):
+        IgnoreRules.for_folder(tmp_path)
+
+
+def test_jatosignore_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / ".jatosignore").mkdir()
+    with pytest.raises(ConfigError, match="Cannot read the ignore file"):
+        IgnoreRules.for_folder(tmp_path)
+
+
+def test_missing_folder_gives_builtin_rules_only(tmp_path: Path) -> None:
+    rules = IgnoreRules.for_folder(tmp_path / "missing")
+    assert rules.patterns == BUILTIN_PATTERNS
+    assert rules.is_ignored(RelPath(".DS_Store"))
+
+
+def test_pattern_problem_reports_only_invalid_patterns() -> None:
+    assert pattern_problem("drafts/") is None
+    assert pattern_problem("# a comment") is None
+    assert pattern_problem("") is None
+    assert pattern_problem("!") is not None
+
+
+def test_empty_path_is_not_ignored(rules: IgnoreRules) -> None:
+    assert not rules.is_ignored(RelPath("."))
