@@ -45,7 +45,14 @@ from jatos_sync.errors import (
     UnsupportedServerError,
 )
 from jatos_sync.ignore import is_server_temp
-from jatos_sync.model import FileInfo, RelPath, RemoteSnapshot, StudyInfo, TokenInfo
+from jatos_sync.model import (
+    FileInfo,
+    RelPath,
+    RemoteSnapshot,
+    StudyInfo,
+    TokenInfo,
+    rel_path,
+)
 
 log = structlog.get_logger("jatos_sync.client")
 
@@ -251,7 +258,7 @@ class JatosClient:
             size, checksum = node.get("size"), node.get("checksum")
             if not raw or not isinstance(size, int) or not isinstance(checksum, int):
                 continue
-            path = RelPath(raw)
+            path = rel_path(raw)
             if is_server_temp(path):
                 continue  # a 3.10 cross-file-store upload in flight or left by a crash (§8.2)
             files[path] = FileInfo(size, checksum & 0xFFFFFFFF)

@@ -167,6 +167,10 @@ class IgnoreRules:
         """
         if not is_dir and SERVER_TEMP_RE.match(rel.rsplit("/", 1)[-1]) is not None:
             return True
+        if not rel.isascii():
+            # A name that is not valid UTF-8 arrives with surrogate escapes, which the RE2
+            # backend of pathspec cannot encode; match it with U+FFFD in their place.
+            rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         return self._spec.match_file(rel + "/" if is_dir else rel)
 
     def is_ignored(self, path: RelPath, *, is_dir: bool = False) -> bool:

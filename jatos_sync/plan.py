@@ -56,7 +56,7 @@ def skip_reason(path: RelPath, info: FileInfo, *, api_version: str) -> str | Non
     if info.size == 0:
         # Play 2.7, which JATOS uses, turns an empty file part into "File missing" (§4.1).
         return "empty file: JATOS refuses to store 0-byte files"
-    if path == RelPath("jatos.js"):
+    if str(path) == "jatos.js":
         return "a top-level jatos.js is never served: JATOS serves its own jatos.js there"
     if api_version == API_VERSION_310 and _ILLEGAL_IN_310.search(str(path)):
         return 'JATOS 3.10 refuses names with control characters or any of \\ < > : " | ? *'
@@ -83,7 +83,7 @@ def make_plan(
         # GUI since our last sync, or never synced by us) is saved before it is replaced.
         return policy.backup and path in remote.files and synced.get(path) != remote.files[path]
 
-    for path in sorted(local.files):
+    for path in sorted(local.files, key=str):
         info = local.files[path].info
         reason = skip_reason(path, info, api_version=policy.api_version)
         if reason:
@@ -98,7 +98,8 @@ def make_plan(
 
     present_locally = set(local.files) | {p.path for p in local.unsyncable}
     candidates = sorted(
-        path for path in remote.files if path not in present_locally and not ignored(path)
+        (path for path in remote.files if path not in present_locally and not ignored(path)),
+        key=str,
     )
     if not policy.delete:
         candidates = []

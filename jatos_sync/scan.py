@@ -26,7 +26,7 @@ from pathlib import Path
 
 from jatos_sync.errors import FileSyncError, LocalFileChangedError, SafetyStop
 from jatos_sync.ignore import IgnoreRules
-from jatos_sync.model import LocalFile, LocalSnapshot, PathProblem, RelPath
+from jatos_sync.model import LocalFile, LocalSnapshot, PathProblem, RelPath, rel_path
 
 # A cached checksum is trusted only for a file whose mtime is at least this much older than
 # the clock. Git's "racy git" problem: a file rewritten within the file system's timestamp
@@ -248,7 +248,7 @@ def scan_folder(
 
     cache.prune(files.keys())
     return LocalSnapshot(
-        files={RelPath(rel): files[rel] for rel in sorted(files)},
+        files={rel_path(rel): files[rel] for rel in sorted(files)},
         errors=tuple(sorted(errors, key=_problem_key)),
         unsyncable=tuple(sorted(unsyncable, key=_problem_key)),
     )
@@ -360,7 +360,7 @@ def _is_utf8(name: str) -> bool:
 def _rel_path(rel: str) -> RelPath:
     """A RelPath that is safe to print and serialise even for a non-UTF-8 name."""
     if _is_utf8(rel):
-        return RelPath(rel)
+        return rel_path(rel)
     raw = rel.encode("utf-8", "surrogateescape")
     return RelPath(raw.decode("utf-8", "backslashreplace"))
 

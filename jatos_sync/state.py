@@ -25,7 +25,7 @@ from pathlib import Path
 import structlog
 
 from jatos_sync.errors import EXIT_PARTIAL, ConfigError, JatosSyncError
-from jatos_sync.model import FileInfo, RelPath
+from jatos_sync.model import FileInfo, RelPath, rel_path
 from jatos_sync.scan import ChecksumCache
 
 STATE_VERSION = 1
@@ -89,6 +89,8 @@ class StateStore:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = default_state_dir() if root is None else root
+        # The bytes last read or written per key, so an unchanged state is not rewritten.
+        self._written: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return f"StateStore({str(self.root)!r})"
@@ -126,6 +128,7 @@ class StateStore:
             return MappingState()
         except OSError as exc:
             return _rebuilt(key, f"cannot read {path}: {exc.strerror or exc}")
+        self._written[key] = raw
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -148,6 +151,8 @@ class StateStore:
             "cache": state.cache.to_json(),
         }
         payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._written.get(key) == payload:
+            return  # unchanged since it was read or written: spare the disk an fsync
         try:
             _make_private_dirs(path.parent)
             _atomic_write(path, payload)
@@ -157,6 +162,7 @@ class StateStore:
                 f"space or make {path.parent} writable, or set JATOS_SYNC_STATE_DIR to a "
                 "writable directory."
             ) from exc
+        self._written[key] = payload
 
 
 def _checked_key(key: str) -> str:
@@ -191,7 +197,7 @@ def _parse_synced(data: object) -> tuple[str | None, dict[RelPath, FileInfo]]:
             and value[1] <= 0xFFFFFFFF
         ):
             return f"bad entry for {name!r} in 'synced'", {}
-        synced[RelPath(name)] = FileInfo(value[0], value[1])
+        synced[rel_path(name)] = FileInfo(value[0], value[1])
     return None, synced
 
 

@@ -8,6 +8,7 @@ parse HTTP (client.py), decide what to change (plan.py) or talk to the user (cli
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,17 +103,22 @@ def run_pass(
     key = mapping_key(client.base_url, mapping.study, mapping.folder)
     try:
         check_folder(mapping.folder)
-        rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
-        state = store.load(key)
-        local = scan_folder(mapping.folder, rules, cache=state.cache)
-        log.info(
-            "scan_done",
-            mapping=mapping.name,
-            files=len(local.files),
-            bytes_hashed=state.cache.bytes_read,
-            cache_hits=state.cache.hits,
-        )
-        remote = client.list_assets(mapping.study)
+        store.ensure_outside(mapping.folder)
+        # JATOS reads every file to answer the listing (API reference §2.2): scan the local
+        # folder while it does, instead of one after the other.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jatos-sync-list") as pool:
+            listing = pool.submit(client.list_assets, mapping.study)
+            rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
+            state = store.load(key)
+            local = scan_folder(mapping.folder, rules, cache=state.cache)
+            log.info(
+                "scan_done",
+                mapping=mapping.name,
+                files=len(local.files),
+                bytes_hashed=state.cache.bytes_read,
+                cache_hits=state.cache.hits,
+            )
+            remote = listing.result()
         api_version = remote.api_version
         plan = make_plan(
             local,

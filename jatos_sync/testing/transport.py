@@ -133,6 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "JATOS-standin"
+    # Like JATOS's Akka/Netty front end: without TCP_NODELAY, headers and body written
+    # separately meet the client's delayed ACK and every keep-alive request waits ~40 ms.
+    disable_nagle_algorithm = True
     timeout = 300
     server: StandInHTTPServer
 
@@ -161,27 +164,36 @@ class _Handler(BaseHTTPRequestHandler):
         return target
 
     def _dispatch(self) -> None:
-        backend = self.server.backend
         target = self._raw_target()
         raw_path, _, query = target.partition("?")
         # The request line arrives as ISO-8859-1 text; non-ASCII bytes are meant as UTF-8.
         path = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
-        status = 0
-        body: wire.RequestBody | None = None
+        self._current = (self.command, target, path)
+        self._body: wire.RequestBody | None = None
+        self._recorded = False
         try:
-            body = self._make_body()
-            if body is None:
-                status = self._send(Response(400, body=b"bad request", close=True))
+            self._body = self._make_body()
+            if self._body is None:
+                self._send(Response(400, body=b"bad request", close=True))
                 return
             headers = cast("dict[str, str]", self.headers)
-            req = Request(self.command, target, path, query, headers, body)
-            status = self._exchange(backend, req)
+            self._exchange(
+                self.server.backend, Request(self.command, target, path, query, headers, self._body)
+            )
         except OSError:  # the client went away, or close() cut the connection
             self.close_connection = True
-            status = 0
         finally:
-            bytes_in = body.bytes_read if body is not None else 0
-            backend.record(self.command, target, path, status, bytes_in)
+            self._record(0)
+
+    def _record(self, status: int) -> None:
+        """Log the request once, *before* its answer leaves, so a client that has seen the
+        answer (or the dropped connection) always finds the record."""
+        if self._recorded:
+            return
+        self._recorded = True
+        bytes_in = self._body.bytes_read if self._body is not None else 0
+        method, target, path = self._current
+        self.server.backend.record(method, target, path, status, bytes_in)
 
     def _make_body(self) -> wire.RequestBody | None:
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
@@ -232,9 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
                 response = backend.handle(req)
             except wire.BadBodyError:
                 return self._send(Response(400, body=b"bad request", close=True))
-            except (wire.BodyTooLargeError, OSError):
-                raise
-            except Exception:  # anything unexpected is JATOS's generic 500
+            except (wire.BodyTooLargeError, ConnectionError, TimeoutError):
+                raise  # proxy 413, or the socket is gone
+            except Exception:  # anything else (disk errors included) is JATOS's generic 500
                 with contextlib.suppress(Exception):
                     req.body.drain()
                 response = backend.internal_error(req)
@@ -243,6 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._proxy_too_large(backend)
 
     def _send(self, response: Response) -> int:
+        self._record(response.status)
         try:
             self.send_response(response.status)
             for name, value in response.headers:
@@ -264,6 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drop(self) -> None:
         """Close without any response (a crashed proxy or a network cut)."""
+        self._record(0)
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
