@@ -49,6 +49,16 @@ class AssetClient(Protocol):
     def download(self, study: str, path: RelPath, dest: IO[bytes]) -> FileInfo: ...
 
 
+class ProgressSink(Protocol):
+    """Receives progress of a pass (a terminal progress bar; nothing in JSON/non-TTY)."""
+
+    def start(self, *, files: int, total_bytes: int) -> None: ...
+
+    def advance(self, path: RelPath, *, nbytes: int) -> None: ...  # one file done or failed
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Outcome:
     """What a pass actually did."""
@@ -82,31 +92,47 @@ def apply_plan(
     api_version: str = "",
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     stop: threading.Event | None = None,
+    progress: ProgressSink | None = None,
 ) -> Outcome:
     """Execute `plan`; never raises for per-file problems (see `Outcome`)."""
     out = Outcome()
     stop = stop or threading.Event()
     refused = _save_backups(plan.backups, target, out, stamp=clock())
-
     uploads = [p for p in plan.uploads if p not in refused]
-    for group in ([p for p in uploads if not is_html(p)], [p for p in uploads if is_html(p)]):
-        _run_all(
-            group,
-            lambda p: _upload_one(p, target, out, scanned.get(p), api_version),
-            target.concurrency,
-            out,
-            stop,
-        )
-        if out.fatal or stop.is_set():
-            break
-
     deletes = [p for p in plan.deletes if p not in refused]
-    if out.fatal or out.failed or stop.is_set():
-        out.not_deleted.extend(deletes)
-        if deletes:
-            log.warning("deletions_held_back", count=len(deletes), reason="an upload failed")
-    else:
-        _run_all(deletes, lambda p: _delete_one(p, target, out), target.concurrency, out, stop)
+    if progress is not None:
+        sizes = sum(plan.expected[p].size for p in uploads if p in plan.expected)
+        progress.start(files=len(uploads) + len(deletes), total_bytes=sizes)
+
+    def tracked(work: Callable[[RelPath], None]) -> Callable[[RelPath], None]:
+        if progress is None:
+            return work
+
+        def run(path: RelPath) -> None:
+            try:
+                work(path)
+            finally:
+                info = plan.expected.get(path)
+                progress.advance(path, nbytes=info.size if info else 0)
+
+        return run
+
+    upload = tracked(lambda p: _upload_one(p, target, out, scanned.get(p), api_version))
+    try:
+        for group in ([p for p in uploads if not is_html(p)], [p for p in uploads if is_html(p)]):
+            _run_all(group, upload, target.concurrency, out, stop)
+            if out.fatal or stop.is_set():
+                break
+        if out.fatal or out.failed or stop.is_set():
+            out.not_deleted.extend(deletes)
+            if deletes:
+                log.warning("deletions_held_back", count=len(deletes), reason="an upload failed")
+        else:
+            delete = tracked(lambda p: _delete_one(p, target, out))
+            _run_all(deletes, delete, target.concurrency, out, stop)
+    finally:
+        if progress is not None:
+            progress.close()
     return out
 
 
@@ -146,14 +172,14 @@ def _upload_one(
     source = target.folder.joinpath(*path.parts)
     current = scanned
     for _attempt in range(MAX_UPLOAD_ATTEMPTS):
-        # Re-check just before upload: the file may have changed or gone since the scan.
-        now = file_info_now(target.folder, path)
-        if now is None:
-            with out._lock:
-                out.skipped.append(PathProblem(path, "disappeared before it could be uploaded"))
-            return
-        if current is None or (now.size, now.mtime_ns) != (current.size, current.mtime_ns):
-            current = now
+        # Re-check just before upload: a stat tells whether the file changed since it was
+        # hashed; only then is it read again.
+        if current is None or _stat_key(source) != (current.size, current.mtime_ns):
+            current = file_info_now(target.folder, path)
+            if current is None:
+                with out._lock:
+                    out.skipped.append(PathProblem(path, "disappeared before it was uploaded"))
+                return
         reason = skip_reason(path, current.info, api_version=api_version)
         if reason:
             with out._lock:
@@ -165,10 +191,10 @@ def _upload_one(
         except LocalFileChangedError:
             current = None
             continue
-        after = file_info_now(target.folder, path)
-        if sent == current.info and after is not None and after.mtime_ns == current.mtime_ns:
-            with out._lock:
-                out.uploaded[path] = sent
+        # Verify: the bytes sent are the ones planned, and the file did not change meanwhile.
+        with out._lock:
+            out.uploaded[path] = sent  # what the server holds now, in any case
+        if sent == current.info and _stat_key(source) == (current.size, current.mtime_ns):
             log.info(
                 "upload_done",
                 path=str(path),
@@ -176,11 +202,16 @@ def _upload_one(
                 elapsed_s=round(time.monotonic() - started, 3),
             )
             return
-        # The bytes sent are what the server has now; record them, then send the new content.
-        with out._lock:
-            out.uploaded[path] = sent
-        current = None
+        current = None  # changed during the upload: send the new content
     raise FileSyncError(f"{path}: kept changing while it was being uploaded; will retry later")
+
+
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _delete_one(path: RelPath, target: Target, out: Outcome) -> None:

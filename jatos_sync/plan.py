@@ -9,7 +9,7 @@ imports nothing that does: `--dry-run` prints its result, tests compare it with 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from jatos_sync.model import FileInfo, LocalSnapshot, PathProblem, RelPath, RemoteSnapshot, is_html
@@ -70,8 +70,13 @@ def make_plan(
     policy: Policy,
     *,
     ignored: Callable[[RelPath], bool],
+    hold: Collection[RelPath] = (),
 ) -> Plan:
-    """Compare snapshots and decide, under `policy`, what this pass does."""
+    """Compare snapshots and decide, under `policy`, what this pass does.
+
+    `hold` names files that are missing locally but must not be deleted yet (the daemon's
+    deletion delay: a rebuild or a branch switch may bring them back in a moment).
+    """
     uploads: list[RelPath] = []
     unchanged: list[RelPath] = []
     skipped: list[PathProblem] = []
@@ -96,7 +101,7 @@ def make_plan(
             if needs_backup(path):
                 backups.append(path)
 
-    present_locally = set(local.files) | {p.path for p in local.unsyncable}
+    present_locally = set(local.files) | {p.path for p in local.unsyncable} | set(hold)
     candidates = sorted(
         (path for path in remote.files if path not in present_locally and not ignored(path)),
         key=str,

@@ -168,11 +168,16 @@ def scan_folder(
     *,
     cache: ChecksumCache | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
+    under: RelPath | None = None,
 ) -> LocalSnapshot:
     """Every syncable regular file below `folder`, with problems listed on the side.
 
     Raises `SafetyStop` if the folder itself is unusable. Ignored directories are not
     entered. `cache` is consulted and updated (entries of vanished files are dropped).
+
+    With `under`, only that file or directory (relative to `folder`, not itself ignored)
+    is scanned, for a pass that follows file-system events; paths stay relative to
+    `folder`, and the cache keeps its other entries.
     """
     root_st = _folder_stat(folder)
     if cache is None:
@@ -186,12 +191,14 @@ def scan_folder(
     stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
         (os.fspath(folder), "", frozenset({(root_st.st_dev, root_st.st_ino)}))
     ]
+    if under is not None:
+        stack = _start_under(folder, under, stack[0][2], cache, now_ns, files, errors)
     while stack:
         dir_path, prefix, ancestors = stack.pop()
         try:
             with os.scandir(dir_path) as iterator:
                 entries = list(iterator)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue  # removed while we walked: its files are simply gone
         except OSError as exc:
             if not prefix:
@@ -246,12 +253,40 @@ def scan_folder(
             else:
                 unsyncable.append(PathProblem(RelPath(rel), _not_regular_reason(mode)))
 
-    cache.prune(files.keys())
+    if under is None:
+        cache.prune(files.keys())
     return LocalSnapshot(
         files={rel_path(rel): files[rel] for rel in sorted(files)},
         errors=tuple(sorted(errors, key=_problem_key)),
         unsyncable=tuple(sorted(unsyncable, key=_problem_key)),
     )
+
+
+def _start_under(
+    folder: Path,
+    under: RelPath,
+    root: frozenset[tuple[int, int]],
+    cache: ChecksumCache,
+    now_ns: int,
+    files: dict[str, LocalFile],
+    errors: list[PathProblem],
+) -> list[tuple[str, str, frozenset[tuple[int, int]]]]:
+    """The walk's start for `scan_folder(under=…)`: a directory to walk, or one file."""
+    rel = str(under)
+    os_path = os.path.join(folder, *under.parts)
+    try:
+        st = os.stat(os_path)
+    except OSError:
+        return []  # gone (or a broken link): nothing there to sync
+    if stat.S_ISDIR(st.st_mode):
+        return [(os_path, rel + "/", root | {(st.st_dev, st.st_ino)})]
+    if stat.S_ISREG(st.st_mode) and _is_utf8(rel):
+        found = _scan_file(rel, os_path, st, cache, now_ns)
+        if isinstance(found, LocalFile):
+            files[rel] = found
+        elif found is not None:
+            errors.append(found)
+    return []
 
 
 def _scan_file(

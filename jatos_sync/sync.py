@@ -8,6 +8,7 @@ parse HTTP (client.py), decide what to change (plan.py) or talk to the user (cli
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +16,15 @@ from typing import Any
 
 import structlog
 
-from jatos_sync.apply import Outcome, Target, apply_plan
+from jatos_sync.apply import Outcome, ProgressSink, Target, apply_plan
 from jatos_sync.client import JatosClient
 from jatos_sync.config import MappingConfig
 from jatos_sync.errors import EXIT_OK, EXIT_PARTIAL, EXIT_SAFETY, JatosSyncError, SafetyStop
-from jatos_sync.ignore import IgnoreRules
-from jatos_sync.model import PathProblem, RelPath
+from jatos_sync.ignore import IGNORE_FILE_NAME, IgnoreRules
+from jatos_sync.model import LocalSnapshot, PathProblem, RelPath, RemoteSnapshot
 from jatos_sync.plan import Plan, Policy, make_plan, next_synced
 from jatos_sync.scan import check_folder, scan_folder
-from jatos_sync.state import StateStore, mapping_key
+from jatos_sync.state import MappingState, StateStore, StateWriteError, mapping_key
 
 log = structlog.get_logger("jatos_sync.sync")
 
@@ -88,6 +89,205 @@ def policy_for(mapping: MappingConfig, *, allow_mass_delete: bool, api_version: 
     )
 
 
+class MappingSync:
+    """Keeps one mapping's study in step with its folder, pass after pass.
+
+    A full pass lists the server (which reads every file to do so, API reference §2.2) and
+    scans the whole folder. Between full passes it remembers the server's files, updated
+    with its own uploads and deletions, so a pass for a few changed paths (`quick_pass`,
+    used by the daemon) re-reads only those paths and sends only the requests they need.
+    """
+
+    def __init__(
+        self,
+        mapping: MappingConfig,
+        *,
+        client: JatosClient,
+        store: StateStore,
+        concurrency: int = 4,
+    ) -> None:
+        self.mapping = mapping
+        self.client = client
+        self.store = store
+        self.concurrency = concurrency
+        self.key = mapping_key(client.base_url, mapping.study, mapping.folder)
+        self._remote: RemoteSnapshot | None = None  # last listing + our own changes since
+        self._local: LocalSnapshot | None = None
+        self._rules: IgnoreRules | None = None
+        self._state: MappingState | None = None
+
+    def __repr__(self) -> str:
+        return f"MappingSync({self.mapping.name!r})"
+
+    @property
+    def remote_known(self) -> bool:
+        return self._remote is not None
+
+    def forget_remote(self) -> None:
+        """Make the next pass a full one (after a server outage or an overflow)."""
+        self._remote = None
+
+    def full_pass(
+        self,
+        *,
+        dry_run: bool = False,
+        allow_mass_delete: bool = False,
+        stop: threading.Event | None = None,
+        progress: ProgressSink | None = None,
+    ) -> MappingResult:
+        """List the server, scan the folder, and reconcile everything."""
+        mapping = self.mapping
+        result = MappingResult(mapping.name, mapping.study, mapping.folder, dry_run=dry_run)
+        try:
+            check_folder(mapping.folder)
+            self.store.ensure_outside(mapping.folder)
+            # JATOS reads every file to answer the listing (§2.2): scan the local folder
+            # while it does, instead of one after the other.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jatos-sync-list") as pool:
+                listing = pool.submit(self.client.list_assets, mapping.study)
+                self._rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
+                self._state = self.store.load(self.key)
+                local = scan_folder(mapping.folder, self._rules, cache=self._state.cache)
+                log.info(
+                    "scan_done",
+                    mapping=mapping.name,
+                    files=len(local.files),
+                    bytes_hashed=self._state.cache.bytes_read,
+                    cache_hits=self._state.cache.hits,
+                )
+                remote = listing.result()
+            self._local, self._remote = local, remote
+            self._reconcile(
+                result, allow_mass_delete=allow_mass_delete, stop=stop, progress=progress
+            )
+        except JatosSyncError as exc:
+            _record_error(result, exc)
+        return result
+
+    def quick_pass(
+        self,
+        dirty: Collection[RelPath],
+        *,
+        hold: Collection[RelPath] = (),
+        stop: threading.Event | None = None,
+    ) -> MappingResult:
+        """Reconcile after changes to `dirty` paths, without listing the server.
+
+        Paths in `hold` are missing locally but their deletion waits. Falls back to a full
+        pass when the server's files are not known yet.
+        """
+        if self._remote is None or self._local is None or self._rules is None:
+            return self.full_pass(stop=stop)
+        mapping = self.mapping
+        result = MappingResult(mapping.name, mapping.study, mapping.folder)
+        try:
+            check_folder(mapping.folder)
+            self._local = self._refreshed(dirty)
+            self._reconcile(result, hold=hold, stop=stop)
+        except JatosSyncError as exc:
+            _record_error(result, exc)
+        return result
+
+    def _refreshed(self, dirty: Collection[RelPath]) -> LocalSnapshot:
+        """The local snapshot with `dirty` paths (files or whole directories) re-read."""
+        assert self._local is not None and self._rules is not None and self._state is not None
+        folder, cache = self.mapping.folder, self._state.cache
+        if any(p.name == IGNORE_FILE_NAME or p.suffix == ".psyexp" for p in dirty):
+            # The ignore rules themselves changed: rebuild them and look at everything.
+            self._rules = IgnoreRules.for_folder(folder, self.mapping.ignore)
+            return scan_folder(folder, self._rules, cache=cache)
+        files = dict(self._local.files)
+        errors = {p.path: p for p in self._local.errors}
+        unsyncable = {p.path: p for p in self._local.unsyncable}
+        for path in dirty:
+            below = f"{path}/"
+            for entries in (files, errors, unsyncable):
+                for known in [k for k in entries if k == path or str(k).startswith(below)]:
+                    del entries[known]
+            is_dir = folder.joinpath(*path.parts).is_dir()
+            if self._rules.is_ignored(path, is_dir=is_dir):
+                continue
+            found = scan_folder(folder, self._rules, cache=cache, under=path)
+            files.update(found.files)
+            errors.update((p.path, p) for p in found.errors)
+            unsyncable.update((p.path, p) for p in found.unsyncable)
+        return LocalSnapshot(
+            files=files, errors=tuple(errors.values()), unsyncable=tuple(unsyncable.values())
+        )
+
+    def _reconcile(
+        self,
+        result: MappingResult,
+        *,
+        hold: Collection[RelPath] = (),
+        allow_mass_delete: bool = False,
+        stop: threading.Event | None = None,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        local, remote, state, rules = self._local, self._remote, self._state, self._rules
+        assert local is not None and remote is not None and state is not None
+        assert rules is not None
+        plan = make_plan(
+            local,
+            remote,
+            state.synced,
+            policy_for(
+                self.mapping, allow_mass_delete=allow_mass_delete, api_version=remote.api_version
+            ),
+            ignored=rules,
+            hold=hold,
+        )
+        result.unchanged = len(plan.unchanged)
+        result.failed = [PathProblem(p.path, f"could not read: {p.reason}") for p in local.errors]
+        result.withheld = list(plan.withheld)
+        result.withheld_reason = plan.withheld_reason
+        if plan.withheld_reason:
+            log.warning(
+                "deletions_withheld",
+                mapping=self.mapping.name,
+                count=len(plan.withheld),
+                reason=plan.withheld_reason,
+            )
+        if result.dry_run:
+            _describe_plan(result, plan)
+            state.synced = next_synced(state.synced, remote, plan, uploaded={}, deleted=set())
+            self._save_quietly(state)
+            return
+        outcome = apply_plan(
+            plan,
+            Target(
+                client=self.client,
+                study=self.mapping.study,
+                folder=self.mapping.folder,
+                backup_root=self.store.backup_dir(self.key),
+                concurrency=self.concurrency,
+            ),
+            scanned=dict(local.files),
+            api_version=remote.api_version,
+            stop=stop,
+            progress=progress,
+        )
+        _record_outcome(result, plan, outcome)
+        state.synced = next_synced(
+            state.synced, remote, plan, uploaded=outcome.uploaded, deleted=outcome.deleted
+        )
+        files = dict(remote.files)
+        files.update(outcome.uploaded)
+        for path in outcome.deleted:
+            files.pop(path, None)
+        self._remote = RemoteSnapshot(files=files, api_version=remote.api_version)
+        self.store.save(self.key, state)
+        if outcome.fatal is not None:
+            raise outcome.fatal
+
+    def _save_quietly(self, state: MappingState) -> None:
+        # A dry run only refreshes our own cache; failing to save it must not fail it.
+        try:
+            self.store.save(self.key, state)
+        except StateWriteError as exc:
+            log.debug("state_not_saved", mapping=self.mapping.name, error=str(exc))
+
+
 def run_pass(
     mapping: MappingConfig,
     *,
@@ -97,79 +297,18 @@ def run_pass(
     allow_mass_delete: bool = False,
     concurrency: int = 4,
     stop: threading.Event | None = None,
+    progress: ProgressSink | None = None,
 ) -> MappingResult:
-    """One full reconcile pass for `mapping`; errors end up in the result, never raised."""
-    result = MappingResult(mapping.name, mapping.study, mapping.folder, dry_run=dry_run)
-    key = mapping_key(client.base_url, mapping.study, mapping.folder)
-    try:
-        check_folder(mapping.folder)
-        store.ensure_outside(mapping.folder)
-        # JATOS reads every file to answer the listing (API reference §2.2): scan the local
-        # folder while it does, instead of one after the other.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jatos-sync-list") as pool:
-            listing = pool.submit(client.list_assets, mapping.study)
-            rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
-            state = store.load(key)
-            local = scan_folder(mapping.folder, rules, cache=state.cache)
-            log.info(
-                "scan_done",
-                mapping=mapping.name,
-                files=len(local.files),
-                bytes_hashed=state.cache.bytes_read,
-                cache_hits=state.cache.hits,
-            )
-            remote = listing.result()
-        api_version = remote.api_version
-        plan = make_plan(
-            local,
-            remote,
-            state.synced,
-            policy_for(mapping, allow_mass_delete=allow_mass_delete, api_version=api_version),
-            ignored=rules,
-        )
-        result.unchanged = len(plan.unchanged)
-        result.failed = [PathProblem(p.path, f"could not read: {p.reason}") for p in local.errors]
-        result.withheld = list(plan.withheld)
-        result.withheld_reason = plan.withheld_reason
-        if plan.withheld_reason:
-            log.warning(
-                "deletions_withheld",
-                mapping=mapping.name,
-                count=len(plan.withheld),
-                reason=plan.withheld_reason,
-            )
-        if dry_run:
-            _describe_plan(result, plan)
-            state.synced = next_synced(state.synced, remote, plan, uploaded={}, deleted=set())
-            store.save(key, state)
-            return result
-        outcome = apply_plan(
-            plan,
-            Target(
-                client=client,
-                study=mapping.study,
-                folder=mapping.folder,
-                backup_root=store.backup_dir(key),
-                concurrency=concurrency,
-            ),
-            scanned=dict(local.files),
-            api_version=api_version,
-            stop=stop,
-        )
-        _record_outcome(result, plan, outcome)
-        state.synced = next_synced(
-            state.synced, remote, plan, uploaded=outcome.uploaded, deleted=outcome.deleted
-        )
-        store.save(key, state)
-        if outcome.fatal is not None:
-            raise outcome.fatal
-    except SafetyStop as exc:
-        result.error = exc
-        log.error("mapping_stopped", mapping=mapping.name, error=str(exc))
-    except JatosSyncError as exc:
-        result.error = exc
-        log.error("mapping_failed", mapping=mapping.name, error=str(exc))
-    return result
+    """One full reconcile pass for `mapping` (the one-shot commands)."""
+    return MappingSync(mapping, client=client, store=store, concurrency=concurrency).full_pass(
+        dry_run=dry_run, allow_mass_delete=allow_mass_delete, stop=stop, progress=progress
+    )
+
+
+def _record_error(result: MappingResult, exc: JatosSyncError) -> None:
+    result.error = exc
+    event = "mapping_stopped" if isinstance(exc, SafetyStop) else "mapping_failed"
+    log.error(event, mapping=result.name, error=str(exc))
 
 
 def _describe_plan(result: MappingResult, plan: Plan) -> None:

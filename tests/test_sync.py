@@ -1,0 +1,137 @@
+"""MappingSync: full passes list the server; quick passes for changed paths do not."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jatos_sync.client import JatosClient
+from jatos_sync.config import Token, load_config
+from jatos_sync.model import RelPath
+from jatos_sync.state import StateStore
+from jatos_sync.sync import MappingSync
+from tests.conftest import World
+
+P = RelPath
+
+
+@pytest.fixture
+def syncer(world310: World) -> Iterator[MappingSync]:
+    config = load_config(world310.config_path)
+    client = JatosClient(config.server.url, Token(world310.token), retries=0)
+    try:
+        yield MappingSync(config.mappings[0], client=client, store=StateStore(config.state_dir))
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def synced(world310: World, syncer: MappingSync) -> World:
+    world310.put("index.html", "<html></html>")
+    world310.put("js/a.js", "a")
+    world310.put("js/b.js", "b")
+    assert syncer.full_pass().exit_code == 0
+    world310.server.clear_requests()
+    return world310
+
+
+def test_quick_pass_without_a_known_remote_is_a_full_pass(
+    world310: World, syncer: MappingSync
+) -> None:
+    world310.put("a.js", "a")
+    assert not syncer.remote_known
+    result = syncer.quick_pass([P("a.js")])
+    assert result.uploaded == [P("a.js")]
+    assert world310.server.count(kind="list") == 1
+    assert syncer.remote_known
+
+
+def test_an_edit_costs_exactly_one_request(synced: World, syncer: MappingSync) -> None:
+    synced.put("js/a.js", "changed")
+    result = syncer.quick_pass([P("js/a.js")])
+    assert result.exit_code == 0
+    assert result.uploaded == [P("js/a.js")]
+    assert [r.kind for r in synced.server.requests] == ["upload"]
+    assert synced.remote()["js/a.js"] == b"changed"
+
+
+def test_an_unchanged_dirty_path_costs_nothing(synced: World, syncer: MappingSync) -> None:
+    (synced.folder / "js/a.js").touch()
+    assert syncer.quick_pass([P("js/a.js")]).uploaded == []
+    assert synced.server.requests == []
+
+
+def test_held_deletions_wait_and_then_happen(synced: World, syncer: MappingSync) -> None:
+    (synced.folder / "js/b.js").unlink()
+    held = syncer.quick_pass([P("js/b.js")], hold=[P("js/b.js")])
+    assert held.deleted == [] and synced.server.requests == []
+    done = syncer.quick_pass([P("js/b.js")])
+    assert done.deleted == [P("js/b.js")]
+    assert "js/b.js" not in synced.remote()
+
+
+def test_a_dirty_directory_is_rescanned(synced: World, syncer: MappingSync) -> None:
+    synced.put("img/x/1.png", "1")
+    synced.put("img/x/2.png", "2")
+    result = syncer.quick_pass([P("img")])
+    assert sorted(result.uploaded) == [P("img/x/1.png"), P("img/x/2.png")]
+
+
+def test_a_removed_directory_deletes_its_files_once_not_held(
+    synced: World, syncer: MappingSync
+) -> None:
+    shutil.rmtree(synced.folder / "js")
+    result = syncer.quick_pass([P("js")])
+    assert sorted(result.deleted) == [P("js/a.js"), P("js/b.js")]
+    assert synced.remote() == {"index.html": b"<html></html>"}
+
+
+def test_quick_passes_keep_the_remote_picture_current(synced: World, syncer: MappingSync) -> None:
+    synced.put("js/a.js", "v2")
+    syncer.quick_pass([P("js/a.js")])
+    synced.put("js/a.js", "a")  # back to the first version: must be uploaded again
+    assert syncer.quick_pass([P("js/a.js")]).uploaded == [P("js/a.js")]
+    assert synced.remote()["js/a.js"] == b"a"
+
+
+def test_a_new_jatosignore_rebuilds_the_rules(synced: World, syncer: MappingSync) -> None:
+    synced.put(".jatosignore", "*.js\n")
+    result = syncer.quick_pass([P(".jatosignore")])
+    assert result.deleted == []  # ignored remote files are never deleted
+    synced.put("js/c.js", "c")
+    assert syncer.quick_pass([P("js/c.js")]).uploaded == []
+
+
+def test_the_folder_gone_stops_the_quick_pass(synced: World, syncer: MappingSync) -> None:
+    shutil.rmtree(synced.folder)
+    result = syncer.quick_pass([P("js/a.js")])
+    assert result.exit_code == 4
+    assert synced.server.requests == []
+
+
+def test_forget_remote_makes_the_next_pass_list_again(synced: World, syncer: MappingSync) -> None:
+    synced.server.put_file(synced.study, "gui.js", b"from the GUI")
+    syncer.forget_remote()
+    result = syncer.quick_pass([])
+    assert synced.server.count(kind="list") == 1
+    assert result.deleted == [P("gui.js")]
+    assert result.backed_up == [P("gui.js")]
+
+
+def test_scan_under_a_single_file_keeps_other_cache_entries(tmp_path: Path) -> None:
+    from jatos_sync.ignore import IgnoreRules
+    from jatos_sync.scan import ChecksumCache, scan_folder
+
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "b.txt").write_text("b")
+    rules = IgnoreRules.for_folder(tmp_path)
+    cache = ChecksumCache()
+    scan_folder(tmp_path, rules, cache=cache, clock_ns=lambda: 2**62)
+    one = scan_folder(tmp_path, rules, cache=cache, under=P("d/b.txt"), clock_ns=lambda: 2**62)
+    assert list(one.files) == [P("d/b.txt")]
+    assert len(cache) == 2
+    assert scan_folder(tmp_path, rules, cache=cache, under=P("gone")).files == {}
