@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from jatos_sync import __version__
+from jatos_sync import __version__, demo
 from jatos_sync.check import check_mapping, exit_code_for, token_warnings
 from jatos_sync.client import JatosClient, host_is_loopback
 from jatos_sync.config import Config, default_config_path, load_config, load_token
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     status.add_argument("mappings", nargs="*", metavar="MAPPING")
 
+    demo_cmd = commands.add_parser(
+        "demo", help="the whole thing against a built-in JATOS stand-in server"
+    )
+    demo.add_arguments(demo_cmd)
+
     check = commands.add_parser("check", help="config, token, access and lock, per mapping")
     check.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     check.add_argument("mappings", nargs="*", metavar="MAPPING")
@@ -115,6 +120,7 @@ def main(
         "sync": _cmd_sync,
         "status": _cmd_status,
         "check": _cmd_check,
+        "demo": _cmd_demo,
     }[args.command]
     try:
         return handler(ctx)
@@ -144,9 +150,22 @@ class _Context:
         self.args, self.environ, self.out, self.err = args, environ, out, err
         self._client_factory = client_factory
 
-    def config(self) -> Config:
+    @property
+    def config_path(self) -> Path:
         path = Path(self.args.config) if self.args.config else default_config_path(self.environ)
-        return load_config(path.absolute())
+        return path.absolute()
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def runner(self, command: str) -> Callable[[Path], int]:
+        """Run another command of this program in-process, on another config file."""
+
+        def run(config_path: Path) -> int:
+            argv = ["-c", str(config_path), "--log-format", self.args.log_format, command]
+            return main(argv, environ=self.environ, stdout=self.out, stderr=self.err)
+
+        return run
 
     def connect(self, config: Config) -> tuple[JatosClient, Any]:
         token = load_token(config.server, environ=self.environ)
@@ -320,3 +339,13 @@ def _cmd_check(ctx: _Context) -> int:
         if not r.problems:
             print("  ok: ready to sync", file=ctx.out)
     return code
+
+
+def _cmd_demo(ctx: _Context) -> int:
+    return demo.run(
+        ctx.args,
+        config_path=ctx.config_path,
+        out=ctx.out,
+        sync=ctx.runner("sync"),
+        watch=ctx.runner("watch"),
+    )
