@@ -7,6 +7,7 @@ instead of branching on version strings. No I/O here.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Callable, Mapping
@@ -259,28 +260,19 @@ PERSONALITY_39 = Personality(
     token_only=frozenset(),
 )
 
-PERSONALITY_381 = Personality(
+# 3.8.1 is 3.9 without the listing route, the lock check and the CSRF filter, with the
+# older sign-in page and apiVersion (API reference §0, §1.2, §6, §1.6).
+PERSONALITY_381 = dataclasses.replace(
+    PERSONALITY_39,
     name="3.8.1",
     api_version="1.0.0",
-    json_errors=False,
     errors=_ERRORS_381,
     has_structure_route=False,
-    upload_root_route="assets/",
-    dir_path_suffix="/",
     checks_lock=False,
     csrf_filter=False,
     signin_path="/jatos/login",
     missing_token_redirects=play_accepts_html,
-    session_deny_status=403,
     session_deny_message="You are not allowed to access this page. Please log in.",
-    upload_mode="create_target_dirs",
-    legal_path=None,
-    trims_upload_path=False,
-    content_disposition="inline",
-    json_model="classic",
-    success_messages=False,
-    roles=_CLASSIC_ROLES,
-    token_only=frozenset(),
 )
 
 PERSONALITY_310 = Personality(
