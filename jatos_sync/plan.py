@@ -88,9 +88,18 @@ def make_plan(
         # GUI since our last sync, or never synced by us) is saved before it is replaced.
         return policy.backup and path in remote.files and synced.get(path) != remote.files[path]
 
+    first_by_case: dict[str, RelPath] = {}
     for path in sorted(local.files, key=str):
         info = local.files[path].info
         reason = skip_reason(path, info, api_version=policy.api_version)
+        twin = first_by_case.setdefault(str(path).casefold(), path)
+        if twin != path and not reason:
+            # JATOS does no case folding (§8.5): on a server whose disk ignores letter case
+            # (Windows, macOS) both names would be one file, overwritten on every pass.
+            reason = (
+                f"differs from {twin} only in letter case; a JATOS on Windows or macOS would "
+                "store both as one file - rename one of them"
+            )
         if reason:
             skipped.append(PathProblem(path, reason))
         elif remote.files.get(path) == info:

@@ -34,6 +34,13 @@ def _no_leaked_threads() -> Iterator[None]:
 # ---------------------------------------------------------------- an end-to-end "world"
 
 
+def assert_no_token(tokens: set[str], text: str, where: str) -> None:
+    """Fail if any token, or the random middle part of one, appears in `text`."""
+    for token in filter(None, tokens):
+        for secret in (token, token[4:35]):
+            assert secret not in text, f"a token leaked into {where}"
+
+
 @dataclass
 class Run:
     code: int
@@ -57,6 +64,7 @@ class World:
     state_dir: Path
     study_ref: str
     env: dict[str, str] = field(default_factory=dict)
+    tokens_used: set[str] = field(default_factory=set)
 
     def write_config(
         self,
@@ -85,7 +93,17 @@ class World:
         out, err = io.StringIO(), io.StringIO()
         environ = {"JATOS_TOKEN": self.token, **self.env, **(env or {})}
         code = main(["-c", str(self.config_path), *args], environ=environ, stdout=out, stderr=err)
+        self.tokens_used.add(environ["JATOS_TOKEN"])
+        assert_no_token(self.tokens_used, out.getvalue() + err.getvalue(), "CLI output")
         return Run(code, out.getvalue(), err.getvalue())
+
+    def assert_no_token_on_disk(self) -> None:
+        """Neither the state (incl. backups) nor the synced folder may hold a token."""
+        for root in (self.state_dir, self.folder):
+            for path in root.rglob("*") if root.is_dir() else ():
+                if path.is_file() and not path.is_symlink():
+                    text = path.read_bytes().decode("utf-8", "replace")
+                    assert_no_token(self.tokens_used, text, str(path))
 
     def remote(self) -> dict[str, bytes]:
         return self.server.files(self.study)
@@ -125,7 +143,9 @@ def make_world(
             study_ref=study.uuid if by_uuid else str(study.id),
         )
         world.write_config()
+        world.tokens_used.add(token)
         yield world
+        world.assert_no_token_on_disk()
     finally:
         server.stop()
 

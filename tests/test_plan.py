@@ -184,6 +184,14 @@ def test_unsyncable_files_are_skipped_with_a_reason(
     assert [(s.path, reason in s.reason) for s in plan.skipped] == [(P(path), True)]
 
 
+def test_names_differing_only_in_letter_case_keep_the_first() -> None:
+    plan = plan_for(local({"Img/A.png": (1, 1), "img/a.png": (1, 1), "b.js": (1, 2)}), remote({}))
+    assert plan.uploads == (P("Img/A.png"), P("b.js"))
+    (skip,) = plan.skipped
+    assert skip.path == P("img/a.png")
+    assert "letter case" in skip.reason
+
+
 def test_names_refused_by_310_are_fine_on_39() -> None:
     plan = plan_for(local({"a:b.txt": (5, 1)}), remote({}), policy=Policy(api_version="1.0.1"))
     assert plan.uploads == (P("a:b.txt"),)
