@@ -39,6 +39,15 @@ def _redact_processor(
     return event_dict
 
 
+# syslog priorities; journald reads a "<N>" prefix on each stdout/stderr line as the
+# line's priority (sd-daemon(3)), so `journalctl -p warning` works on JSON lines too.
+_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+def _journal_priority(_logger: Any, method: str, line: str) -> str:
+    return f"<{_PRIORITY.get(method, 6)}>{line}"
+
+
 def choose_format(fmt: str, stream: TextIO, environ: Mapping[str, str] = os.environ) -> str:
     """`auto` means console on an interactive terminal, JSON lines otherwise (and under
     systemd, where `JOURNAL_STREAM` is set)."""
@@ -71,6 +80,8 @@ def configure_logging(
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ]
+        if environ.get("JOURNAL_STREAM"):
+            processors.append(_journal_priority)
     else:
         processors += [
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
