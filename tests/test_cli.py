@@ -165,3 +165,21 @@ def test_console_script_runs_as_a_subprocess(world310: World) -> None:
     assert world310.remote() == {"a.js": b"a"}
     assert world310.token not in proc.stdout + proc.stderr
     assert '"upload_done"' in proc.stderr  # JSON log lines when not on a terminal
+
+
+def test_jatos_381_gets_a_clear_message(tmp_path: Path) -> None:
+    from tests.conftest import make_world
+
+    for world in make_world(tmp_path, personality="3.8.1"):
+        world.put("a.js", "a")
+        result = world.run("sync")
+        assert result.code == 2
+        assert "3.8.2 or newer" in result.err + result.out
+        assert world.remote() == {}
+
+
+def test_a_url_that_is_not_jatos_is_exit_2(world310: World) -> None:
+    world310.write_config(url=world310.server.url + "/not-jatos")
+    result = world310.run("sync")
+    assert result.code == 2
+    assert "path prefix" in result.err
