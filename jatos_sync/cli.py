@@ -20,6 +20,8 @@ from typing import Any, TextIO
 import structlog
 
 from jatos_sync import __version__, demo
+from jatos_sync import init as init_cmd
+from jatos_sync import pull as pull_cmd
 from jatos_sync.check import check_mapping, exit_code_for, token_warnings
 from jatos_sync.client import JatosClient, host_is_loopback
 from jatos_sync.config import Config, default_config_path, load_config, load_token
@@ -30,6 +32,7 @@ from jatos_sync.errors import (
     worst_exit_code,
 )
 from jatos_sync.logs import configure_logging, redact
+from jatos_sync.progress import bar_safe, progress_for
 from jatos_sync.state import StateStore
 from jatos_sync.sync import MappingResult, run_pass
 
@@ -84,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     status.add_argument("mappings", nargs="*", metavar="MAPPING")
 
+    pull_cmd.add_arguments(
+        commands.add_parser("pull", help="download a study's assets into its folder")
+    )
+    init_cmd.add_arguments(
+        commands.add_parser("init", help="write a config file (asks on a terminal)")
+    )
     demo_cmd = commands.add_parser(
         "demo", help="the whole thing against a built-in JATOS stand-in server"
     )
@@ -101,12 +110,14 @@ def main(
     environ: Mapping[str, str] | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
     client_factory: Callable[[Config, Any], JatosClient] | None = None,
 ) -> int:
     """Run one command; return its exit code."""
     environ = os.environ if environ is None else environ
     out = stdout or sys.stdout
-    err = stderr or sys.stderr
+    # Log lines are written above a live progress bar instead of through it.
+    err = bar_safe(stderr or sys.stderr)
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:
@@ -115,11 +126,13 @@ def main(
         return EXIT_CONFIG
     verbosity = 1 if args.verbose else -1 if args.quiet else 0
     configure_logging(verbosity=verbosity, fmt=args.log_format, stream=err, environ=environ)
-    ctx = _Context(args, environ, out, err, client_factory or _default_client)
+    ctx = _Context(args, environ, out, err, stdin or sys.stdin, client_factory or _default_client)
     handler: Callable[[_Context], int] = {
         "sync": _cmd_sync,
         "status": _cmd_status,
         "check": _cmd_check,
+        "pull": _cmd_pull,
+        "init": _cmd_init,
         "demo": _cmd_demo,
     }[args.command]
     try:
@@ -145,9 +158,10 @@ class _Context:
         environ: Mapping[str, str],
         out: TextIO,
         err: TextIO,
+        stdin: TextIO,
         client_factory: Callable[[Config, Any], JatosClient],
     ) -> None:
-        self.args, self.environ, self.out, self.err = args, environ, out, err
+        self.args, self.environ, self.out, self.err, self.stdin = args, environ, out, err, stdin
         self._client_factory = client_factory
 
     @property
@@ -208,6 +222,7 @@ def _run_passes(ctx: _Context, *, dry_run: bool, allow_mass_delete: bool) -> lis
     client, _info = ctx.connect(config)
     store = ctx.store(config)
     stop = threading.Event()
+    show_progress = not (dry_run or ctx.args.json or ctx.args.quiet)
     try:
         return [
             run_pass(
@@ -218,6 +233,7 @@ def _run_passes(ctx: _Context, *, dry_run: bool, allow_mass_delete: bool) -> lis
                 allow_mass_delete=allow_mass_delete,
                 concurrency=config.server.concurrency,
                 stop=stop,
+                progress=progress_for(ctx.err, enabled=show_progress, label=mapping.name),
             )
             for mapping in mappings
         ]
@@ -348,4 +364,44 @@ def _cmd_demo(ctx: _Context) -> int:
         out=ctx.out,
         sync=ctx.runner("sync"),
         watch=ctx.runner("watch"),
+    )
+
+
+def _cmd_pull(ctx: _Context) -> int:
+    config = ctx.config()
+    client, _info = ctx.connect(config)
+    try:
+        return pull_cmd.run(
+            ctx.args,
+            config=config,
+            client=client,
+            store=ctx.store(config),
+            out=ctx.out,
+            progress=progress_for(
+                ctx.err, enabled=not (ctx.args.json or ctx.args.quiet), label="downloading"
+            ),
+        )
+    finally:
+        client.close()
+
+
+def _cmd_init(ctx: _Context) -> int:
+    def check(path: Path) -> int:
+        return main(
+            ["-c", str(path), "check"],
+            environ=ctx.environ,
+            stdout=ctx.out,
+            stderr=ctx.err,
+            client_factory=ctx._client_factory,
+        )
+
+    return init_cmd.run(
+        ctx.args,
+        environ=ctx.environ,
+        stdin=ctx.stdin,
+        out=ctx.out,
+        err=ctx.err,
+        # Few retries and a short timeout: a mistyped URL must not stall an interactive session.
+        client_factory=lambda url, token: JatosClient(url, token, retries=1, timeout_s=15.0),
+        check=check,
     )

@@ -320,8 +320,7 @@ def load_token(server: ServerConfig, *, environ: Mapping[str, str] = os.environ)
     if server.inline_token is not None:
         return server.inline_token
     if server.token_file is not None:
-        text = _read_secret_file(server.token_file, what="token file", check_mode=True)
-        return check_token_format(text, source=f"token file {server.token_file}")
+        return token_from_file(server.token_file)
     credentials_dir = environ.get("CREDENTIALS_DIRECTORY", "")
     if credentials_dir:
         credential = Path(credentials_dir) / CREDENTIAL_NAME
@@ -339,6 +338,12 @@ def load_token(server: ServerConfig, *, environ: Mapping[str, str] = os.environ)
         f"or, for a systemd service, LoadCredential={CREDENTIAL_NAME}:/path/to/token. "
         "Create a token in JATOS: your user menu → API tokens"
     )
+
+
+def token_from_file(path: Path) -> Token:
+    """The token in `path`, a file that group and others must not be able to read."""
+    text = _read_secret_file(path, what="token file", check_mode=True)
+    return check_token_format(text, source=f"token file {path}")
 
 
 def _read_secret_file(path: Path, *, what: str, check_mode: bool) -> str:

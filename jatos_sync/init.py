@@ -1,0 +1,730 @@
+"""`jatos-sync init`: write a commented `jatos-sync.yaml`, then run `check` (issue 6 part 2).
+
+On a terminal it asks: the JATOS address, where the API token comes from (pasted with the
+input hidden, and then optionally stored in a file only the user can read), the folder, and
+— with a token — which of the user's studies to sync, from a numbered table. Without a
+terminal it takes flags (`--url`, `--study`, optional `--folder`, `--token-file`, `--name`)
+and names the missing ones. Either way it refuses to overwrite an existing file without
+`--force`, validates the text it is about to write with the real config parser, writes it
+atomically, and ends with `check` (a callable from the CLI) whose exit code it returns.
+
+It must never write, print or log the token: the YAML names only where the token is
+(`token_file` or `token_env`). It does not sync anything, and talks to the server only to
+list the user's studies (JATOS_ASSETS_API.md §9.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Protocol, TextIO
+from urllib.parse import urlsplit
+
+from jatos_sync.client import host_is_loopback
+from jatos_sync.config import (
+    DEFAULT_TOKEN_ENV,
+    Token,
+    check_token_format,
+    default_config_path,
+    load_config,
+    parse_config,
+    token_from_file,
+)
+from jatos_sync.errors import EXIT_CONFIG, ConfigError, JatosSyncError
+from jatos_sync.logs import redact
+from jatos_sync.model import StudyInfo
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_MAX_STUDY_ID = 2**63 - 1
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,99}")
+# Characters with a meaning in gitignore patterns; escaped when a file name becomes one.
+_GLOB_CHARS = re.compile(r"([*?\[\]\\!#])")
+_WHERE_TO_CREATE = "Create one in JATOS: your user menu (top right) → API tokens → New token."
+_PASTE_ATTEMPTS = 3
+
+
+class StudyLister(Protocol):
+    """The part of JatosClient that init uses (a seam for tests)."""
+
+    def list_studies(self) -> list[StudyInfo]: ...
+
+    def close(self) -> None: ...
+
+
+class _InputEndedError(Exception):
+    """stdin closed while a question was open."""
+
+
+@dataclass(frozen=True)
+class Answers:
+    """Everything the configuration file says; never the token itself."""
+
+    url: str
+    folder: Path  # absolute
+    study: str  # numeric ID or lower-case UUID
+    name: str
+    token_file: Path | None = None  # None: the token is read from $token_env
+    token_env: str = DEFAULT_TOKEN_ENV
+    study_title: str = ""
+    ignore: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ------------------------------------------------------------------------------ values
+
+
+def normalize_url(text: str) -> tuple[str, str]:
+    """(base URL, a note for the user or "") from what the user typed or pasted.
+
+    Accepts a bare host name (https:// is assumed) and an address copied from the browser
+    (`…/jatos/studies/12` → the part before `/jatos/`). Raises ValueError with the reason.
+    """
+    raw = text.strip()
+    if not raw:
+        raise ValueError("enter the address of your JATOS server, e.g. https://jatos.example.org")
+    note = ""
+    if "://" not in raw:
+        raw = "https://" + raw
+        note = "assumed https://"
+    try:
+        parts = urlsplit(raw)
+        _port = parts.port  # ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a web address") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("the address must start with https:// (or http://) and name a host")
+    if "@" in parts.netloc:
+        raise ValueError("leave out any user name or password; the API token authenticates")
+    if any(c.isspace() for c in raw) or not raw.isprintable():
+        raise ValueError("the address must not contain spaces")
+    path = parts.path.rstrip("/")
+    cut = path.rfind("/jatos/")
+    if cut >= 0:
+        path = path[:cut]
+        note = "used the base address, without /jatos/…"
+    url = f"{parts.scheme.lower()}://{parts.netloc}{path}"
+    if parts.query or parts.fragment:
+        note = note or "left out the ?query/#fragment"
+    return url, note
+
+
+def parse_study_ref(text: str) -> str | None:
+    """A study ID ("42") or lower-case UUID from user input; None if it is neither."""
+    value = text.strip()
+    if value.isdigit() and value.isascii() and 1 <= int(value) <= _MAX_STUDY_ID:
+        return str(int(value))
+    if _UUID.fullmatch(value):
+        return value.lower()
+    return None
+
+
+def default_token_file(environ: Mapping[str, str]) -> Path:
+    """`$XDG_CONFIG_HOME/jatos-sync/token`, else `~/.config/jatos-sync/token`."""
+    xdg = environ.get("XDG_CONFIG_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "jatos-sync" / "token"
+    home = environ.get("HOME", "")
+    return (Path(home) if home else Path.home()) / ".config" / "jatos-sync" / "token"
+
+
+def default_name(folder: Path, study: str) -> str:
+    """The mapping's name: the folder's name if it is a plain one, else `study-<ref>`."""
+    if _SAFE_NAME.fullmatch(folder.name) and folder.name == folder.name.strip():
+        return folder.name
+    return f"study-{study}"[:100]
+
+
+def ignore_pattern(name: str) -> str:
+    """A gitignore pattern matching exactly the top-level file `name`."""
+    return "/" + _GLOB_CHARS.sub(r"\\\1", name)
+
+
+def yaml_quote(text: str) -> str:
+    """`text` as a YAML double-quoted scalar that reads back as exactly `text`."""
+    out: list[str] = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def _shown_path(path: Path, *, base: Path) -> str:
+    """`path` for the file: relative to `base` when inside it, `~/…` under home."""
+    try:
+        relative = path.relative_to(base)
+    except ValueError:
+        pass
+    else:
+        return relative.as_posix() if relative.parts else "."
+    with contextlib.suppress(ValueError, RuntimeError):
+        return "~/" + path.relative_to(Path("~").expanduser()).as_posix()
+    return str(path)
+
+
+def _comment(text: str) -> str:
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+# ------------------------------------------------------------------------------ the file
+
+
+def render_config(answers: Answers, *, config_path: Path, today: date | None = None) -> str:
+    """The commented configuration file. Pure; `parse_config` accepts what it returns."""
+    base = config_path.parent
+    written = (today or date.today()).isoformat()
+    if answers.token_file is not None:
+        token_lines = [
+            f"  token_file: {yaml_quote(_shown_path(answers.token_file, base=base))}"
+            "   # holds only the token; chmod 600",
+            f"  # token_env: {DEFAULT_TOKEN_ENV}   # or: read it from this environment variable",
+        ]
+    else:
+        token_lines = [
+            f"  token_env: {answers.token_env}   # the environment variable that holds the token",
+            "  # token_file: ~/.config/jatos-sync/token   # or: a file only you can read",
+        ]
+    study = answers.study if answers.study.isdigit() else yaml_quote(answers.study)
+    title = f" ({_comment(answers.study_title)})" if answers.study_title else ""
+    ignore = "[" + ", ".join(yaml_quote(p) for p in answers.ignore) + "]"
+    lines = [
+        f"# jatos-sync configuration, written by `jatos-sync init` on {written}.",
+        "# Test it with `jatos-sync check`; see what a sync would do with `jatos-sync status`.",
+        "# Lines starting with # are comments; remove the # of an optional setting to use it.",
+        "",
+        "server:",
+        "  # The address of your JATOS server, as in the browser, without /jatos/… (keep a",
+        "  # path prefix if your JATOS has one).",
+        f"  url: {yaml_quote(answers.url)}",
+        "  # Where jatos-sync finds your JATOS API token (jap_…). The token itself never goes",
+        f"  # into this file. {_WHERE_TO_CREATE}",
+        *token_lines,
+        "  # Optional settings:",
+        "  # timeout: 30s        # for each request to the server",
+        "  # retries: 4          # after a dropped connection, a timeout or HTTP 502/503/504",
+        "  # concurrency: 4      # how many files are sent at the same time (1-32)",
+        "  # verify_tls: true    # false only for a test server with a self-signed certificate",
+        "",
+        "# Where jatos-sync remembers what it synced and keeps backups of replaced files",
+        "# (default: ~/.local/state/jatos-sync). It must be outside every synced folder.",
+        "# state_dir: ~/.local/state/jatos-sync",
+        "",
+        "# How `jatos-sync watch` follows your edits:",
+        "# watch:",
+        "#   debounce: 300ms          # wait this long after the last change, then sync",
+        "#   delete_delay: 2s         # deletions wait this long (editors delete and recreate)",
+        "#   reconcile_interval: 10m  # compare with the server in full this often",
+        "#   polling: auto            # auto, always or never: check the folder by polling",
+        "",
+        "# Each mapping keeps one study's files identical to one local folder.",
+        "mappings:",
+        f"  - name: {yaml_quote(answers.name)}   # for the command line: jatos-sync sync NAME",
+        "    # The local folder; a relative path is relative to this file.",
+        f"    folder: {yaml_quote(_shown_path(answers.folder, base=base))}",
+        f"    # The study's ID or UUID, as shown on its page in JATOS{title}.",
+        f"    study: {study}",
+        "    # Files that are never synced, in .gitignore syntax, on top of the built-in list",
+        "    # (.git, .DS_Store, editor backups, …). A .jatosignore file in the folder works too.",
+        f"    ignore: {ignore}",
+        "    # Delete a file on the server when you delete it locally.",
+        "    delete: true",
+        "    # Optional settings:",
+        "    # backup: true            # keep a copy of a server file someone else changed",
+        "    # max_delete: 500         # hold back a pass that would delete more files",
+        "    # max_delete_percent: 50  # ... or more than this share of the study's files",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_config(path: Path, text: str) -> Path | None:
+    """Write `text` to `path` atomically; an existing file is kept as `<path>.bak`.
+
+    Returns the backup's path, if one was made.
+    """
+    backup: Path | None = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        backup = path.with_name(path.name + ".bak")
+        shutil.copy2(path, backup)
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    # 0o666 before the umask, like any new file: the file holds no secret.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return backup
+
+
+def store_token(path: Path, token: Token) -> None:
+    """Write the token to `path`, readable by the user only (directory 0700, file 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with open(fd, "w", encoding="utf-8") as stream:
+            stream.write(token.reveal() + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp, 0o600)  # whatever the umask or an inherited ACL did
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`init [--url URL] [--study ID|UUID] [--folder DIR] [--token-file FILE] [--name NAME]
+    [--force]`; the file written is the global `-c` (default ./jatos-sync.yaml)."""
+    parser.add_argument("--url", help="the JATOS server's address, e.g. https://jatos.example.org")
+    parser.add_argument("--study", help="the study's ID or UUID")
+    parser.add_argument("--folder", help="the local folder to sync (default: the current one)")
+    parser.add_argument(
+        "--token-file",
+        help=f"a file holding the API token (default: the token is read from ${DEFAULT_TOKEN_ENV})",
+    )
+    parser.add_argument("--name", help="the mapping's name (default: the folder's name)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing configuration file (the old one is kept as .bak)",
+    )
+
+
+def run(
+    args: argparse.Namespace,
+    *,
+    environ: Mapping[str, str],
+    stdin: TextIO,
+    out: TextIO,
+    err: TextIO,
+    client_factory: Callable[[str, Token], StudyLister],
+    check: Callable[[Path], int],
+    read_secret: Callable[[str], str] = getpass.getpass,
+    cwd: Path | None = None,
+) -> int:
+    """The `init` command; returns `check`'s exit code, or 2 when nothing was written."""
+    here = cwd or Path.cwd()
+    target = Path(args.config) if getattr(args, "config", None) else default_config_path(environ)
+    config_path = Path(os.path.abspath(here / target.expanduser()))
+    force = bool(getattr(args, "force", False))
+    if config_path.exists() and not force:
+        print(
+            f"jatos-sync init: {config_path} already exists. Use --force to replace it (the "
+            "old file is kept as .bak), or -c OTHER.yaml to write another file.",
+            file=err,
+        )
+        return EXIT_CONFIG
+    interactive = _isatty(stdin)
+    if not interactive:
+        missing = [flag for flag in ("--url", "--study") if not getattr(args, flag[2:], None)]
+        if missing:
+            print(
+                "jatos-sync init: not on a terminal, so nothing can be asked; give "
+                + " and ".join(missing)
+                + " (and optionally --folder, --token-file, --name). Example: jatos-sync init "
+                "--url https://jatos.example.org --study 42 --folder experiment",
+                file=err,
+            )
+            return EXIT_CONFIG
+    session = _Session(
+        args,
+        environ=environ,
+        stdin=stdin,
+        out=out,
+        read_secret=read_secret,
+        client_factory=client_factory,
+        here=here,
+        config_path=config_path,
+        interactive=interactive,
+    )
+    try:
+        answers = session.collect()
+        text = render_config(answers, config_path=config_path)
+        # The real parser is the judge: never write a file the other commands would refuse.
+        parse_config(text, path=config_path)
+        backup = write_config(config_path, text)
+        load_config(config_path)
+    except _InputEndedError:
+        print("jatos-sync init: the input ended; nothing was written.", file=err)
+        return EXIT_CONFIG
+    except JatosSyncError as exc:
+        print(f"jatos-sync init: {redact(str(exc))}", file=err)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"jatos-sync init: could not write {config_path}: {exc.strerror or exc}", file=err)
+        return EXIT_CONFIG
+    print(f"\nWrote {config_path}", file=out)
+    if backup is not None:
+        print(f"  (the previous file is kept as {backup})", file=out)
+    print("Checking the setup (jatos-sync check):", file=out)
+    out.flush()
+    code = check(config_path)
+    default = Path(os.path.abspath(here / default_config_path(environ).expanduser()))
+    option = "" if config_path == default else f"-c {config_path} "
+    _next_steps(answers, config_path, option, code, out, token_in_env=session.token_needs_export)
+    return code
+
+
+def _next_steps(
+    answers: Answers, config_path: Path, option: str, code: int, out: TextIO, *, token_in_env: bool
+) -> None:
+    """What to do now; `option` is the `-c FILE ` the user must add ("" for the default)."""
+    print("", file=out)
+    if token_in_env:
+        print(
+            f"Before syncing, put your token into ${answers.token_env} in your shell "
+            f"(export {answers.token_env}=…), or name a token file with --token-file.",
+            file=out,
+        )
+    if code != 0:
+        print(
+            "Fix what `check` reported above (or edit the file), then run "
+            f"`jatos-sync {option}check` again.",
+            file=out,
+        )
+        return
+    name = shlex.quote(answers.name)
+    steps = [
+        (f"jatos-sync {option}status", "what a sync would change"),
+        (f"jatos-sync {option}sync", "upload the folder to the study"),
+        (f"jatos-sync {option}watch", "keep syncing while you edit"),
+    ]
+    try:
+        empty = not [p for p in answers.folder.iterdir() if p != config_path]
+    except OSError:
+        empty = False
+    if empty:  # a new lab member starts from the server's copy
+        steps.insert(0, (f"jatos-sync {option}pull {name}", "download the study's files"))
+    width = max(len(command) for command, _ in steps)
+    print("Next steps:", file=out)
+    for command, what in steps:
+        print(f"  {command.ljust(width)}   {what}", file=out)
+
+
+class _Session:
+    """One init conversation (or the flags, when there is no terminal)."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        *,
+        environ: Mapping[str, str],
+        stdin: TextIO,
+        out: TextIO,
+        read_secret: Callable[[str], str],
+        client_factory: Callable[[str, Token], StudyLister],
+        here: Path,
+        config_path: Path,
+        interactive: bool,
+    ) -> None:
+        self.args = args
+        self.environ = environ
+        self.stdin = stdin
+        self.out = out
+        self.read_secret = read_secret
+        self.client_factory = client_factory
+        self.here = here
+        self.config_path = config_path
+        self.interactive = interactive
+        self.token_needs_export = False
+
+    # -- talking ---------------------------------------------------------------------------
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out)
+
+    def ask(self, question: str, default: str = "") -> str:
+        shown = f" [{default}]" if default else ""
+        self.out.write(f"{question}{shown}: ")
+        self.out.flush()
+        line = self.stdin.readline()
+        if not line:
+            raise _InputEndedError
+        return line.strip() or default
+
+    def confirm(self, question: str, *, default: bool) -> bool:
+        while True:
+            answer = self.ask(f"{question} {'[Y/n]' if default else '[y/N]'}").lower()
+            if not answer:
+                return default
+            if answer in ("y", "yes", "j", "ja"):
+                return True
+            if answer in ("n", "no", "nein"):
+                return False
+            self.say("Please answer y or n.")
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def collect(self) -> Answers:
+        if self.interactive:
+            self.say("Let's connect a local folder with a study on your JATOS server.")
+            self.say("Press Enter to accept the [default]; Ctrl-C to stop without writing.\n")
+        url = self.url()
+        token_file, token = self.token(url)
+        folder = self.folder()
+        study, title = self.study(url, token)
+        name = self.args.name or default_name(folder, study)
+        ignore: list[str] = []
+        if folder == self.config_path.parent or folder in self.config_path.parents:
+            # The config file sits in the synced folder: never upload it as a study asset.
+            ignore.append(ignore_pattern(self.config_path.relative_to(folder).as_posix()))
+        if token_file is not None and (folder == token_file.parent or folder in token_file.parents):
+            raise ConfigError(
+                f"the token file {token_file} is inside the synced folder {folder}, so it "
+                f"would be uploaded to the study for anyone to download. Move it, e.g. to "
+                f"{default_token_file(self.environ)}, and give that with --token-file."
+            )
+        return Answers(
+            url=url,
+            folder=folder,
+            study=study,
+            name=name,
+            token_file=token_file,
+            study_title=title,
+            ignore=tuple(ignore),
+        )
+
+    def url(self) -> str:
+        given = self.args.url
+        while True:
+            text = given if given else self.ask("JATOS address (e.g. https://jatos.example.org)")
+            try:
+                url, note = normalize_url(text)
+            except ValueError as exc:
+                if given or not self.interactive:
+                    raise ConfigError(f"--url: {exc}") from None
+                self.say(f"  {exc}")
+                continue
+            if note:
+                self.say(f"  Using {url} ({note}).")
+            if url.startswith("http://") and not host_is_loopback(url):
+                self.say(
+                    "  Warning: with http:// the token travels unencrypted; use https:// if "
+                    "your server offers it."
+                )
+            return url
+
+    def token(self, url: str) -> tuple[Path | None, Token | None]:
+        """(token file for the config or None for $JATOS_TOKEN, the token to list studies)."""
+        given = self.args.token_file
+        if given:
+            path = Path(os.path.abspath(self.here / Path(given).expanduser()))
+            if not self.interactive or self.args.study:
+                return path, None
+            return path, self._load_from_file(path)
+        if not self.interactive:
+            return None, None
+        if self.environ.get(DEFAULT_TOKEN_ENV, "").strip() and self.confirm(
+            f"Use the API token in ${DEFAULT_TOKEN_ENV}?", default=True
+        ):
+            try:
+                token = check_token_format(
+                    self.environ[DEFAULT_TOKEN_ENV], source=f"${DEFAULT_TOKEN_ENV}"
+                )
+            except ConfigError as exc:
+                self.say(f"  {exc}")
+            else:
+                return None, token
+        stored = default_token_file(self.environ)
+        if stored.exists() and self.confirm(f"Use the API token stored in {stored}?", default=True):
+            from_file = self._load_from_file(stored)
+            if from_file is not None:
+                return stored, from_file
+        return self._paste(stored)
+
+    def _load_from_file(self, path: Path) -> Token | None:
+        try:
+            return token_from_file(path)
+        except ConfigError as exc:
+            self.say(f"  {exc}")
+            return None
+
+    def _paste(self, stored: Path) -> tuple[Path | None, Token | None]:
+        self.say(f"jatos-sync needs a JATOS API token. {_WHERE_TO_CREATE}")
+        token: Token | None = None
+        for _attempt in range(_PASTE_ATTEMPTS):
+            text = self.read_secret("Paste the token (the input stays hidden), or just Enter: ")
+            if not text.strip():
+                break
+            try:
+                token = check_token_format(text, source="the pasted token")
+                break
+            except ConfigError as exc:
+                self.say(f"  {exc}")
+        if token is None:
+            self.say(
+                f"  Going on without a token; the file will read it from ${DEFAULT_TOKEN_ENV}."
+            )
+            self.token_needs_export = True
+            return None, None
+        if stored.exists():
+            with contextlib.suppress(ConfigError):
+                if self._quiet_load(stored) == token:
+                    return stored, token  # the same token is already stored there
+            if not self.confirm(f"{stored} holds another token. Replace it?", default=False):
+                self.token_needs_export = True
+                return None, token
+        elif not self.confirm(f"Store the token in {stored}, readable only by you?", default=True):
+            self.token_needs_export = True
+            return None, token
+        store_token(stored, token)
+        self.say(f"  Stored in {stored} (mode 600).")
+        return stored, token
+
+    def _quiet_load(self, path: Path) -> Token | None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        return check_token_format(text, source=str(path))
+
+    def folder(self) -> Path:
+        given = self.args.folder
+        while True:
+            if given or not self.interactive:
+                text = given or "."
+            else:
+                text = self.ask("Local folder to sync", default=".")
+            folder = Path(os.path.abspath(self.here / Path(text).expanduser()))
+            if folder.is_dir():
+                return folder
+            if folder.exists():
+                if given or not self.interactive:
+                    raise ConfigError(f"--folder: {folder} exists but is not a folder")
+                self.say(f"  {folder} exists but is not a folder.")
+                continue
+            if (
+                self.interactive
+                and not given
+                and not self.confirm(f"{folder} does not exist. Create it?", default=True)
+            ):
+                continue
+            try:
+                folder.mkdir(parents=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+            self.say(f"  Created {folder}")
+            return folder
+
+    def study(self, url: str, token: Token | None) -> tuple[str, str]:
+        """(study ID or UUID, its title if known)."""
+        given = self.args.study
+        if given:
+            ref = parse_study_ref(given)
+            if ref is None:
+                raise ConfigError(f"--study: expected a study ID (a number) or UUID, got {given!r}")
+            return ref, ""
+        studies = self.list_studies(url, token) if token is not None else None
+        if studies:
+            self.say(f"\nYour studies on {url}:")
+            for line in study_table(studies):
+                self.say(line)
+            while True:
+                answer = self.ask(
+                    f"Which study? Its number in the list (1-{len(studies)}), or an ID or UUID"
+                )
+                if answer.isdigit() and 1 <= int(answer) <= len(studies):
+                    chosen = studies[int(answer) - 1]
+                    self._warn_locked(chosen)
+                    return str(chosen.id), chosen.title
+                ref = parse_study_ref(answer)
+                if ref is not None:
+                    known = [s for s in studies if ref in (str(s.id), s.uuid.lower())]
+                    if known:
+                        self._warn_locked(known[0])
+                        return ref, known[0].title
+                    self.say(
+                        f"  Note: study {ref} is not in your list; `check` will tell whether "
+                        "you can reach it."
+                    )
+                    return ref, ""
+                self.say("  Type a number from the list, a study ID or a UUID.")
+        if studies is not None:
+            self.say(
+                "  Your JATOS user is not a member of any study yet: create one in JATOS, or "
+                "ask a colleague to add you under the study's Members."
+            )
+        self.say("The study's ID and UUID are shown on its page in JATOS.")
+        while True:
+            ref = parse_study_ref(self.ask("Study ID or UUID"))
+            if ref is not None:
+                return ref, ""
+            self.say("  Expected a number (the ID) or a UUID like 3b0d…-…")
+
+    def list_studies(self, url: str, token: Token) -> list[StudyInfo] | None:
+        try:
+            client = self.client_factory(url, token)
+        except JatosSyncError as exc:
+            self.say(f"  Could not connect: {redact(str(exc))}")
+            return None
+        try:
+            return sorted(client.list_studies(), key=lambda s: (s.title.lower(), s.id))
+        except JatosSyncError as exc:
+            self.say(f"  Could not list your studies: {redact(str(exc))}")
+            return None
+        finally:
+            client.close()
+
+    def _warn_locked(self, study: StudyInfo) -> None:
+        if study.locked:
+            self.say(
+                f"  Note: {study.title!r} is locked in JATOS; unlock it on its page before "
+                "syncing, or uploads will be refused."
+            )
+
+
+def study_table(studies: Sequence[StudyInfo]) -> list[str]:
+    """The numbered table of studies init offers (title, ID, UUID, locked, assets folder)."""
+    header = ("#", "ID", "UUID", "locked", "assets folder", "title")
+    rows = [
+        (
+            str(n),
+            str(s.id),
+            s.uuid,
+            "yes" if s.locked else "no",
+            _comment(s.dir_name),
+            _comment(s.title),
+        )
+        for n, s in enumerate(studies, start=1)
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    right = {0, 1}  # numbers align right
+
+    def line(row: Sequence[str]) -> str:
+        cells = [
+            row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i])
+            for i in range(len(row))
+        ]
+        return "  " + "  ".join(cells).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
