@@ -32,6 +32,7 @@ from jatos_sync.errors import FileSyncError, JatosSyncError, LocalFileChangedErr
 from jatos_sync.model import FileInfo, LocalFile, PathProblem, RelPath, is_html
 from jatos_sync.plan import Plan, skip_reason
 from jatos_sync.scan import file_info_now
+from jatos_sync.state import make_private_dirs, new_backup_folder
 
 log = structlog.get_logger("jatos_sync.apply")
 
@@ -227,11 +228,12 @@ def _save_backups(
 ) -> set[RelPath]:
     """Download server copies before they are replaced; return paths whose copy failed."""
     refused: set[RelPath] = set()
-    folder = target.backup_root / stamp.strftime("%Y%m%dT%H%M%SZ")
+    folder: Path | None = None
     for path in paths:
-        dest = folder.joinpath(*path.parts)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder = folder or new_backup_folder(target.backup_root, prefix="", now=stamp)
+            dest = folder.joinpath(*path.parts)
+            make_private_dirs(dest.parent)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
             try:
                 with os.fdopen(fd, "w+b") as fh:

@@ -121,7 +121,8 @@ def main(
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:
-        print(str(exc), file=err)
+        # A token typed on the command line by mistake must not be repeated into CI logs.
+        print(redact(str(exc)), file=err)
         print("Run `jatos-sync --help` for usage.", file=err)
         return EXIT_CONFIG
     verbosity = 1 if args.verbose else -1 if args.quiet else 0
@@ -138,7 +139,12 @@ def main(
     try:
         return handler(ctx)
     except JatosSyncError as exc:
-        print(f"jatos-sync: {redact(str(exc))}", file=err)
+        message = redact(str(exc))
+        log.error("command_failed", command=args.command, error=message, exit_code=exc.exit_code)
+        if getattr(args, "json", False):  # a script still gets its one JSON document
+            document = {"ok": False, "exit_code": exc.exit_code, "error": message, "mappings": []}
+            print(json.dumps(document, ensure_ascii=False), file=out)
+        print(f"jatos-sync: {message}", file=err)
         return exc.exit_code
     except KeyboardInterrupt:
         print("jatos-sync: interrupted", file=err)
@@ -296,18 +302,24 @@ def _print_result(r: MappingResult, out: TextIO) -> None:
     elif r.backed_up:
         _print_paths(out, "saved the server's copy of", r.backed_up)
     for problem in r.skipped:
-        print(f"  skipped {problem.path}: {problem.reason}", file=out)
+        print(f"  skipped {shown(problem.path)}: {shown(problem.reason)}", file=out)
     for problem in r.failed:
-        print(f"  failed {problem.path}: {redact(problem.reason)}", file=out)
+        print(f"  failed {shown(problem.path)}: {shown(redact(problem.reason))}", file=out)
     if r.withheld:
         reason = r.withheld_reason or "an upload in this pass failed; they wait for the next pass"
         print(f"  withheld {len(r.withheld)} deletion(s): {reason}", file=out)
         _print_paths(out, "withheld", r.withheld)
 
 
+def shown(path: object) -> str:
+    """A path for a terminal: control characters (escape sequences) are shown escaped."""
+    text = str(path)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _print_paths(out: TextIO, label: str, paths: Sequence[object]) -> None:
     for path in paths[:LIST_LIMIT]:
-        print(f"  {label} {path}", file=out)
+        print(f"  {label} {shown(path)}", file=out)
     if len(paths) > LIST_LIMIT:
         print(f"  … and {len(paths) - LIST_LIMIT} more", file=out)
 

@@ -13,6 +13,7 @@ message or a `repr`.
 from __future__ import annotations
 
 import http.cookiejar
+import ipaddress
 import json
 import random
 import re
@@ -25,6 +26,7 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import requests
+import requests.auth
 import structlog
 from requests.adapters import HTTPAdapter
 from requests_toolbelt.multipart.encoder import MultipartEncoder
@@ -103,6 +105,21 @@ class ApiAnswer:
         )
 
 
+class _BearerAuth(requests.auth.AuthBase):
+    """The token as an `auth=` object: with it, requests never substitutes credentials from
+    ~/.netrc for the Authorization header, and the token stays out of any repr."""
+
+    def __init__(self, token: Token) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(jap_…)"
+
+
 class _HashingReader:
     """A file reader for the multipart encoder that sends exactly `size` bytes.
 
@@ -170,7 +187,6 @@ class JatosClient:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._token = token
         self.timeout_s = timeout_s
         self.retries = retries
         self._sleep = sleep
@@ -184,8 +200,8 @@ class JatosClient:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, concurrency + 2))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.verify = verify
-        self._session.trust_env = True
+        self._verify = verify
+        self._auth = _BearerAuth(token)
 
     def __repr__(self) -> str:
         return f"JatosClient({self.base_url!r})"
@@ -351,7 +367,6 @@ class JatosClient:
         all_headers = {
             "Accept": "application/json",  # ≤3.9 redirect to an HTML sign-in otherwise (§1.2)
             "User-Agent": f"jatos-sync/{__version__}",
-            "Authorization": f"Bearer {self._token.reveal()}",
         }
         all_headers.update(headers or {})
         return self._session.request(
@@ -360,9 +375,12 @@ class JatosClient:
             params=params,
             data=data,
             headers=all_headers,
+            auth=self._auth,
             timeout=(min(self.timeout_s, 15.0), self.timeout_s),
             allow_redirects=False,
             stream=stream,
+            # Per request, so that $REQUESTS_CA_BUNDLE cannot override ca_bundle/verify_tls.
+            verify=self._verify,
         )
 
     def _request(
@@ -632,5 +650,11 @@ def _human_size(size: int | None) -> str:
 
 
 def host_is_loopback(url: str) -> bool:
+    """Whether `url` points at this machine (plain http is fine there)."""
     host = urlsplit(url).hostname or ""
-    return host in {"localhost", "::1"} or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -25,6 +25,7 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import hmac
@@ -338,6 +339,25 @@ def load_token(server: ServerConfig, *, environ: Mapping[str, str] = os.environ)
         f"or, for a systemd service, LoadCredential={CREDENTIAL_NAME}:/path/to/token. "
         "Create a token in JATOS: your user menu → API tokens"
     )
+
+
+def _keep_out(mapping: MappingConfig, paths: Sequence[Path]) -> MappingConfig:
+    """Add an ignore rule for each of `paths` that lies inside the mapping's folder.
+
+    Study assets are served to anyone who runs the study: the config file (which may hold
+    an inline token) and the token file must never become one.
+    """
+    extra = []
+    for path in paths:
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(mapping.folder)
+        except ValueError:
+            continue
+        # An anchored, literal gitignore pattern: escape what gitignore would interpret.
+        extra.append("/" + re.sub(r"([\\*?\[\]!# ])", r"\\\1", rel.as_posix()))
+    if not extra:
+        return mapping
+    return dataclasses.replace(mapping, ignore=tuple(dict.fromkeys((*mapping.ignore, *extra))))
 
 
 def token_from_file(path: Path) -> Token:
@@ -756,6 +776,8 @@ class _Reader:
             defaults = self.policy(section, defaults)
         mappings_node = top.require("mappings", "a list of mappings (each with folder: and study:)")
         mappings = self.mappings(mappings_node, defaults)
+        secrets = [absolute] + ([server.token_file] if server.token_file else [])
+        mappings = tuple(_keep_out(m, secrets) for m in mappings)
         return Config(absolute, server, mappings, state_dir, watch)
 
     def server(self, node: Node, line: int) -> ServerConfig:

@@ -88,6 +88,10 @@ BUILTIN_PATTERNS: tuple[str, ...] = (
     "*.download",
     # This tool's own ignore file: configuration, not a study asset.
     IGNORE_FILE_NAME,
+    # Environment files of build tools (Vite, npm scripts) hold secrets such as API keys;
+    # study assets are served to every participant.
+    ".env",
+    ".env.*",
     # Python byte-code caches (e.g. from a PsychoPy or helper script run in the folder).
     "__pycache__/",
     "*.pyc",

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -28,15 +28,9 @@ def redact(text: str) -> str:
     return TOKEN_RE.sub(REDACTED, text)
 
 
-def _redact_processor(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = redact(value)
-        elif not isinstance(value, (int, float, bool, type(None))):
-            event_dict[key] = redact(str(value))
-    return event_dict
+def _redact_rendered(_logger: Any, _method: str, line: str) -> str:
+    # Runs on the finished line, so values, keys and formatted tracebacks are all covered.
+    return redact(line)
 
 
 # syslog priorities; journald reads a "<N>" prefix on each stdout/stderr line as the
@@ -72,13 +66,13 @@ def configure_logging(
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        _redact_processor,
     ]
     if chosen == "json":
         processors += [
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
+            _redact_rendered,
         ]
         if environ.get("JOURNAL_STREAM"):
             processors.append(_journal_priority)
@@ -90,6 +84,7 @@ def configure_logging(
                 pad_event_to=0,
                 pad_level=False,
             ),
+            _redact_rendered,
         ]
     structlog.configure(
         processors=processors,

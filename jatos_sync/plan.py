@@ -58,8 +58,12 @@ def skip_reason(path: RelPath, info: FileInfo, *, api_version: str) -> str | Non
         return "empty file: JATOS refuses to store 0-byte files"
     if str(path) == "jatos.js":
         return "a top-level jatos.js is never served: JATOS serves its own jatos.js there"
-    if api_version == API_VERSION_310 and _ILLEGAL_IN_310.search(str(path)):
-        return 'JATOS 3.10 refuses names with control characters or any of \\ < > : " | ? *'
+    if api_version == API_VERSION_310:
+        if _ILLEGAL_IN_310.search(str(path)):
+            return 'JATOS 3.10 refuses names with control characters or any of \\ < > : " | ? *'
+        if str(path) != str(path).strip(" "):
+            # 3.10 trims the decoded upload path (§4.2): " a" would be stored as "a".
+            return "JATOS 3.10 removes spaces at the start and end of a path; rename it"
     return None
 
 

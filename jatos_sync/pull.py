@@ -49,7 +49,7 @@ from jatos_sync.errors import (
 from jatos_sync.ignore import IgnoreRules
 from jatos_sync.model import FileInfo, LocalSnapshot, PathProblem, RelPath, RemoteSnapshot
 from jatos_sync.scan import check_folder, scan_folder
-from jatos_sync.state import StateStore, mapping_key
+from jatos_sync.state import StateStore, make_private_dirs, mapping_key, new_backup_folder
 
 log = structlog.get_logger("jatos_sync.pull")
 
@@ -266,7 +266,12 @@ def pull(
         study=mapping.study,
         folder=folder,
         remote=remote.files,
-        backup_root=store.backup_dir(key) / f"pull-{clock().strftime('%Y%m%dT%H%M%SZ')}",
+        # Only `--force` replacements are backed up: one new private folder for this pull.
+        backup_root=(
+            new_backup_folder(store.backup_dir(key), prefix="pull-", now=clock())
+            if plan.replace
+            else store.backup_dir(key)
+        ),
         result=result,
         stop=stop or threading.Event(),
         progress=progress,
@@ -392,7 +397,7 @@ class _Job:
         backup = self.backup_root.joinpath(*path.parts)
         try:
             mode = stat.S_IMODE(os.stat(dest).st_mode)
-            backup.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(backup.parent)
             shutil.copy2(dest, backup)
         except OSError as exc:
             raise FileSyncError(

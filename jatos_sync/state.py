@@ -19,6 +19,7 @@ import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from hashlib import sha256
 from pathlib import Path
 
@@ -154,7 +155,7 @@ class StateStore:
         if self._written.get(key) == payload:
             return  # unchanged since it was read or written: spare the disk an fsync
         try:
-            _make_private_dirs(path.parent)
+            make_private_dirs(path.parent)
             _atomic_write(path, payload)
         except OSError as exc:
             raise StateWriteError(
@@ -206,7 +207,18 @@ def _is_clean_relative(name: str) -> bool:
     return bool(name) and all(part not in ("", ".", "..") for part in parts)
 
 
-def _make_private_dirs(directory: Path) -> None:
+def new_backup_folder(root: Path, *, prefix: str, now: datetime) -> Path:
+    """A new private folder below `root` for the backups of one pass.
+
+    Named by time, made unique by `mkdtemp`, so two passes within one second never write
+    into the same folder and no earlier backup is ever replaced.
+    """
+    make_private_dirs(root)
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{stamp}-", dir=root))
+
+
+def make_private_dirs(directory: Path) -> None:
     """Create `directory` and missing parents with mode 0700 (umask notwithstanding)."""
     missing: list[Path] = []
     current = directory

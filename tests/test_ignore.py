@@ -82,6 +82,8 @@ IGNORED_FILES = [
     "__pycache__/x.cpython-311.pyc",
     "helper.pyc",
     "run.psydat",
+    ".env",
+    "build/.env.production",
     "data/run.psydat",
     # the server's own temp names (§8.2)
     SERVER_TEMP,

@@ -172,7 +172,8 @@ def test_force_replaces_a_differing_file_and_keeps_a_backup(world_any: World) ->
     assert result.code == 0, result.out
     assert world_any.local() == world_any.remote()
     key = mapping_key(world_any.server.url, world_any.study_ref, world_any.folder)
-    backup = world_any.state_dir / "backups" / key / "pull-20240506T070809Z" / "js" / "main.js"
+    (folder,) = (world_any.state_dir / "backups" / key).glob("pull-20240506T070809Z-*")
+    backup = folder / "js" / "main.js"
     assert backup.read_bytes() == b"my unsynced edit\n"
     assert f"replaced js/main.js; your previous copy is saved as {backup}" in result.out
 
