@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from jatos_sync import __version__, demo
+from jatos_sync import __version__, demo, service
 from jatos_sync import init as init_cmd
 from jatos_sync import pull as pull_cmd
 from jatos_sync.check import check_mapping, exit_code_for, token_warnings
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_cmd)
 
+    service.add_arguments(commands.add_parser("watch", help="daemon: reconcile, then follow edits"))
+
     check = commands.add_parser("check", help="config, token, access and lock, per mapping")
     check.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     check.add_argument("mappings", nargs="*", metavar="MAPPING")
@@ -132,6 +134,7 @@ def main(
         "sync": _cmd_sync,
         "status": _cmd_status,
         "check": _cmd_check,
+        "watch": _cmd_watch,
         "pull": _cmd_pull,
         "init": _cmd_init,
         "demo": _cmd_demo,
@@ -256,22 +259,43 @@ def _cmd_sync(ctx: _Context) -> int:
     return _report(ctx, results, dry_run=dry_run)
 
 
+def _cmd_watch(ctx: _Context) -> int:
+    return service.run(
+        ctx.args,
+        config_path=ctx.config_path,
+        environ=ctx.environ,
+        err=ctx.err,
+        client_factory=ctx._client_factory,
+    )
+
+
 def _cmd_status(ctx: _Context) -> int:
     results = _run_passes(ctx, dry_run=True, allow_mass_delete=False)
-    _report(ctx, results, dry_run=True)
+    daemon = service.read_status(ctx.store(ctx.config()))
+    _report(ctx, results, dry_run=True, daemon=daemon)
+    if daemon is not None and not ctx.args.json:
+        _print_daemon(daemon, ctx.out)
     # `status` reports; the report was made, so it succeeds unless something stopped it.
     return worst_exit_code([r.error.exit_code for r in results if r.error is not None])
 
 
-def _report(ctx: _Context, results: list[MappingResult], *, dry_run: bool) -> int:
+def _report(
+    ctx: _Context,
+    results: list[MappingResult],
+    *,
+    dry_run: bool,
+    daemon: dict[str, Any] | None = None,
+) -> int:
     code = worst_exit_code([r.exit_code for r in results])
     if ctx.args.json:
-        document = {
+        document: dict[str, Any] = {
             "ok": code == 0,
             "dry_run": dry_run,
             "exit_code": code,
             "mappings": [r.to_json() for r in results],
         }
+        if daemon is not None:
+            document["daemon"] = daemon
         print(json.dumps(document, ensure_ascii=False, indent=2), file=ctx.out)
     else:
         for result in results:
@@ -309,6 +333,23 @@ def _print_result(r: MappingResult, out: TextIO) -> None:
         reason = r.withheld_reason or "an upload in this pass failed; they wait for the next pass"
         print(f"  withheld {len(r.withheld)} deletion(s): {reason}", file=out)
         _print_paths(out, "withheld", r.withheld)
+
+
+def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
+    """What a running `watch` daemon reports (its status file in the state directory)."""
+    print(f"\nwatch daemon (pid {daemon.get('pid')}) is running:", file=out)
+    for m in daemon.get("mappings") or []:
+        age = m.get("oldest_pending_age_s")
+        since = f", oldest {age:.0f} s ago" if isinstance(age, (int, float)) else ""
+        last = m.get("last_sync_age_s")
+        last_text = f"{last:.0f} s ago" if isinstance(last, (int, float)) else "not yet"
+        print(
+            f"  {m.get('name')}: {m.get('state')}, {m.get('mode')}, "
+            f"{m.get('pending', 0)} pending{since}; last sync {last_text}",
+            file=out,
+        )
+        if m.get("last_error"):
+            print(f"    last error: {shown(redact(str(m['last_error'])))}", file=out)
 
 
 def shown(path: object) -> str:

@@ -173,8 +173,8 @@ class MappingSync:
     ) -> MappingResult:
         """Reconcile after changes to `dirty` paths, without listing the server.
 
-        Paths in `hold` are missing locally but their deletion waits. Falls back to a full
-        pass when the server's files are not known yet.
+        Paths in `hold` (files or whole directories) are missing locally but their deletion
+        waits. Falls back to a full pass when the server's files are not known yet.
         """
         if self._remote is None or self._local is None or self._rules is None:
             return self.full_pass(stop=stop)
@@ -183,10 +183,19 @@ class MappingSync:
         try:
             check_folder(mapping.folder)
             self._local = self._refreshed(dirty)
-            self._reconcile(result, hold=hold, stop=stop)
+            self._reconcile(result, hold=self._held_files(hold), stop=stop)
         except JatosSyncError as exc:
             _record_error(result, exc)
         return result
+
+    def _held_files(self, hold: Collection[RelPath]) -> set[RelPath]:
+        """The server files at or below the paths in `hold` (a directory moved away holds
+        every file that was in it)."""
+        assert self._remote is not None
+        held = set(hold)
+        if not held:
+            return held
+        return {p for p in self._remote.files if p in held or not held.isdisjoint(p.parents)}
 
     def _refreshed(self, dirty: Collection[RelPath]) -> LocalSnapshot:
         """The local snapshot with `dirty` paths (files or whole directories) re-read."""

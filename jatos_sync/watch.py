@@ -1,0 +1,687 @@
+"""File-system events → debounced dirty paths for the daemon. The only importer of watchdog.
+
+Owns three things:
+
+- `Debouncer`, pure logic with an explicit `now`: which paths are ready for a pass, which
+  deletions must still wait (`hold`), and when a full look at the folder is due.
+- `FolderWatcher`: one watchdog observer for one folder. It translates events into
+  `Change`s ("this path may have changed; look soon" — STYLE.md, level-triggered sync),
+  drops what the ignore rules exclude, and reports lost events (inotify queue overflow) as
+  a request to rescan everything.
+- Choosing between native events and polling: polling on file systems where events from
+  other machines never arrive (NFS, SMB, 9p/WSL, sshfs, vboxsf, other FUSE — FIELD_NOTES
+  "inotify limits and network file systems"), and when the inotify limits are exhausted.
+
+It must not talk to the server, decide what to upload or delete, run passes or start
+threads of its own beyond the observer's (service.py does all that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import heapq
+import itertools
+import logging
+import math
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+
+from jatos_sync.errors import ConfigError
+from jatos_sync.ignore import IGNORE_FILE_NAME, IgnoreRules
+from jatos_sync.model import RelPath, rel_path
+
+log = structlog.get_logger("jatos_sync.watch")
+
+Mode = Literal["events", "polling"]
+
+# File systems whose changes made elsewhere (the server of a share, the Windows side of
+# WSL, the host of a VM) never reach this kernel's inotify: they are polled. `fuse.*`
+# (sshfs, rclone, gvfs, …) counts as remote too; `fuseblk` is a local disk (ntfs-3g, exFAT)
+# whose changes all pass through this kernel, so events work there.
+POLLED_FS_TYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "sshfs",
+        "vboxsf",
+        "drvfs",
+        "virtiofs",
+        "afs",
+        "ncpfs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "davfs",
+        "prl_fs",
+        "vmhgfs",
+        "fuse",
+    }
+)
+
+# Watch these only: reads (open, close without write) are what our own scans and uploads
+# do, and a directory's "modified" merely repeats what its entries report.
+EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileAttribEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+RAISED_WATCH_LIMIT = 524288
+RAISED_INSTANCE_LIMIT = 1024
+_SYSCTL_FILE = "/etc/sysctl.d/90-jatos-sync.conf"
+
+
+# ------------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True)
+class Change:
+    """What the watcher saw, as a hint: the pass looks at the path itself.
+
+    touch: `path` (a file, or a directory: its whole subtree) may have changed or appeared;
+    gone: `path` disappeared (deleted or moved away); rescan: events were lost, look at
+    everything; folder_gone: the watched folder itself was deleted.
+    """
+
+    kind: Literal["touch", "gone", "rescan", "folder_gone"]
+    path: RelPath | None = None
+    is_dir: bool = False
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What is ready for one pass.
+
+    `dirty`: paths (files or directories) to look at again; `hold`: paths (files or
+    directories) missing locally whose deletion must still wait; `full_local`: look at the
+    whole folder (a full pass) instead of only `dirty`.
+    """
+
+    dirty: frozenset[RelPath] = frozenset()
+    hold: frozenset[RelPath] = frozenset()
+    full_local: bool = False
+
+    def __bool__(self) -> bool:
+        return self.full_local or bool(self.dirty)
+
+
+class Debouncer:
+    """Turns a stream of changes into batches, with explicit times (no clock inside).
+
+    - A touched path is ready `debounce_s` after its last event: a burst of writes, or an
+      editor's write-rename-delete dance, becomes one look at the path, once it is quiet.
+    - A path that disappeared is ready only after `delete_delay_s` of staying gone; until
+      then it is in `hold`, so no pass deletes it. If it reappears (a touch of the same
+      file) its deletion is cancelled and it is simply looked at again; the pass then sees
+      the server already holds that content and sends nothing. A directory that reappears
+      does not cancel the wait for the files it held: they must come back one by one.
+    - A rescan (lost events, periodic reconcile, server back) becomes a batch with
+      `full_local` once the folder has been quiet for the longer of both delays, so a full
+      pass never runs in the middle of a rebuild whose deletions it cannot tell apart from
+      real ones. That batch takes every pending path with it.
+
+    Paths handed out in a batch stay pending until `finish()`; failed ones can be queued
+    again there. `pending()` and `oldest_pending_since()` are for the status file.
+
+    Times come from one monotonic clock: `now` never goes back between calls. Deadlines
+    live in a heap, so a burst of thousands of events costs O(log n) per event, not O(n).
+    """
+
+    def __init__(self, *, debounce_s: float, delete_delay_s: float) -> None:
+        self.debounce_s = debounce_s
+        self.delete_delay_s = delete_delay_s
+        self._dirty: dict[RelPath, float] = {}  # path -> when it is ready
+        self._gone: dict[RelPath, float] = {}  # path -> when its deletion may happen
+        # (when, sequence, is a deletion, path); entries superseded in the dicts are stale.
+        self._timeline: list[tuple[float, int, bool, RelPath]] = []
+        self._sequence = itertools.count()
+        self._in_pass: set[RelPath] = set()
+        # path -> its first event while pending; insertion order is time order.
+        self._since: dict[RelPath, float] = {}
+        self._rescan_at: float | None = None
+        self._last_event = -math.inf
+
+    def touch(self, path: RelPath, now: float, *, is_dir: bool = False) -> None:
+        """`path` was created, written or moved here."""
+        self._note(path, now)
+        self._schedule(path, now + self.debounce_s, gone=False)
+        if not is_dir:
+            self._gone.pop(path, None)
+
+    def gone(self, path: RelPath, now: float) -> None:
+        """`path` was deleted or moved away."""
+        self._note(path, now)
+        self._dirty.pop(path, None)
+        self._schedule(path, now + self.delete_delay_s, gone=True)
+
+    def rescan(self, now: float) -> None:
+        """Ask for a full look at the folder (kept at the earliest request)."""
+        if self._rescan_at is None:
+            self._rescan_at = now
+
+    def due(self, now: float, *, full_only: bool = False) -> Batch:
+        """Take what is ready at `now`. With `full_only`, only a due rescan is taken."""
+        if self._rescan_at is not None and now >= self._rescan_due():
+            taken = frozenset(self._dirty) | frozenset(self._gone)
+            self._dirty.clear()
+            self._gone.clear()
+            self._timeline.clear()
+            self._rescan_at = None
+            self._in_pass |= taken
+            return Batch(dirty=taken, full_local=True)
+        if full_only:
+            return Batch()
+        ready: set[RelPath] = set()
+        while self._timeline and self._timeline[0][0] <= now:
+            entry = heapq.heappop(self._timeline)
+            if self._current(entry):
+                _, _, gone, path = entry
+                del (self._gone if gone else self._dirty)[path]
+                ready.add(path)
+        if not ready:
+            return Batch()
+        self._in_pass |= ready
+        return Batch(dirty=frozenset(ready), hold=frozenset(self._gone))
+
+    def finish(
+        self, batch: Batch, *, now: float, retry: Mapping[RelPath, float] | None = None
+    ) -> None:
+        """The pass for `batch` is over at `now`. `retry`: paths to look at again, and when.
+
+        A path touched again during the pass keeps its own (sooner) time.
+        """
+        self._in_pass -= batch.dirty
+        for path, at in (retry or {}).items():
+            if path not in self._dirty:
+                self._schedule(path, at, gone=False)
+            self._since.setdefault(path, now)
+        for path in batch.dirty:
+            if path not in self._dirty and path not in self._gone:
+                self._since.pop(path, None)
+
+    def reset(self) -> None:
+        """Forget everything pending (the folder itself went away)."""
+        self._dirty.clear()
+        self._gone.clear()
+        self._timeline.clear()
+        self._in_pass.clear()
+        self._since.clear()
+        self._rescan_at = None
+
+    def pending(self) -> int:
+        """How many paths wait for a pass or are in one."""
+        return len(self._since)
+
+    def oldest_pending_since(self) -> float | None:
+        return next(iter(self._since.values()), None)
+
+    def next_deadline(self, *, full_only: bool = False) -> float | None:
+        """When `due()` (with the same `full_only`) will next have something, possibly
+        already past; None if nothing is pending."""
+        times = []
+        if not full_only:
+            while self._timeline and not self._current(self._timeline[0]):
+                heapq.heappop(self._timeline)
+            if self._timeline:
+                times.append(self._timeline[0][0])
+        if self._rescan_at is not None:
+            times.append(self._rescan_due())
+        return min(times, default=None)
+
+    def _schedule(self, path: RelPath, at: float, *, gone: bool) -> None:
+        (self._gone if gone else self._dirty)[path] = at
+        heapq.heappush(self._timeline, (at, next(self._sequence), gone, path))
+
+    def _current(self, entry: tuple[float, int, bool, RelPath]) -> bool:
+        at, _, gone, path = entry
+        return (self._gone if gone else self._dirty).get(path) == at
+
+    def _note(self, path: RelPath, now: float) -> None:
+        self._since.setdefault(path, now)
+        self._last_event = max(self._last_event, now)
+
+    def _rescan_due(self) -> float:
+        assert self._rescan_at is not None
+        quiet_s = max(self.debounce_s, self.delete_delay_s)
+        return max(self._rescan_at + self.debounce_s, self._last_event + quiet_s)
+
+
+# --------------------------------------------------------------- events or polling
+
+
+def read_proc(name: str, *, proc: Path = Path("/proc")) -> str | None:
+    """The text of `/proc/<name>`, or None where there is no such file (macOS, Windows)."""
+    try:
+        return (proc / name).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def fs_type_of(path: str, mountinfo: str) -> str | None:
+    """The file-system type of the mount holding `path` (absolute, symlinks resolved),
+    from the text of /proc/self/mountinfo (proc(5)); None if no mount matches."""
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or not tail:
+            continue
+        mount_point = _unescape_mount(fields[4])
+        covers = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        # The longest mount point wins; on a tie the later line (mounted on top) wins.
+        if covers and (best is None or len(mount_point) >= best[0]):
+            best = (len(mount_point), tail[0])
+    return None if best is None else best[1]
+
+
+def _unescape_mount(text: str) -> str:
+    # mountinfo writes space, tab, newline and backslash in mount points as \ooo octal.
+    out, i = [], 0
+    while i < len(text):
+        octal = text[i + 1 : i + 4]
+        if text[i] == "\\" and len(octal) == 3 and all(c in "01234567" for c in octal):
+            out.append(chr(int(octal, 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def choose_mode(polling: str, fs_type: str | None) -> tuple[Mode, str]:
+    """(mode, reason for polling or "") for the `watch.polling` setting and the file system."""
+    if polling == "always":
+        return "polling", "watch.polling is 'always'"
+    if polling == "never" or fs_type is None:
+        return "events", ""
+    if fs_type in POLLED_FS_TYPES or (fs_type.startswith("fuse.") and fs_type != "fuseblk"):
+        return "polling", (
+            f"the folder is on a {fs_type} file system, where changes made on other machines "
+            "produce no file-system events"
+        )
+    return "events", ""
+
+
+def limit_advice(code: int, *, proc: Path = Path("/proc")) -> tuple[str, str]:
+    """(reason, hint) for an inotify limit that was hit: ENOSPC (watches) or EMFILE."""
+    if code == errno.EMFILE:
+        key, raised, what = "max_user_instances", RAISED_INSTANCE_LIMIT, "instance"
+    else:
+        key, raised, what = "max_user_watches", RAISED_WATCH_LIMIT, "watch"
+    current = (read_proc(f"sys/fs/inotify/{key}", proc=proc) or "").strip() or "unknown"
+    reason = f"the inotify {what} limit (fs.inotify.{key} = {current}) is exhausted"
+    hint = (
+        f"raise it with `sudo sysctl fs.inotify.{key}={raised}`, and keep it after a reboot "
+        f"with `echo fs.inotify.{key}={raised} | sudo tee {_SYSCTL_FILE}`; then restart "
+        "jatos-sync to use file-system events again"
+    )
+    return reason, hint
+
+
+# -------------------------------------------------------------------------- observers
+
+
+class Observer(Protocol):
+    """The part of a watchdog observer that FolderWatcher uses (a seam for tests)."""
+
+    def schedule(
+        self,
+        event_handler: FileSystemEventHandler,
+        path: str,
+        *,
+        recursive: bool,
+        event_filter: list[type[FileSystemEvent]] | None,
+    ) -> object: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
+ObserverFactory = Callable[[Mode, float], Observer]
+
+
+def default_observer_factory(mode: Mode, poll_interval_s: float) -> Observer:
+    """watchdog's native observer for "events", its PollingObserver for "polling"."""
+    if mode == "polling":
+        from watchdog.observers.polling import PollingObserver
+
+        return _WatchdogObserver(PollingObserver(timeout=poll_interval_s))
+    from watchdog.observers import Observer as NativeObserver
+
+    native = NativeObserver()
+    return _WatchdogObserver(native, probe_inotify=_is_inotify(native))
+
+
+def _is_inotify(observer: object) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    from watchdog.observers.inotify import InotifyObserver
+
+    return isinstance(observer, InotifyObserver)
+
+
+class _WatchdogObserver:
+    """A watchdog observer whose health includes its emitter threads, and which, on inotify,
+    checks after starting that the watch limit was not hit.
+
+    watchdog raises ENOSPC only when the folder itself cannot be watched; a subdirectory
+    beyond the limit is skipped silently, and its changes would never be seen. When no
+    watch is left after all were added, some may be missing: report ENOSPC then too.
+    """
+
+    def __init__(self, observer: BaseObserver, *, probe_inotify: bool = False) -> None:
+        self._observer = observer
+        self._probe = probe_inotify
+        self._path = ""
+
+    def schedule(
+        self,
+        event_handler: FileSystemEventHandler,
+        path: str,
+        *,
+        recursive: bool,
+        event_filter: list[type[FileSystemEvent]] | None,
+    ) -> object:
+        self._path = path
+        return self._observer.schedule(
+            event_handler, path, recursive=recursive, event_filter=event_filter
+        )
+
+    def start(self) -> None:
+        self._observer.start()
+        if self._probe and _inotify_watches_exhausted(self._path):
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    def stop(self) -> None:
+        self._observer.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._observer.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._observer.is_alive() and all(e.is_alive() for e in self._observer.emitters)
+
+
+def _inotify_watches_exhausted(path: str) -> bool:
+    """Whether adding one more inotify watch fails with ENOSPC (Linux only)."""
+    from watchdog.observers import inotify_c
+
+    fd = inotify_c.inotify_init()
+    if fd < 0:
+        return False  # out of instances: our own observer already has one
+    try:
+        wd = inotify_c.inotify_add_watch(
+            fd, os.fsencode(path), inotify_c.InotifyConstants.IN_DELETE_SELF
+        )
+        return wd < 0 and ctypes.get_errno() == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+class _OverflowTap(logging.Handler):
+    """watchdog reports a kernel event-queue overflow only as a log record (it rebuilds its
+    watches, but the events are lost). Turn that record into a rescan for every watcher
+    using native events: one full pass each is the cure (FIELD_NOTES "missed events")."""
+
+    LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self._watchers: set[FolderWatcher] = set()
+        self._members = threading.Lock()
+
+    def add(self, watcher: FolderWatcher) -> None:
+        with self._members:
+            if not self._watchers:
+                for name in self.LOGGERS:
+                    logging.getLogger(name).addHandler(self)
+            self._watchers.add(watcher)
+
+    def discard(self, watcher: FolderWatcher) -> None:
+        with self._members:
+            self._watchers.discard(watcher)
+            if not self._watchers:
+                for name in self.LOGGERS:
+                    logging.getLogger(name).removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        lowered = message.lower()
+        if "overflow" not in lowered and "unable to rebuild" not in lowered:
+            return
+        with self._members:
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.events_lost(message)
+
+
+_tap_lock = threading.Lock()
+_tap: _OverflowTap | None = None
+
+
+def _overflow_tap() -> _OverflowTap:
+    global _tap
+    with _tap_lock:
+        if _tap is None:
+            _tap = _OverflowTap()
+        return _tap
+
+
+# ------------------------------------------------------------------------ the watcher
+
+
+class FolderWatcher:
+    """Watches one mapping folder and sends `Change`s to `sink` (from the observer's thread).
+
+    Paths are made relative to the folder; ignored ones (IgnoreRules, the same rules the
+    scan uses, including JATOS's own temp names) are dropped. A change to the top-level
+    `.jatosignore` or a PsychoPy `.psyexp` reloads the rules and is passed on, so the pass
+    rebuilds its rules and rescans too. Moves become gone + touch; a directory created or
+    moved in is a touch of the directory (its subtree is looked at); the folder itself
+    being deleted is `folder_gone`.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        name: str,
+        sink: Callable[[Change], None],
+        ignore: Sequence[str] = (),
+        polling: str = "auto",
+        poll_interval_s: float = 1.0,
+        observer_factory: ObserverFactory = default_observer_factory,
+        proc: Path = Path("/proc"),
+    ) -> None:
+        self.folder = folder
+        self.name = name
+        self.polling = polling
+        self.poll_interval_s = poll_interval_s
+        self.mode: Mode | None = None
+        self._sink = sink
+        self._ignore = tuple(ignore)
+        self._factory = observer_factory
+        self._proc = proc
+        self._root = ""
+        self._rules = IgnoreRules()
+        self._observer: Observer | None = None
+        self._active = False
+        self._handler = _Handler(self)
+
+    def __repr__(self) -> str:
+        return f"FolderWatcher({self.name!r}, mode={self.mode})"
+
+    def start(self) -> Mode:
+        """Start watching; return the mode. Raises OSError if the folder cannot be watched."""
+        self._root = os.path.realpath(self.folder)
+        self._rules = self._load_rules()
+        mountinfo = read_proc("self/mountinfo", proc=self._proc)
+        fs_type = fs_type_of(self._root, mountinfo) if mountinfo else None
+        mode, reason = choose_mode(self.polling, fs_type)
+        if reason and self.polling == "auto":
+            log.warning("polling_fallback", mapping=self.name, reason=reason)
+        # watchdog's inotify thread warns when a new directory is registered twice (by the
+        # walk of its parent and by its own creation event, common in a rebuild). It is
+        # harmless and would only put a long repr into the user's terminal.
+        warnings.filterwarnings(
+            "ignore", message="Callback with id .* already exists", category=RuntimeWarning
+        )
+        self._active = True
+        if mode == "events":
+            try:
+                self._observer = self._start_observer("events")
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EMFILE) or self.polling == "never":
+                    self._active = False
+                    raise
+                why, hint = limit_advice(exc.errno, proc=self._proc)
+                log.warning("polling_fallback", mapping=self.name, reason=why, hint=hint)
+                mode = "polling"
+        if mode == "polling":
+            try:
+                self._observer = self._start_observer("polling")
+            except OSError:
+                self._active = False
+                raise
+        else:
+            _overflow_tap().add(self)
+        self.mode = mode
+        log.info("watch_started", mapping=self.name, folder=str(self.folder), mode=mode)
+        return mode
+
+    def stop(self, *, timeout_s: float = 5.0) -> None:
+        """Stop the observer and wait (bounded) for its threads; idempotent."""
+        self._active = False
+        _overflow_tap().discard(self)
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            _halt(observer, timeout_s)
+
+    def alive(self) -> bool:
+        """Whether the observer (and its emitters) still run."""
+        return self._observer is not None and self._observer.is_alive()
+
+    def events_lost(self, reason: str) -> None:
+        """The observer lost events (queue overflow): everything must be looked at."""
+        if self._active:
+            log.warning("watch_events_lost", mapping=self.name, reason=reason)
+            self._sink(Change("rescan"))
+
+    def _start_observer(self, mode: Mode) -> Observer:
+        observer = self._factory(mode, self.poll_interval_s)
+        try:
+            observer.schedule(self._handler, self._root, recursive=True, event_filter=EVENT_FILTER)
+            observer.start()
+        except BaseException:
+            _halt(observer, 5.0)
+            raise
+        return observer
+
+    def _load_rules(self) -> IgnoreRules:
+        try:
+            return IgnoreRules.for_folder(self.folder, self._ignore)
+        except ConfigError:
+            # The pass reports the broken .jatosignore; meanwhile filter only by the
+            # built-ins. Passing more events than needed is always safe (level-triggered).
+            return IgnoreRules()
+
+    # ---------------------------------------------------------------- translation
+
+    def on_event(self, event: FileSystemEvent) -> None:
+        """Translate one watchdog event (called in the observer's thread)."""
+        if not self._active:
+            return
+        kind, is_dir = event.event_type, event.is_directory
+        src = self._relative(event.src_path)
+        if kind == "moved":
+            if src is not None and src.parts:
+                self._pass_on("gone", src, is_dir=is_dir)
+            dest = self._relative(event.dest_path)
+            if dest is not None and dest.parts:
+                self._pass_on("touch", dest, is_dir=is_dir)
+        elif src is None:
+            return
+        elif not src.parts:
+            if kind == "deleted":
+                self._sink(Change("folder_gone"))
+        elif kind == "deleted":
+            self._pass_on("gone", src, is_dir=is_dir)
+        elif kind == "created" or (not is_dir and kind in ("modified", "closed", "attrib")):
+            self._pass_on("touch", src, is_dir=is_dir)
+
+    def _pass_on(self, kind: Literal["touch", "gone"], path: RelPath, *, is_dir: bool) -> None:
+        if len(path.parts) == 1 and (
+            path.name == IGNORE_FILE_NAME or path.suffix.lower() == ".psyexp"
+        ):
+            # These decide the ignore rules themselves (and are ignored by them).
+            self._rules = self._load_rules()
+        elif self._rules.is_ignored(path, is_dir=is_dir):
+            return
+        self._sink(Change(kind, path, is_dir=is_dir))
+
+    def _relative(self, raw: bytes | str) -> RelPath | None:
+        """`raw` relative to the folder ("." for the folder itself); None if outside."""
+        if not raw:
+            return None
+        path = os.fsdecode(raw)
+        if path == self._root:
+            return RelPath()
+        prefix = self._root.rstrip(os.sep) + os.sep
+        if not path.startswith(prefix):
+            return None
+        rel = path[len(prefix) :]
+        return rel_path(rel.replace(os.sep, "/") if os.sep != "/" else rel)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: FolderWatcher) -> None:
+        self._watcher = watcher
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._watcher.on_event(event)
+
+
+def _halt(observer: Observer, timeout_s: float) -> None:
+    observer.stop()
+    with contextlib.suppress(RuntimeError):  # never started
+        observer.join(timeout_s)

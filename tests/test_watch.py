@@ -1,0 +1,527 @@
+"""watch.py: the pure debouncer (explicit `now`), event translation fed from a scripted fake
+observer, mount-type detection and the polling fallback. Real observers: test_watch_real.py."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from jatos_sync.model import RelPath
+from jatos_sync.watch import (
+    Batch,
+    Change,
+    Debouncer,
+    FolderWatcher,
+    Mode,
+    choose_mode,
+    fs_type_of,
+    limit_advice,
+)
+
+P = RelPath
+
+
+# ------------------------------------------------------------------------- Debouncer
+
+
+def make_debouncer() -> Debouncer:
+    return Debouncer(debounce_s=0.3, delete_delay_s=2.0)
+
+
+def test_a_burst_of_events_makes_the_path_ready_once_after_it_is_quiet() -> None:
+    d = make_debouncer()
+    for t in (0.0, 0.1, 0.2, 0.35):  # each event restarts the path's quiet period
+        d.touch(P("a.js"), t)
+    assert d.due(0.6) == Batch()
+    assert d.due(0.65) == Batch(dirty=frozenset({P("a.js")}))
+    assert d.due(5.0) == Batch()
+
+
+def test_paths_wait_each_for_their_own_quiet_period() -> None:
+    d = make_debouncer()
+    d.touch(P("a.js"), 0.0)
+    d.touch(P("b.js"), 0.2)
+    assert d.due(0.3).dirty == {P("a.js")}
+    assert d.due(0.4) == Batch()
+    assert d.due(0.5).dirty == {P("b.js")}
+
+
+def test_a_deletion_is_held_until_the_path_stayed_gone_for_the_delay() -> None:
+    d = make_debouncer()
+    d.gone(P("old.js"), 0.0)
+    d.touch(P("new.js"), 0.0)
+    batch = d.due(0.3)
+    assert batch == Batch(dirty=frozenset({P("new.js")}), hold=frozenset({P("old.js")}))
+    d.finish(batch, now=0.0)
+    assert d.due(1.9) == Batch()
+    assert d.due(2.0) == Batch(dirty=frozenset({P("old.js")}))
+
+
+def test_a_file_that_reappears_is_looked_at_again_instead_of_deleted() -> None:
+    d = make_debouncer()
+    d.gone(P("index.html"), 0.0)  # an editor renames the original away …
+    d.touch(P("index.html"), 0.01)  # … and writes the new version
+    assert d.due(0.31) == Batch(dirty=frozenset({P("index.html")}))
+    assert d.next_deadline() is None
+
+
+def test_a_directory_that_reappears_still_holds_the_files_it_had() -> None:
+    d = make_debouncer()
+    d.gone(P("dist"), 0.0)
+    d.touch(P("dist"), 0.1, is_dir=True)
+    d.touch(P("dist/app.js"), 0.2)
+    batch = d.due(0.5)
+    assert batch.dirty == {P("dist"), P("dist/app.js")}
+    assert batch.hold == {P("dist")}
+    d.finish(batch, now=0.0)
+    assert d.due(2.0).dirty == {P("dist")}
+
+
+def test_a_temp_file_renamed_away_before_it_was_quiet_is_only_checked_after_the_delay() -> None:
+    d = make_debouncer()
+    d.touch(P("x.tmp"), 0.0)
+    d.gone(P("x.tmp"), 0.1)
+    assert d.due(0.5) == Batch()
+    assert d.due(2.1).dirty == {P("x.tmp")}
+
+
+def test_a_rescan_waits_for_a_quiet_folder_and_takes_everything_pending() -> None:
+    d = make_debouncer()
+    d.rescan(0.0)
+    d.gone(P("dist/a.js"), 0.5)
+    d.touch(P("dist/b.js"), 1.0)
+    first = d.due(1.3)
+    assert first == Batch(dirty=frozenset({P("dist/b.js")}), hold=frozenset({P("dist/a.js")}))
+    d.finish(first, now=0.0)
+    d.touch(P("dist/c.js"), 1.5)
+    assert d.next_deadline(full_only=True) == pytest.approx(3.5)
+    assert not d.due(3.4, full_only=True)
+    d.due(1.8)  # c.js on its own
+    assert d.due(3.5) == Batch(dirty=frozenset({P("dist/a.js")}), full_local=True)
+    assert d.next_deadline(full_only=True) is None
+
+
+def test_a_rescan_in_a_quiet_folder_is_due_after_the_debounce() -> None:
+    d = make_debouncer()
+    d.rescan(10.0)
+    d.rescan(11.0)  # the earliest request counts
+    assert d.next_deadline() == pytest.approx(10.3)
+    assert d.due(10.3, full_only=True) == Batch(full_local=True)
+
+
+def test_full_only_leaves_ordinary_paths_pending() -> None:
+    d = make_debouncer()
+    d.touch(P("a.js"), 0.0)
+    assert d.due(1.0, full_only=True) == Batch()
+    assert d.next_deadline(full_only=True) is None
+    assert d.due(1.0).dirty == {P("a.js")}
+
+
+def test_next_deadline_is_the_earliest_time_something_becomes_ready() -> None:
+    d = make_debouncer()
+    assert d.next_deadline() is None
+    d.gone(P("a"), 0.0)
+    d.touch(P("b"), 1.0)
+    assert d.next_deadline() == pytest.approx(1.3)
+    d.due(1.3)
+    assert d.next_deadline() == pytest.approx(2.0)
+
+
+def test_pending_paths_and_their_age_survive_a_failed_pass() -> None:
+    d = make_debouncer()
+    d.touch(P("a.js"), 1.0)
+    d.touch(P("a.js"), 2.0)
+    d.touch(P("b.js"), 3.0)
+    assert (d.pending(), d.oldest_pending_since()) == (2, 1.0)
+    batch = d.due(3.3)
+    assert d.pending() == 2  # in the pass: still pending
+    d.finish(batch, now=3.4, retry={P("a.js"): 10.0})
+    assert (d.pending(), d.oldest_pending_since()) == (1, 1.0)
+    assert d.due(9.9) == Batch()
+    assert d.due(10.0).dirty == {P("a.js")}
+
+
+def test_an_edit_during_a_pass_is_not_delayed_by_the_retry_time() -> None:
+    d = make_debouncer()
+    d.touch(P("a.js"), 0.0)
+    batch = d.due(0.3)
+    d.touch(P("a.js"), 0.4)  # edited again while the pass ran
+    d.finish(batch, now=0.5, retry={P("a.js"): 60.0})
+    assert d.due(0.7).dirty == {P("a.js")}
+
+
+def test_reset_forgets_everything() -> None:
+    d = make_debouncer()
+    d.touch(P("a"), 0.0)
+    d.gone(P("b"), 0.0)
+    d.rescan(0.0)
+    d.reset()
+    assert (d.pending(), d.next_deadline()) == (0, None)
+
+
+# ----------------------------------------------------------------- events or polling
+
+MOUNTINFO = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
+40 27 259:3 / /home rw,relatime shared:2 - btrfs /dev/nvme0n1p3 rw
+41 40 0:50 / /home/ana/lab rw,relatime - nfs4 fs.uni.example:/lab rw,vers=4.2
+42 27 0:51 / /mnt/my\\040share rw,relatime - cifs //nas/share rw
+43 27 0:52 / /mnt/usb rw,relatime - fuseblk /dev/sdb1 rw
+44 27 0:53 / /mnt/usb rw,relatime - fuse.sshfs ana@host:/ rw
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/home/ana/exp", "btrfs"),
+        ("/home/ana/lab", "nfs4"),
+        ("/home/ana/lab/stroop/img", "nfs4"),
+        ("/home/ana/laboratory", "btrfs"),  # a prefix of the name is not a parent
+        ("/mnt/my share/exp", "cifs"),
+        ("/mnt/usb/exp", "fuse.sshfs"),  # mounted on top of the earlier one
+        ("/srv/exp", "ext4"),
+    ],
+)
+def test_the_file_system_is_that_of_the_longest_mount_point_holding_the_path(
+    path: str, expected: str
+) -> None:
+    assert fs_type_of(path, MOUNTINFO) == expected
+
+
+def test_no_matching_mount_means_unknown() -> None:
+    assert fs_type_of("/x", "garbage line\n") is None
+
+
+@pytest.mark.parametrize(
+    ("polling", "fs_type", "mode"),
+    [
+        ("auto", "ext4", "events"),
+        ("auto", None, "events"),
+        ("auto", "fuseblk", "events"),
+        ("auto", "nfs4", "polling"),
+        ("auto", "cifs", "polling"),
+        ("auto", "9p", "polling"),
+        ("auto", "fuse.sshfs", "polling"),
+        ("auto", "fuse.rclone", "polling"),
+        ("auto", "vboxsf", "polling"),
+        ("auto", "virtiofs", "polling"),
+        ("never", "nfs4", "events"),
+        ("always", "ext4", "polling"),
+    ],
+)
+def test_polling_is_chosen_for_network_file_systems(
+    polling: str, fs_type: str | None, mode: str
+) -> None:
+    assert choose_mode(polling, fs_type)[0] == mode
+
+
+def fake_proc(root: Path, *, mountinfo: str, watches: str = "8192") -> Path:
+    (root / "self").mkdir(parents=True)
+    (root / "self" / "mountinfo").write_text(mountinfo)
+    limits = root / "sys" / "fs" / "inotify"
+    limits.mkdir(parents=True)
+    (limits / "max_user_watches").write_text(watches + "\n")
+    (limits / "max_user_instances").write_text("128\n")
+    return root
+
+
+def test_limit_advice_gives_the_current_value_and_how_to_raise_it(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, mountinfo="")
+    reason, hint = limit_advice(errno.ENOSPC, proc=proc)
+    assert "fs.inotify.max_user_watches = 8192" in reason
+    assert "sudo sysctl fs.inotify.max_user_watches=524288" in hint
+    assert "/etc/sysctl.d/" in hint
+    reason, hint = limit_advice(errno.EMFILE, proc=proc)
+    assert "max_user_instances = 128" in reason
+    assert "fs.inotify.max_user_instances=1024" in hint
+
+
+# ------------------------------------------------------------ a scripted fake observer
+
+
+class FakeObserver:
+    def __init__(self, mode: Mode, interval_s: float, fail: OSError | None = None) -> None:
+        self.mode, self.interval_s, self.fail = mode, interval_s, fail
+        self.handler: FileSystemEventHandler | None = None
+        self.path = ""
+        self.started = self.stopped = False
+
+    def schedule(
+        self,
+        event_handler: FileSystemEventHandler,
+        path: str,
+        *,
+        recursive: bool,
+        event_filter: list[type[FileSystemEvent]] | None,
+    ) -> object:
+        if self.fail is not None:
+            raise self.fail
+        assert recursive
+        self.handler, self.path = event_handler, path
+        return object()
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def join(self, timeout: float | None = None) -> None:
+        if not self.started:
+            raise RuntimeError("cannot join thread before it is started")
+
+    def is_alive(self) -> bool:
+        return self.started and not self.stopped
+
+    def emit(self, *events: FileSystemEvent) -> None:
+        assert self.handler is not None
+        for event in events:
+            self.handler.dispatch(event)
+
+
+class Rig:
+    """A FolderWatcher on a real temp folder, fed by a FakeObserver."""
+
+    def __init__(self, tmp_path: Path, *, polling: str = "auto", fs: str = "ext4") -> None:
+        self.folder = tmp_path / "exp"
+        self.folder.mkdir(parents=True)
+        self.root = str(self.folder.resolve())
+        mountinfo = f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:9 / {self.root} rw - {fs} x rw\n"
+        self.proc = fake_proc(tmp_path / "proc", mountinfo=mountinfo)
+        self.changes: list[Change] = []
+        self.observers: list[FakeObserver] = []
+        self.fail: dict[str, OSError] = {}
+        self.watcher = FolderWatcher(
+            self.folder,
+            name="exp",
+            sink=self.changes.append,
+            ignore=("*.psd",),
+            polling=polling,
+            poll_interval_s=0.5,
+            observer_factory=self.factory,
+            proc=self.proc,
+        )
+
+    def factory(self, mode: Mode, interval_s: float) -> FakeObserver:
+        observer = FakeObserver(mode, interval_s, self.fail.get(mode))
+        self.observers.append(observer)
+        return observer
+
+    def p(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def emit(self, *events: FileSystemEvent) -> list[Change]:
+        self.observers[-1].emit(*events)
+        changes, self.changes[:] = list(self.changes), []
+        return changes
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    assert rig.watcher.start() == "events"
+    yield rig
+    rig.watcher.stop()
+
+
+def touch(path: str, *, is_dir: bool = False) -> Change:
+    return Change("touch", P(path), is_dir=is_dir)
+
+
+def gone(path: str, *, is_dir: bool = False) -> Change:
+    return Change("gone", P(path), is_dir=is_dir)
+
+
+def test_writes_become_touches_and_reads_are_ignored(rig: Rig) -> None:
+    f = rig.p("img/a b.png")
+    assert (
+        rig.emit(
+            FileCreatedEvent(f),
+            FileOpenedEvent(f),
+            FileModifiedEvent(f),
+            FileClosedEvent(f),
+            FileAttribEvent(f),
+            FileClosedNoWriteEvent(f),
+            DirModifiedEvent(rig.p("img")),
+        )
+        == [touch("img/a b.png")] * 4
+    )
+    assert rig.observers[-1].path == rig.root
+
+
+def test_moves_become_gone_and_touch_and_outside_paths_are_dropped(rig: Rig) -> None:
+    assert rig.emit(
+        FileMovedEvent(rig.p("a.js"), rig.p("b.js")),
+        FileMovedEvent(rig.p("c.js"), "/elsewhere/c.js"),
+        FileMovedEvent("/elsewhere/d.js", rig.p("d.js")),
+        FileDeletedEvent("/elsewhere/e.js"),
+    ) == [gone("a.js"), touch("b.js"), gone("c.js"), touch("d.js")]
+
+
+def test_directory_events_name_the_directory(rig: Rig) -> None:
+    assert rig.emit(
+        DirCreatedEvent(rig.p("dist")),
+        DirDeletedEvent(rig.p("old")),
+        DirMovedEvent(rig.p("stim"), rig.p("stimuli")),
+    ) == [
+        touch("dist", is_dir=True),
+        gone("old", is_dir=True),
+        gone("stim", is_dir=True),
+        touch("stimuli", is_dir=True),
+    ]
+
+
+def test_editor_and_tool_temp_files_are_dropped(rig: Rig) -> None:
+    f = rig.p("index.html")
+    events = [
+        # vim: write probe, backup by rename, swap file
+        FileCreatedEvent(rig.p("4913")),
+        FileDeletedEvent(rig.p("4913")),
+        FileModifiedEvent(rig.p(".index.html.swp")),
+        FileMovedEvent(f, rig.p("index.html~")),
+        FileCreatedEvent(f),
+        FileDeletedEvent(rig.p("index.html~")),
+        # emacs: auto-save file and lock link
+        FileCreatedEvent(rig.p("#index.html#")),
+        FileCreatedEvent(rig.p(".#index.html")),
+        # JetBrains safe write
+        FileCreatedEvent(rig.p("index.html___jb_tmp___")),
+        FileMovedEvent(f, rig.p("index.html___jb_old___")),
+        FileMovedEvent(rig.p("index.html___jb_tmp___"), f),
+        FileDeletedEvent(rig.p("index.html___jb_old___")),
+        # version control, the mapping's own pattern, and a JATOS upload temp name
+        FileModifiedEvent(rig.p(".git/index")),
+        DirCreatedEvent(rig.p(".git/objects/ab")),
+        FileCreatedEvent(rig.p("raw/photo.psd")),
+        FileCreatedEvent(rig.p(".index.html.tmp-0f8fad5b-d9cb-469f-a165-70867728950e")),
+    ]
+    assert rig.emit(*events) == [
+        gone("index.html"),
+        touch("index.html"),
+        gone("index.html"),
+        touch("index.html"),
+    ]
+
+
+def test_the_folder_itself_deleted_is_reported(rig: Rig) -> None:
+    assert rig.emit(DirDeletedEvent(rig.root)) == [Change("folder_gone")]
+
+
+def test_a_changed_jatosignore_reloads_the_rules_and_is_passed_on(rig: Rig) -> None:
+    assert rig.emit(FileCreatedEvent(rig.p("notes.txt"))) == [touch("notes.txt")]
+    (rig.folder / ".jatosignore").write_text("*.txt\n")
+    assert rig.emit(FileModifiedEvent(rig.p(".jatosignore"))) == [touch(".jatosignore")]
+    assert rig.emit(FileModifiedEvent(rig.p("notes.txt"))) == []
+
+
+def test_a_broken_jatosignore_filters_by_the_built_in_rules_only(rig: Rig) -> None:
+    (rig.folder / ".jatosignore").write_text("*.txt\n\\\n")
+    assert rig.emit(FileModifiedEvent(rig.p(".jatosignore"))) == [touch(".jatosignore")]
+    assert rig.emit(FileModifiedEvent(rig.p("notes.txt"))) == [touch("notes.txt")]
+    assert rig.emit(FileModifiedEvent(rig.p("a.swp"))) == []
+
+
+def test_an_inotify_overflow_asks_for_a_rescan_until_the_watcher_stops(rig: Rig) -> None:
+    inotify_log = logging.getLogger("watchdog.observers.inotify_c")
+    with capture_logs() as logs:
+        inotify_log.warning("Inotify queue overflowed; filesystem events were lost")
+        inotify_log.warning("something unrelated")
+    assert rig.changes == [Change("rescan")]
+    assert [e["event"] for e in logs] == ["watch_events_lost"]
+    rig.watcher.stop()
+    rig.changes.clear()
+    inotify_log.warning("Inotify queue overflowed; filesystem events were lost")
+    assert rig.changes == []
+    assert not inotify_log.handlers
+
+
+def test_events_after_stop_are_dropped(rig: Rig) -> None:
+    observer = rig.observers[-1]
+    rig.watcher.stop()
+    rig.watcher.stop()
+    assert observer.stopped
+    observer.emit(FileCreatedEvent(rig.p("late.js")))
+    assert rig.changes == []
+    assert not rig.watcher.alive()
+
+
+@pytest.mark.parametrize(
+    ("code", "limit"), [(errno.ENOSPC, "max_user_watches"), (errno.EMFILE, "max_user_instances")]
+)
+def test_an_exhausted_inotify_limit_falls_back_to_polling_with_one_line_of_advice(
+    tmp_path: Path, code: int, limit: str
+) -> None:
+    rig = Rig(tmp_path)
+    rig.fail["events"] = OSError(code, "inotify limit reached")
+    with capture_logs() as logs:
+        assert rig.watcher.start() == "polling"
+    try:
+        assert [o.mode for o in rig.observers] == ["events", "polling"]
+        assert rig.observers[0].stopped and rig.observers[1].interval_s == 0.5
+        fallbacks = [e for e in logs if e["event"] == "polling_fallback"]
+        assert len(fallbacks) == 1
+        assert f"fs.inotify.{limit}" in fallbacks[0]["reason"]
+        assert f"sudo sysctl fs.inotify.{limit}=" in fallbacks[0]["hint"]
+        assert [e["mode"] for e in logs if e["event"] == "watch_started"] == ["polling"]
+        assert rig.emit(FileCreatedEvent(rig.p("a.js"))) == [touch("a.js")]
+    finally:
+        rig.watcher.stop()
+
+
+def test_with_polling_never_an_exhausted_limit_is_an_error(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, polling="never")
+    rig.fail["events"] = OSError(errno.ENOSPC, "inotify watch limit reached")
+    with pytest.raises(OSError, match="watch limit"):
+        rig.watcher.start()
+    assert [o.mode for o in rig.observers] == ["events"]
+    assert not rig.watcher.alive()
+
+
+def test_other_errors_are_not_hidden_by_polling(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.fail["events"] = OSError(errno.EACCES, "permission denied")
+    with pytest.raises(OSError, match="permission"):
+        rig.watcher.start()
+
+
+def test_a_folder_on_nfs_is_polled_and_says_why(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, fs="nfs4")
+    with capture_logs() as logs:
+        assert rig.watcher.start() == "polling"
+    rig.watcher.stop()
+    assert [o.mode for o in rig.observers] == ["polling"]
+    assert any("nfs4" in e.get("reason", "") for e in logs if e["event"] == "polling_fallback")
+
+
+def test_polling_always_and_never_override_the_file_system(tmp_path: Path) -> None:
+    always = Rig(tmp_path / "a", polling="always")
+    never = Rig(tmp_path / "n", polling="never", fs="nfs4")
+    try:
+        assert always.watcher.start() == "polling"
+        assert never.watcher.start() == "events"
+    finally:
+        always.watcher.stop()
+        never.watcher.stop()
