@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -54,6 +55,21 @@ def _serve(conn: Connection, personality: str) -> None:
                 conn.send(None)
             elif command == "uploads":
                 conn.send(server.count(kind="upload"))
+            elif command == "requests":
+                conn.send(len(server.requests))
+            elif command == "faults":  # e.g. {"error_rate": 0.3, "drop_rate": 0.1, "seed": 1}
+                server.faults.reset()
+                for name, value in dict(arg).items():
+                    setattr(server.faults, name, value)
+                conn.send(None)
+            elif command == "kill":
+                server.kill()
+                conn.send(None)
+            elif command == "restart":
+                server.restart()
+                conn.send(None)
+            elif command == "files":  # path -> (size, Adler-32) of a study's files
+                conn.send({p: (len(b), zlib.adler32(b)) for p, b in server.files(arg).items()})
 
 
 class Server:
