@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from jatos_sync.client import JatosClient
+import structlog
+
+from jatos_sync.client import JatosClient, host_is_loopback
 from jatos_sync.config import MappingConfig
 from jatos_sync.errors import (
     EXIT_OK,
@@ -25,6 +27,8 @@ from jatos_sync.ignore import IgnoreRules
 from jatos_sync.model import TokenInfo, jatos_version_for_api
 from jatos_sync.scan import check_folder, scan_folder
 from jatos_sync.state import StateStore
+
+log = structlog.get_logger("jatos_sync.check")
 
 # Warn this long before a token expires (JATOS offers 7/30/60/90-day tokens).
 EXPIRY_WARNING_S = 7 * 24 * 3600
@@ -54,6 +58,19 @@ def token_warnings(info: TokenInfo, *, now_s: float) -> list[str]:
             "(user menu → API tokens) before it does"
         ]
     return []
+
+
+def warn_before_connecting(url: str) -> None:
+    """Plain http sends the token in clear text, except to this machine."""
+    if url.startswith("http://") and not host_is_loopback(url):
+        log.warning(
+            "insecure_url", url=url, hint="the token travels unencrypted over http://; use https://"
+        )
+
+
+def warn_about_token(info: TokenInfo) -> None:
+    for warning in token_warnings(info, now_s=time.time()):
+        log.warning("token_expiring", message=warning)
 
 
 def describe_expiry(info: TokenInfo) -> str:

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,8 +21,13 @@ import structlog
 from jatos_sync import __version__, demo, service
 from jatos_sync import init as init_cmd
 from jatos_sync import pull as pull_cmd
-from jatos_sync.check import check_mapping, exit_code_for, token_warnings
-from jatos_sync.client import JatosClient, host_is_loopback
+from jatos_sync.check import (
+    check_mapping,
+    exit_code_for,
+    warn_about_token,
+    warn_before_connecting,
+)
+from jatos_sync.client import JatosClient
 from jatos_sync.config import Config, default_config_path, load_config, load_token
 from jatos_sync.errors import (
     EXIT_CONFIG,
@@ -192,21 +196,14 @@ class _Context:
 
     def connect(self, config: Config) -> tuple[JatosClient, Any]:
         token = load_token(config.server, environ=self.environ)
-        url = config.server.url
-        if url.startswith("http://") and not host_is_loopback(url):
-            log.warning(
-                "insecure_url",
-                url=url,
-                hint="the token travels unencrypted over http://; use https://",
-            )
+        warn_before_connecting(config.server.url)
         client = self._client_factory(config, token)
         try:
             info = client.token_info()
         except BaseException:
             client.close()
             raise
-        for warning in token_warnings(info, now_s=time.time()):
-            log.warning("token_expiring", message=warning)
+        warn_about_token(info)
         return client, info
 
     def store(self, config: Config) -> StateStore:
@@ -264,7 +261,6 @@ def _cmd_watch(ctx: _Context) -> int:
         ctx.args,
         config_path=ctx.config_path,
         environ=ctx.environ,
-        err=ctx.err,
         client_factory=ctx._client_factory,
     )
 

@@ -33,15 +33,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 import structlog
 
-from jatos_sync.check import token_warnings
-from jatos_sync.client import JatosClient, host_is_loopback
+from jatos_sync.check import warn_about_token, warn_before_connecting
+from jatos_sync.client import JatosClient
 from jatos_sync.config import Config, MappingConfig, Token, WatchConfig, load_config, load_token
 from jatos_sync.errors import (
-    EXIT_CONFIG,
     EXIT_OK,
     AuthError,
     ConfigError,
@@ -861,7 +860,6 @@ def run(
     *,
     config_path: Path,
     environ: Mapping[str, str],
-    err: TextIO,
     client_factory: ClientFactory,
     stop: threading.Event | None = None,
     observer_factory: ObserverFactory = default_observer_factory,
@@ -869,32 +867,21 @@ def run(
 ) -> int:
     """`jatos-sync watch`: run until SIGTERM/SIGINT (or `stop`); return the exit code.
 
-    2: the configuration or token source is unusable; 3 (or the error's own code): the
-    server rejects the token before anything ran. Later problems pause mappings instead.
+    Raises `ConfigError` (exit 2) when the configuration or token source is unusable, and the
+    client's error (exit 3 for a rejected token) when the server refuses the token before
+    anything ran. Later problems pause mappings instead.
     """
-    try:
-        config = load_config(config_path.absolute())
-        names = tuple(args.mappings)
-        config.select(names)
-        token = load_token(config.server, environ=environ)
-    except ConfigError as exc:
-        print(f"jatos-sync: {redact(str(exc))}", file=err)
-        return EXIT_CONFIG
-    url = config.server.url
-    if url.startswith("http://") and not host_is_loopback(url):
-        log.warning("insecure_url", url=url, hint="the token travels unencrypted; use https://")
+    config = load_config(config_path.absolute())
+    names = tuple(args.mappings)
+    config.select(names)
+    token = load_token(config.server, environ=environ)
+    warn_before_connecting(config.server.url)
     with client_factory(config, token) as client:
         try:
-            info = client.token_info()
+            warn_about_token(client.token_info())
         except ServerUnavailableError as exc:
             # A server down at boot is normal for a service: the mappings wait for it.
             log.warning("server_unreachable", error=str(exc), hint="mappings are retried")
-        except JatosSyncError as exc:
-            print(f"jatos-sync: {redact(str(exc))}", file=err)
-            return exc.exit_code
-        else:
-            for warning in token_warnings(info, now_s=time.time()):
-                log.warning("token_expiring", message=warning)
     daemon = Daemon(
         config,
         token=token,
