@@ -1,0 +1,65 @@
+"""CI: run the README's first command (install + `jatos-sync demo`) as a newcomer would —
+in a fresh clone with a fresh virtual environment — and check that it syncs the sample
+project, starts watching, and stops cleanly with exit code 0 on Ctrl-C (SIGINT).
+
+Usage: python3 .ci/readme_demo.py   (from the repository root)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    """The shell commands of the README's first code block."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("```sh") + 1
+    end = lines.index("```", start)
+    return lines[start:end]
+
+
+def main() -> int:
+    demo = readme_commands()[0]
+    assert demo.endswith("jatos-sync demo"), demo
+    with tempfile.TemporaryDirectory(prefix="jatos-sync-readme-") as tmp:
+        clone = Path(tmp) / "jatos-sync"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        log = Path(tmp) / "demo.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                ["bash", "-c", demo],
+                cwd=clone,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 300  # includes the pip install
+            while b"Watching " not in log.read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                    print(log.read_text(errors="replace"))
+                    print("::: the README's demo command did not reach watching")
+                    return 1
+                time.sleep(0.2)
+            time.sleep(1)
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a person would
+            code = proc.wait(timeout=30)
+        text = log.read_text(errors="replace")
+    ok = code == 0 and "now serves 9 files" in text and "To sync the same folders" in text
+    print(text[-1500:] if not ok else "::: README demo command: synced, watched, stopped (exit 0)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
