@@ -211,15 +211,7 @@ class _Context:
 
 
 def _default_client(config: Config, token: Any) -> JatosClient:
-    server = config.server
-    return JatosClient(
-        server.url,
-        token,
-        timeout_s=server.timeout_s,
-        retries=server.retries,
-        concurrency=server.concurrency,
-        verify=str(server.ca_bundle) if server.ca_bundle else server.verify_tls,
-    )
+    return JatosClient.for_server(config.server, token)
 
 
 def _run_passes(ctx: _Context, *, dry_run: bool, allow_mass_delete: bool) -> list[MappingResult]:

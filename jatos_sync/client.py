@@ -32,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from jatos_sync import __version__
-from jatos_sync.config import Token
+from jatos_sync.config import ServerConfig, Token
 from jatos_sync.errors import (
     AccessError,
     AuthError,
@@ -202,6 +202,18 @@ class JatosClient:
         self._session.mount("https://", adapter)
         self._verify = verify
         self._auth = _BearerAuth(token)
+
+    @classmethod
+    def for_server(cls, server: ServerConfig, token: Token, **overrides: Any) -> JatosClient:
+        """A client with the settings of the configuration's `server:` section; keyword
+        arguments override or add constructor arguments (tests pass a fake `sleep`)."""
+        settings: dict[str, Any] = {
+            "timeout_s": server.timeout_s,
+            "retries": server.retries,
+            "concurrency": server.concurrency,
+            "verify": str(server.ca_bundle) if server.ca_bundle else server.verify_tls,
+        }
+        return cls(server.url, token, **{**settings, **overrides})
 
     def __repr__(self) -> str:
         return f"JatosClient({self.base_url!r})"

@@ -79,16 +79,7 @@ def fast_client(
     """The CLI's client factory with the backoff sleep replaced (everything else as built)."""
 
     def make(config: Config, token: Any) -> JatosClient:
-        server = config.server
-        return JatosClient(
-            server.url,
-            token,
-            timeout_s=server.timeout_s,
-            retries=server.retries,
-            concurrency=server.concurrency,
-            verify=str(server.ca_bundle) if server.ca_bundle else server.verify_tls,
-            sleep=sleep,
-        )
+        return JatosClient.for_server(config.server, token, sleep=sleep)
 
     return make
 

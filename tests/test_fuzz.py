@@ -51,16 +51,7 @@ def _no_sleep(_seconds: float) -> None:
 
 
 def _fast_client(config: Config, token: Any) -> JatosClient:
-    server = config.server
-    return JatosClient(
-        server.url,
-        token,
-        timeout_s=server.timeout_s,
-        retries=server.retries,
-        concurrency=server.concurrency,
-        verify=str(server.ca_bundle) if server.ca_bundle else server.verify_tls,
-        sleep=_no_sleep,
-    )
+    return JatosClient.for_server(config.server, token, sleep=_no_sleep)
 
 
 def _run_cli(argv: list[str], environ: dict[str, str]) -> tuple[int, str, str]:

@@ -66,14 +66,7 @@ def wait_for(what: str, condition: Callable[[], object], timeout_s: float = 15.0
 
 
 def client_factory(config: Config, token: Token) -> JatosClient:
-    return JatosClient(
-        config.server.url,
-        token,
-        timeout_s=config.server.timeout_s,
-        retries=config.server.retries,
-        concurrency=config.server.concurrency,
-        backoff_base_s=0.05,
-    )
+    return JatosClient.for_server(config.server, token, backoff_base_s=0.05)
 
 
 def asset_requests(server: StandInServer, kind: str) -> Counter[str]:
