@@ -244,6 +244,7 @@ def _save_backups(
                 raise
         except (OSError, FileSyncError) as exc:
             refused.add(path)
+            log.warning("backup_failed", path=str(path), error=str(exc))
             out.failed.append(
                 PathProblem(
                     path,

@@ -317,6 +317,8 @@ def _print_result(r: MappingResult, out: TextIO) -> None:
         print(f"  skipped {shown(problem.path)}: {shown(problem.reason)}", file=out)
     for problem in r.failed:
         print(f"  failed {shown(problem.path)}: {shown(redact(problem.reason))}", file=out)
+    if r.state_error:
+        print(f"  {r.state_error}", file=out)
     if r.withheld:
         reason = r.withheld_reason or "an upload in this pass failed; they wait for the next pass"
         print(f"  withheld {len(r.withheld)} deletion(s): {reason}", file=out)

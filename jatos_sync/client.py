@@ -40,6 +40,7 @@ from jatos_sync.errors import (
     FileSyncError,
     JatosSyncError,
     LocalFileChangedError,
+    RemoteFileMissingError,
     ServerUnavailableError,
     StudyLockedError,
     StudyNotFoundError,
@@ -580,7 +581,7 @@ class JatosClient:
         if code == "MISSING_FILE" or msg == "File missing":
             raise FileSyncError(f"{path}: JATOS refused the upload ({msg}); is the file empty?")
         if status == 404:
-            raise FileSyncError(f"{what}: the file is not on the server ({msg}).")
+            raise RemoteFileMissingError(f"{what}: the file is not on the server ({msg}).")
         detail = msg or "no details from the server"
         raise FileSyncError(f"{what} failed: HTTP {status} ({detail}).")
 

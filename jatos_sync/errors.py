@@ -98,5 +98,9 @@ class LocalFileChangedError(FileSyncError):
     """A local file changed while it was being read for upload; it is tried again later."""
 
 
+class RemoteFileMissingError(FileSyncError):
+    """The file asked for is not (or no longer) on the server."""
+
+
 class TransientFileError(FileSyncError):
     """A per-file failure that a later retry may cure (e.g. 5xx, a dropped connection)."""

@@ -83,6 +83,9 @@ class Timings:
     stop_timeout_s: float = 8.0  # SIGTERM: in-flight work is abandoned after this
     status_interval_s: float = 0.5  # the status file is written at most this often
     tick_s: float = 0.25  # the supervisor's loop
+    # Before a quick pass replaces or deletes a server file not seen for this long, that
+    # file is downloaded to check for a colleague's edit (one extra request; PRODUCT §7).
+    verify_after_s: float = 60.0
 
 
 def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
@@ -165,7 +168,14 @@ class MappingWorker:
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.mapping = mapping
-        self._sync = MappingSync(mapping, client=client, store=store, concurrency=concurrency)
+        self._sync = MappingSync(
+            mapping,
+            client=client,
+            store=store,
+            concurrency=concurrency,
+            verify_after_s=timings.verify_after_s,
+            clock=clock,
+        )
         self._watch = watch
         self._clock = clock
         self._wall_clock = wall_clock
@@ -504,7 +514,7 @@ def _problem(result: MappingResult) -> str | None:
         return reason + more
     if result.withheld_reason:
         return f"{len(result.withheld)} deletions withheld: {result.withheld_reason}"
-    return None
+    return result.state_error
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:

@@ -7,8 +7,11 @@ parse HTTP (client.py), decide what to change (plan.py) or talk to the user (cli
 
 from __future__ import annotations
 
+import math
+import tempfile
 import threading
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,14 @@ import structlog
 from jatos_sync.apply import Outcome, ProgressSink, Target, apply_plan
 from jatos_sync.client import JatosClient
 from jatos_sync.config import MappingConfig
-from jatos_sync.errors import EXIT_OK, EXIT_PARTIAL, EXIT_SAFETY, JatosSyncError, SafetyStop
+from jatos_sync.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_SAFETY,
+    JatosSyncError,
+    RemoteFileMissingError,
+    SafetyStop,
+)
 from jatos_sync.ignore import IGNORE_FILE_NAME, IgnoreRules
 from jatos_sync.model import LocalSnapshot, PathProblem, RelPath, RemoteSnapshot
 from jatos_sync.plan import Plan, Policy, make_plan, next_synced
@@ -46,6 +56,7 @@ class MappingResult:
     failed: list[PathProblem] = field(default_factory=list)
     backed_up: list[RelPath] = field(default_factory=list)
     error: JatosSyncError | None = None
+    state_error: str | None = None  # the pass worked, but its record could not be saved
 
     @property
     def exit_code(self) -> int:
@@ -53,7 +64,7 @@ class MappingResult:
             return self.error.exit_code
         if self.withheld_reason:
             return EXIT_SAFETY
-        if self.failed or self.withheld:
+        if self.failed or self.withheld or self.state_error:
             return EXIT_PARTIAL
         return EXIT_OK
 
@@ -75,6 +86,8 @@ class MappingResult:
             result["withheld_reason"] = self.withheld_reason
         if self.error is not None:
             result["error"] = str(self.error)
+        if self.state_error is not None:
+            result["state_error"] = self.state_error
         return result
 
 
@@ -105,13 +118,21 @@ class MappingSync:
         client: JatosClient,
         store: StateStore,
         concurrency: int = 4,
+        verify_after_s: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.mapping = mapping
         self.client = client
         self.store = store
         self.concurrency = concurrency
         self.key = mapping_key(client.base_url, mapping.study, mapping.folder)
+        # A server file this tool has not seen for longer than this is downloaded before a
+        # quick pass replaces or deletes it: a colleague may have changed it in the GUI.
+        self.verify_after_s = verify_after_s
+        self._clock = clock
         self._remote: RemoteSnapshot | None = None  # last listing + our own changes since
+        self._listed_at = -math.inf
+        self._seen_at: dict[RelPath, float] = {}  # our own uploads/deletions since the listing
         self._local: LocalSnapshot | None = None
         self._rules: IgnoreRules | None = None
         self._state: MappingState | None = None
@@ -146,7 +167,9 @@ class MappingSync:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jatos-sync-list") as pool:
                 listing = pool.submit(self.client.list_assets, mapping.study)
                 self._rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
-                self._state = self.store.load(self.key)
+                # The daemon keeps its state in memory between passes: if the disk refused
+                # the last save, what is on disk is older than what this process knows.
+                self._state = self._state or self.store.load(self.key)
                 local = scan_folder(mapping.folder, self._rules, cache=self._state.cache)
                 log.info(
                     "scan_done",
@@ -157,6 +180,7 @@ class MappingSync:
                 )
                 remote = listing.result()
             self._local, self._remote = local, remote
+            self._listed_at, self._seen_at = self._clock(), {}
             self._reconcile(
                 result, allow_mass_delete=allow_mass_delete, stop=stop, progress=progress
             )
@@ -183,10 +207,37 @@ class MappingSync:
         try:
             check_folder(mapping.folder)
             self._local = self._refreshed(dirty)
-            self._reconcile(result, hold=self._held_files(hold), stop=stop)
+            held = self._held_files(hold)
+            if mapping.backup:
+                self._verify_stale(held)
+            self._reconcile(result, hold=held, stop=stop)
         except JatosSyncError as exc:
             _record_error(result, exc)
         return result
+
+    def _verify_stale(self, held: Collection[RelPath]) -> None:
+        """Learn the real content of server files this pass would replace or delete, where
+        what we know of them is older than `verify_after_s` (PRODUCT.md §7: a colleague's
+        version is saved before it is replaced; the planner then sees it changed)."""
+        local, remote, state, rules = self._local, self._remote, self._state, self._rules
+        assert local is not None and remote is not None and state is not None
+        assert rules is not None
+        now = self._clock()
+        policy = policy_for(self.mapping, allow_mass_delete=False, api_version=remote.api_version)
+        draft = make_plan(local, remote, state.synced, policy, ignored=rules, hold=held)
+        files = dict(remote.files)
+        for path in (*draft.uploads, *draft.deletes):
+            seen = self._seen_at.get(path, self._listed_at)
+            if path not in files or now - seen <= self.verify_after_s:
+                continue
+            try:
+                with tempfile.TemporaryFile() as scratch:
+                    files[path] = self.client.download(self.mapping.study, path, scratch)
+            except RemoteFileMissingError:
+                files.pop(path)  # deleted on the server meanwhile: nothing to save
+            self._seen_at[path] = now
+            log.debug("server_copy_checked", mapping=self.mapping.name, path=str(path))
+        self._remote = RemoteSnapshot(files=files, api_version=remote.api_version)
 
     def _held_files(self, hold: Collection[RelPath]) -> set[RelPath]:
         """The server files at or below the paths in `hold` (a directory moved away holds
@@ -284,8 +335,16 @@ class MappingSync:
         files.update(outcome.uploaded)
         for path in outcome.deleted:
             files.pop(path, None)
+        now = self._clock()
+        self._seen_at.update((path, now) for path in (*outcome.uploaded, *outcome.deleted))
         self._remote = RemoteSnapshot(files=files, api_version=remote.api_version)
-        self.store.save(self.key, state)
+        try:
+            self.store.save(self.key, state)
+        except StateWriteError as exc:
+            # The server is in step; only our memory of it could not be written. Say so
+            # and go on: the next successful save catches up.
+            result.state_error = str(exc)
+            log.warning("state_not_saved", mapping=self.mapping.name, error=str(exc))
         if outcome.fatal is not None:
             raise outcome.fatal
 

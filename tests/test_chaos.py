@@ -556,7 +556,7 @@ def test_disk_full_state_fails_the_run_visibly_and_loses_nothing(
     (mapping,) = result.json["mappings"]
     assert [f["path"] for f in mapping["failed"]] == ["css/style.css"]
     assert world_any.remote()["css/style.css"] == b"/* colleague */\n", "overwritten unsaved"
-    assert "Could not save the sync state" in mapping.get("error", "")
+    assert "Could not save the sync state" in mapping.get("state_error", "")
     assert world_any.server.count(kind="delete") == 0, "a failed file holds deletions back"
     assert _leftover_temp_files(world_any.state_dir) == []
 

@@ -135,3 +135,74 @@ def test_scan_under_a_single_file_keeps_other_cache_entries(tmp_path: Path) -> N
     assert list(one.files) == [P("d/b.txt")]
     assert len(cache) == 2
     assert scan_folder(tmp_path, rules, cache=cache, under=P("gone")).files == {}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def verifying_syncer(world: World, clock: FakeClock) -> MappingSync:
+    config = load_config(world.config_path)
+    client = JatosClient(config.server.url, Token(world.token), retries=0)
+    return MappingSync(
+        config.mappings[0],
+        client=client,
+        store=StateStore(config.state_dir),
+        verify_after_s=60.0,
+        clock=clock,
+    )
+
+
+def test_a_server_copy_not_seen_for_a_while_is_checked_before_it_is_replaced(
+    world310: World,
+) -> None:
+    clock = FakeClock()
+    world310.put("a.js", "a")
+    world310.put("b.js", "b")
+    syncer = verifying_syncer(world310, clock)
+    try:
+        assert syncer.full_pass().exit_code == 0
+        world310.server.put_file(world310.study, "a.js", b"a colleague's fix")
+        world310.server.clear_requests()
+
+        clock.now += 10  # known for 10 s: trusted, one request
+        world310.put("b.js", "b2")
+        assert syncer.quick_pass([P("b.js")]).uploaded == [P("b.js")]
+        assert [r.kind for r in world310.server.requests] == ["upload"]
+
+        clock.now += 61  # a.js not seen for 71 s: looked at first, and the edit found
+        world310.server.clear_requests()
+        world310.put("a.js", "mine")
+        result = syncer.quick_pass([P("a.js")])
+        assert result.backed_up == [P("a.js")] and result.uploaded == [P("a.js")]
+        assert world310.remote()["a.js"] == b"mine"
+        copies = list((world310.state_dir / "backups").rglob("a.js"))
+        assert [c.read_bytes() for c in copies] == [b"a colleague's fix"]
+
+        clock.now += 10  # just uploaded by us: trusted again
+        world310.server.clear_requests()
+        world310.put("a.js", "mine 2")
+        syncer.quick_pass([P("a.js")])
+        assert [r.kind for r in world310.server.requests] == ["upload"]
+    finally:
+        syncer.client.close()
+
+
+def test_a_server_copy_deleted_meanwhile_is_simply_uploaded_again(world310: World) -> None:
+    clock = FakeClock()
+    world310.put("a.js", "a")
+    syncer = verifying_syncer(world310, clock)
+    try:
+        assert syncer.full_pass().exit_code == 0
+        (world310.server.assets_root / world310.study.dir_name / "a.js").unlink()
+        clock.now += 120
+        world310.put("a.js", "a2")
+        result = syncer.quick_pass([P("a.js")])
+        assert result.uploaded == [P("a.js")] and result.backed_up == []
+        assert world310.remote() == {"a.js": b"a2"}
+    finally:
+        syncer.client.close()
