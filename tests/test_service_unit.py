@@ -13,24 +13,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from jatos_sync.testing import StandInServer
+from tests.test_service import wait_for
 from tests.test_systemd_units import load
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def expand(value: str, instance: str) -> str:
