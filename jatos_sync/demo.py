@@ -23,7 +23,6 @@ from typing import TextIO
 import yaml
 
 from jatos_sync.config import Config, load_config
-from jatos_sync.testing import StandInServer
 
 Runner = Callable[[Path], int]  # runs `jatos-sync -c PATH sync|watch`, returns its exit code
 
@@ -69,6 +68,9 @@ def run(
     sync: Runner,
     watch: Runner,
 ) -> int:
+    # Imported here: the other commands need not load the stand-in server at start-up.
+    from jatos_sync.testing import StandInServer
+
     config = load_config(config_path)
     with tempfile.TemporaryDirectory(prefix="jatos-sync-demo-") as tmp:
         root = Path(tmp)
