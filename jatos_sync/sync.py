@@ -11,7 +11,7 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,9 +181,8 @@ class MappingSync:
                 remote = listing.result()
             self._local, self._remote = local, remote
             self._listed_at, self._seen_at = self._clock(), {}
-            self._reconcile(
-                result, allow_mass_delete=allow_mass_delete, stop=stop, progress=progress
-            )
+            plan = self._plan(allow_mass_delete=allow_mass_delete)
+            self._reconcile(result, plan, stop=stop, progress=progress)
         except JatosSyncError as exc:
             _record_error(result, exc)
         return result
@@ -207,26 +206,35 @@ class MappingSync:
         try:
             check_folder(mapping.folder)
             self._local = self._refreshed(dirty)
-            held = self._held_files(hold)
-            if mapping.backup:
-                self._verify_stale(held)
-            self._reconcile(result, hold=held, stop=stop)
+            # A directory moved away holds every server file that was in it.
+            held = set(_at_or_below(hold, self._remote.files))
+            plan = self._plan(hold=held)
+            if mapping.backup and self._verify_stale(plan):
+                plan = self._plan(hold=held)  # the server copies checked changed the picture
+            self._reconcile(result, plan, stop=stop)
         except JatosSyncError as exc:
             _record_error(result, exc)
         return result
 
-    def _verify_stale(self, held: Collection[RelPath]) -> None:
-        """Learn the real content of server files this pass would replace or delete, where
-        what we know of them is older than `verify_after_s` (PRODUCT.md §7: a colleague's
-        version is saved before it is replaced; the planner then sees it changed)."""
+    def _plan(self, *, hold: Collection[RelPath] = (), allow_mass_delete: bool = False) -> Plan:
         local, remote, state, rules = self._local, self._remote, self._state, self._rules
         assert local is not None and remote is not None and state is not None
         assert rules is not None
+        policy = policy_for(
+            self.mapping, allow_mass_delete=allow_mass_delete, api_version=remote.api_version
+        )
+        return make_plan(local, remote, state.synced, policy, ignored=rules, hold=hold)
+
+    def _verify_stale(self, plan: Plan) -> bool:
+        """Learn the real content of server files `plan` would replace or delete, where what
+        we know of them is older than `verify_after_s` (PRODUCT.md §7: a colleague's version
+        is saved before it is replaced; a new plan then sees it changed). Returns whether
+        anything checked differed from what was known."""
+        remote = self._remote
+        assert remote is not None
         now = self._clock()
-        policy = policy_for(self.mapping, allow_mass_delete=False, api_version=remote.api_version)
-        draft = make_plan(local, remote, state.synced, policy, ignored=rules, hold=held)
         files = dict(remote.files)
-        for path in (*draft.uploads, *draft.deletes):
+        for path in (*plan.uploads, *plan.deletes):
             seen = self._seen_at.get(path, self._listed_at)
             if path not in files or now - seen <= self.verify_after_s:
                 continue
@@ -237,16 +245,10 @@ class MappingSync:
                 files.pop(path)  # deleted on the server meanwhile: nothing to save
             self._seen_at[path] = now
             log.debug("server_copy_checked", mapping=self.mapping.name, path=str(path))
+        if files == remote.files:
+            return False
         self._remote = RemoteSnapshot(files=files, api_version=remote.api_version)
-
-    def _held_files(self, hold: Collection[RelPath]) -> set[RelPath]:
-        """The server files at or below the paths in `hold` (a directory moved away holds
-        every file that was in it)."""
-        assert self._remote is not None
-        held = set(hold)
-        if not held:
-            return held
-        return {p for p in self._remote.files if p in held or not held.isdisjoint(p.parents)}
+        return True
 
     def _refreshed(self, dirty: Collection[RelPath]) -> LocalSnapshot:
         """The local snapshot with `dirty` paths (files or whole directories) re-read."""
@@ -259,11 +261,10 @@ class MappingSync:
         files = dict(self._local.files)
         errors = {p.path: p for p in self._local.errors}
         unsyncable = {p.path: p for p in self._local.unsyncable}
+        for entries in (files, errors, unsyncable):
+            for known in _at_or_below(dirty, list(entries)):
+                del entries[known]
         for path in dirty:
-            below = f"{path}/"
-            for entries in (files, errors, unsyncable):
-                for known in [k for k in entries if k == path or str(k).startswith(below)]:
-                    del entries[known]
             is_dir = folder.joinpath(*path.parts).is_dir()
             if self._rules.is_ignored(path, is_dir=is_dir):
                 continue
@@ -278,25 +279,13 @@ class MappingSync:
     def _reconcile(
         self,
         result: MappingResult,
+        plan: Plan,
         *,
-        hold: Collection[RelPath] = (),
-        allow_mass_delete: bool = False,
         stop: threading.Event | None = None,
         progress: ProgressSink | None = None,
     ) -> None:
-        local, remote, state, rules = self._local, self._remote, self._state, self._rules
+        local, remote, state = self._local, self._remote, self._state
         assert local is not None and remote is not None and state is not None
-        assert rules is not None
-        plan = make_plan(
-            local,
-            remote,
-            state.synced,
-            policy_for(
-                self.mapping, allow_mass_delete=allow_mass_delete, api_version=remote.api_version
-            ),
-            ignored=rules,
-            hold=hold,
-        )
         result.unchanged = len(plan.unchanged)
         result.failed = [PathProblem(p.path, f"could not read: {p.reason}") for p in local.errors]
         result.withheld = list(plan.withheld)
@@ -354,6 +343,15 @@ class MappingSync:
             self.store.save(self.key, state)
         except StateWriteError as exc:
             log.debug("state_not_saved", mapping=self.mapping.name, error=str(exc))
+
+
+def _at_or_below(paths: Collection[RelPath], candidates: Iterable[RelPath]) -> list[RelPath]:
+    """The candidates that are one of `paths` or lie inside one of them, in one pass (a
+    branch switch marks thousands of paths dirty; comparing each with each is too slow)."""
+    wanted = set(paths)
+    if not wanted:
+        return []
+    return [p for p in candidates if p in wanted or not wanted.isdisjoint(p.parents)]
 
 
 def run_pass(
