@@ -26,7 +26,7 @@ from jatos_sync.errors import (
 from jatos_sync.ignore import IgnoreRules
 from jatos_sync.model import TokenInfo, jatos_version_for_api
 from jatos_sync.scan import check_folder, scan_folder
-from jatos_sync.state import StateStore
+from jatos_sync.state import StateStore, mapping_key
 
 log = structlog.get_logger("jatos_sync.check")
 
@@ -93,7 +93,9 @@ def check_mapping(
     try:
         check_folder(mapping.folder)
         rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
-        local = scan_folder(mapping.folder, rules)
+        # The checksum cache of earlier passes spares reading every file for a count.
+        cache = store.load(mapping_key(client.base_url, mapping.study, mapping.folder)).cache
+        local = scan_folder(mapping.folder, rules, cache=cache)
         report.facts["local_files"] = len(local.files)
         if local.errors:
             report.problems.append(

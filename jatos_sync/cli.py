@@ -190,7 +190,13 @@ class _Context:
 
         def run(config_path: Path) -> int:
             argv = ["-c", str(config_path), "--log-format", self.args.log_format, command]
-            return main(argv, environ=self.environ, stdout=self.out, stderr=self.err)
+            return main(
+                argv,
+                environ=self.environ,
+                stdout=self.out,
+                stderr=self.err,
+                client_factory=self._client_factory,
+            )
 
         return run
 
@@ -214,8 +220,9 @@ def _default_client(config: Config, token: Any) -> JatosClient:
     return JatosClient.for_server(config.server, token)
 
 
-def _run_passes(ctx: _Context, *, dry_run: bool, allow_mass_delete: bool) -> list[MappingResult]:
-    config = ctx.config()
+def _run_passes(
+    ctx: _Context, config: Config, *, dry_run: bool, allow_mass_delete: bool
+) -> list[MappingResult]:
     mappings = config.select(ctx.args.mappings)
     client, _info = ctx.connect(config)
     store = ctx.store(config)
@@ -244,7 +251,7 @@ def _run_passes(ctx: _Context, *, dry_run: bool, allow_mass_delete: bool) -> lis
 
 def _cmd_sync(ctx: _Context) -> int:
     dry_run = bool(ctx.args.dry_run)
-    results = _run_passes(ctx, dry_run=dry_run, allow_mass_delete=bool(ctx.args.yes))
+    results = _run_passes(ctx, ctx.config(), dry_run=dry_run, allow_mass_delete=bool(ctx.args.yes))
     return _report(ctx, results, dry_run=dry_run)
 
 
@@ -258,8 +265,9 @@ def _cmd_watch(ctx: _Context) -> int:
 
 
 def _cmd_status(ctx: _Context) -> int:
-    results = _run_passes(ctx, dry_run=True, allow_mass_delete=False)
-    daemon = service.read_status(ctx.store(ctx.config()))
+    config = ctx.config()
+    results = _run_passes(ctx, config, dry_run=True, allow_mass_delete=False)
+    daemon = service.read_status(ctx.store(config))
     _report(ctx, results, dry_run=True, daemon=daemon)
     if daemon is not None and not ctx.args.json:
         _print_daemon(daemon, ctx.out)
@@ -429,15 +437,6 @@ def _cmd_pull(ctx: _Context) -> int:
 
 
 def _cmd_init(ctx: _Context) -> int:
-    def check(path: Path) -> int:
-        return main(
-            ["-c", str(path), "check"],
-            environ=ctx.environ,
-            stdout=ctx.out,
-            stderr=ctx.err,
-            client_factory=ctx._client_factory,
-        )
-
     return init_cmd.run(
         ctx.args,
         environ=ctx.environ,
@@ -446,5 +445,5 @@ def _cmd_init(ctx: _Context) -> int:
         err=ctx.err,
         # Few retries and a short timeout: a mistyped URL must not stall an interactive session.
         client_factory=lambda url, token: JatosClient(url, token, retries=1, timeout_s=15.0),
-        check=check,
+        check=ctx.runner("check"),
     )
