@@ -40,7 +40,7 @@ from jatos_sync.config import (
     token_from_file,
 )
 from jatos_sync.errors import EXIT_CONFIG, ConfigError, JatosSyncError
-from jatos_sync.logs import redact
+from jatos_sync.logs import is_terminal, redact
 from jatos_sync.model import StudyInfo
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -337,7 +337,7 @@ def run(
             file=err,
         )
         return EXIT_CONFIG
-    interactive = _isatty(stdin)
+    interactive = is_terminal(stdin)
     if not interactive:
         missing = [flag for flag in ("--url", "--study") if not getattr(args, flag[2:], None)]
         if missing:
@@ -721,10 +721,3 @@ def study_table(studies: Sequence[StudyInfo]) -> list[str]:
         return "  " + "  ".join(cells).rstrip()
 
     return [line(header), *(line(r) for r in rows)]
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False

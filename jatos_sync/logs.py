@@ -47,7 +47,7 @@ def choose_format(fmt: str, stream: TextIO, environ: Mapping[str, str] = os.envi
     systemd, where `JOURNAL_STREAM` is set)."""
     if fmt != "auto":
         return fmt
-    if environ.get("JOURNAL_STREAM") or not _isatty(stream):
+    if environ.get("JOURNAL_STREAM") or not is_terminal(stream):
         return "json"
     return "console"
 
@@ -80,7 +80,7 @@ def configure_logging(
         processors += [
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
             structlog.dev.ConsoleRenderer(
-                colors=_isatty(stream) and "NO_COLOR" not in environ,
+                colors=is_terminal(stream) and "NO_COLOR" not in environ,
                 pad_event_to=0,
                 pad_level=False,
             ),
@@ -94,8 +94,9 @@ def configure_logging(
     )
 
 
-def _isatty(stream: TextIO) -> bool:
+def is_terminal(stream: TextIO) -> bool:
+    """Whether `stream` is an interactive terminal (False for closed or odd streams)."""
     try:
-        return stream.isatty()
+        return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False

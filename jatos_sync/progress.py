@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TextIO, cast
 
 from jatos_sync.apply import ProgressSink
+from jatos_sync.logs import is_terminal
 from jatos_sync.model import RelPath
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def bar_safe(stream: TextIO) -> TextIO:
     Returns `stream` itself unless it is a terminal. Give the same returned object to
     `configure_logging` and to `progress_for`, so log lines go above the bar.
     """
-    if isinstance(stream, _BarSafeStream) or not _isatty(stream):
+    if isinstance(stream, _BarSafeStream) or not is_terminal(stream):
         return stream
     # io.TextIOBase provides the text-stream methods; typing.TextIO is nominal.
     return cast(TextIO, _BarSafeStream(stream))
@@ -251,15 +252,8 @@ def progress_for(
 ) -> ProgressSink | None:
     """A `TerminalProgress` on `stream`, or None: not a terminal, a dumb terminal, or
     `enabled` is false (`--json`, `--quiet`). Nothing is ever drawn on non-TTY output."""
-    if not enabled or not _isatty(stream):
+    if not enabled or not is_terminal(stream):
         return None
     if environ.get("TERM", "") in ("dumb", "unknown"):
         return None  # no cursor movement: a bar would print a new line per redraw
     return TerminalProgress(stream, label=label)
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
