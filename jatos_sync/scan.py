@@ -63,6 +63,7 @@ class ChecksumCache:
 
     def __init__(self, entries: dict[str, tuple[int, int, int, int]] | None = None) -> None:
         self._entries: dict[str, _CacheEntry] = dict(entries or {})
+        self.generation = 0  # counts changes, so an unchanged cache need not be saved again
         self.bytes_read = 0
         self.hits = 0
         self.misses = 0
@@ -89,7 +90,10 @@ class ChecksumCache:
 
     def prune(self, keep: Collection[str]) -> None:
         """Forget every path not in `keep` (files that disappeared)."""
-        self._entries = {key: entry for key, entry in self._entries.items() if key in keep}
+        kept = {key: entry for key, entry in self._entries.items() if key in keep}
+        if len(kept) != len(self._entries):
+            self._entries = kept
+            self.generation += 1
 
     def to_json(self) -> dict[str, list[int]]:
         return {key: list(entry) for key, entry in sorted(self._entries.items())}
@@ -125,10 +129,13 @@ class ChecksumCache:
         return None
 
     def _store(self, key: str, st: os.stat_result, checksum: int, now_ns: int) -> None:
+        old = self._entries.get(key)
         if _is_racy(st, now_ns):
             self._entries.pop(key, None)
         else:
             self._entries[key] = (st.st_size, st.st_mtime_ns, st.st_ino, checksum)
+        if self._entries.get(key) != old:
+            self.generation += 1
 
 
 def check_folder(folder: Path) -> None:

@@ -90,8 +90,9 @@ class StateStore:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = default_state_dir() if root is None else root
-        # The bytes last read or written per key, so an unchanged state is not rewritten.
-        self._written: dict[str, bytes] = {}
+        # Per key, the state as last read or written (synced entries, the cache object and
+        # its change count), so an unchanged state is recognised without serialising it.
+        self._clean: dict[str, tuple[dict[RelPath, FileInfo], ChecksumCache, int]] = {}
 
     def __repr__(self) -> str:
         return f"StateStore({str(self.root)!r})"
@@ -129,7 +130,6 @@ class StateStore:
             return MappingState()
         except OSError as exc:
             return _rebuilt(key, f"cannot read {path}: {exc.strerror or exc}")
-        self._written[key] = raw
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -138,10 +138,26 @@ class StateStore:
         if problem is not None:
             return _rebuilt(key, f"{path}: {problem}")
         assert isinstance(data, dict)  # checked by _parse_synced
-        return MappingState(synced=synced, cache=ChecksumCache.from_json(data.get("cache")))
+        state = MappingState(synced=synced, cache=ChecksumCache.from_json(data.get("cache")))
+        self._remember(key, state)
+        return state
+
+    def _remember(self, key: str, state: MappingState) -> None:
+        self._clean[key] = (dict(state.synced), state.cache, state.cache.generation)
+
+    def _unchanged(self, key: str, state: MappingState) -> bool:
+        clean = self._clean.get(key)
+        return (
+            clean is not None
+            and clean[1] is state.cache
+            and clean[2] == state.cache.generation
+            and clean[0] == state.synced
+        )
 
     def save(self, key: str, state: MappingState) -> None:
         """Replace the state file atomically (temp file, fsync, rename); mode 0600."""
+        if self._unchanged(key, state):
+            return  # as last read or written: spare the serialising and the fsync
         path = self.state_path(key)
         document = {
             "version": STATE_VERSION,
@@ -152,8 +168,6 @@ class StateStore:
             "cache": state.cache.to_json(),
         }
         payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
-        if self._written.get(key) == payload:
-            return  # unchanged since it was read or written: spare the disk an fsync
         try:
             make_private_dirs(path.parent)
             _atomic_write(path, payload)
@@ -163,7 +177,7 @@ class StateStore:
                 f"space or make {path.parent} writable, or set JATOS_SYNC_STATE_DIR to a "
                 "writable directory."
             ) from exc
-        self._written[key] = payload
+        self._remember(key, state)
 
 
 def _checked_key(key: str) -> str:
