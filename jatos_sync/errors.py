@@ -94,6 +94,12 @@ class FileSyncError(JatosSyncError):
     exit_code = EXIT_PARTIAL
 
 
+class UnsafePathError(FileSyncError):
+    """A path (from the server, an archive or a state file) that is not a plain relative
+    path, or a local path built from one that would lead outside its root
+    (docs/safety.md, rule 10)."""
+
+
 class LocalFileChangedError(FileSyncError):
     """A local file changed while it was being read for upload; it is tried again later."""
 

@@ -1,0 +1,73 @@
+"""Where paths lie: the one place that decides "inside" and "outside", and that turns a
+relative path from the server into a local path.
+
+Two kinds of paths meet in jatos-sync. Local paths (the synced folder, the state folder,
+the token file, the configuration) are compared *resolved*, symlinks followed, because a
+path spelled through a symlink is the same place as its target (docs/safety.md, rules 9
+and 11). Relative paths that come from the server (a listing, a `.jas`, a zip entry) are
+untrusted: `server_path` validates one where it enters, and `contained` proves that a local
+path built from one stays inside its root (docs/safety.md, rule 10).
+
+Must not: read or write files, or know about the server or the configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jatos_sync.errors import UnsafePathError
+from jatos_sync.model import RelPath, rel_path
+
+
+def resolved(path: Path) -> Path:
+    """`path` made absolute with every symlink that exists followed (`os.path.realpath`)."""
+    return Path(os.path.realpath(path))
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether `path` is `root` or lies below it, both compared resolved."""
+    inner, outer = resolved(path), resolved(root)
+    return inner == outer or outer in inner.parents
+
+
+def server_path(text: object) -> RelPath:
+    """A relative path the server sent (or an archive holds), validated once, where it
+    enters; raises `UnsafePathError` for anything that is not a plain relative path.
+
+    One trailing `/` is dropped (directories in 3.8-3.10.1 listings, docs/jatos-api.md §3).
+    Refused: non-text, empty, absolute, `.`, `..` or empty segments, NUL and backslash (a
+    separator on Windows, and never in a name JATOS 3.10 accepts).
+    """
+    if not isinstance(text, str):
+        raise UnsafePathError(f"not a path: {type(text).__name__}")
+    raw = text[:-1] if text.endswith("/") else text
+    shown = raw.encode("unicode_escape").decode("ascii")[:200]
+    if not raw:
+        raise UnsafePathError("an empty path")
+    if "\x00" in raw or "\\" in raw:
+        raise UnsafePathError(f"{shown}: contains a NUL or a backslash")
+    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
+        raise UnsafePathError(f"{shown}: an absolute path")
+    parts = raw.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafePathError(f"{shown}: has an empty, '.' or '..' segment")
+    return rel_path(raw)
+
+
+def contained(root: Path, rel: RelPath) -> Path:
+    """`root` joined with `rel`, proven to stay inside `root` with symlinks followed.
+
+    The parent folder of the result, resolved, must be `root` (resolved) or lie below it:
+    files are written by renaming into that folder, which never follows a symlink at the
+    final name itself. Raises `UnsafePathError` otherwise.
+    """
+    parts = rel.parts
+    if not parts or rel.is_absolute() or any(p in ("", ".", "..") or os.sep in p for p in parts):
+        raise UnsafePathError(f"{rel}: not a plain relative path")
+    target = root.joinpath(*parts)
+    if not is_inside(target.parent, root):
+        raise UnsafePathError(
+            f"{rel}: leads outside {root} (through a symbolic link); nothing was written there"
+        )
+    return target
