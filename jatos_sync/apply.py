@@ -1,9 +1,13 @@
 """Carry out a Plan against the server: backups, uploads in publish order, then deletions.
 
-Order (FIELD_NOTES "what none of them does"): copies of server content this tool did not
-write are saved first; then non-HTML files are uploaded, then HTML files, so a running study
-never loads a page whose new assets are missing; deletions only happen once every upload of
-the pass succeeded. Uploads run concurrently on the client's one keep-alive session.
+Order (docs/safety.md, rule 7): copies of server content this tool did not write are saved
+and verified first; then the deletions that uploads depend on (a file in the way of a new
+folder, or the reverse); then non-HTML files are uploaded, then HTML files, so a running
+study never loads a page whose new assets are missing; then the other deletions. A failed
+upload holds back the deletions it could matter to: all of them when an HTML page failed
+(the old page, still served, may use any file), otherwise those of the same content (a
+rename whose new name failed). Uploads run concurrently on the client's one keep-alive
+session.
 
 Per file: the file is re-checked just before upload and uploaded as it is then; the bytes
 actually sent are hashed, so a file that changed while being read is sent again (bounded).
@@ -29,7 +33,8 @@ from typing import IO, Protocol
 import structlog
 
 from jatos_sync.errors import FileSyncError, JatosSyncError, LocalFileChangedError
-from jatos_sync.model import FileInfo, LocalFile, PathProblem, RelPath, is_html
+from jatos_sync.model import FileInfo, LocalFile, PathProblem, RelPath, RemoteSnapshot, is_html
+from jatos_sync.paths import contained
 from jatos_sync.plan import Plan, skip_reason
 from jatos_sync.scan import file_info_now
 from jatos_sync.state import make_private_dirs, new_backup_folder
@@ -38,6 +43,8 @@ log = structlog.get_logger("jatos_sync.apply")
 
 # How often a file that keeps changing while it is uploaded is sent again in one pass.
 MAX_UPLOAD_ATTEMPTS = 3
+# A backup that does not match the listing is downloaded this many times in all.
+BACKUP_ATTEMPTS = 2
 
 
 class AssetClient(Protocol):
@@ -48,6 +55,8 @@ class AssetClient(Protocol):
     def delete(self, study: str, path: RelPath) -> None: ...
 
     def download(self, study: str, path: RelPath, dest: IO[bytes]) -> FileInfo: ...
+
+    def list_assets(self, study: str) -> RemoteSnapshot: ...
 
 
 class ProgressSink(Protocol):
@@ -70,6 +79,9 @@ class Outcome:
     failed: list[PathProblem] = field(default_factory=list)
     skipped: list[PathProblem] = field(default_factory=list)
     not_deleted: list[RelPath] = field(default_factory=list)  # held back: an upload failed
+    # Old spellings of case-only renames that the server replaced by the upload itself (it
+    # ignores letter case): gone under that name without a deletion.
+    folded: set[RelPath] = field(default_factory=set)
     fatal: JatosSyncError | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -98,12 +110,13 @@ def apply_plan(
     """Execute `plan`; never raises for per-file problems (see `Outcome`)."""
     out = Outcome()
     stop = stop or threading.Event()
-    refused = _save_backups(plan.backups, target, out, stamp=clock())
+    refused = _save_backups(plan, target, out, stamp=clock())
     uploads = [p for p in plan.uploads if p not in refused]
+    first = [p for p in plan.deletes_first if p not in refused]
     deletes = [p for p in plan.deletes if p not in refused]
     if progress is not None:
         sizes = sum(plan.expected[p].size for p in uploads if p in plan.expected)
-        progress.start(files=len(uploads) + len(deletes), total_bytes=sizes)
+        progress.start(files=len(uploads) + len(first) + len(deletes), total_bytes=sizes)
 
     def tracked(work: Callable[[RelPath], None]) -> Callable[[RelPath], None]:
         if progress is None:
@@ -119,22 +132,69 @@ def apply_plan(
         return run
 
     upload = tracked(lambda p: _upload_one(p, target, out, scanned.get(p), api_version))
+    delete = tracked(lambda p: _delete_one(p, target, out))
     try:
+        _run_all(first, delete, target.concurrency, out, stop)
         for group in ([p for p in uploads if not is_html(p)], [p for p in uploads if is_html(p)]):
-            _run_all(group, upload, target.concurrency, out, stop)
             if out.fatal or stop.is_set():
                 break
-        if out.fatal or out.failed or stop.is_set():
-            out.not_deleted.extend(deletes)
-            if deletes:
-                log.warning("deletions_held_back", count=len(deletes), reason="an upload failed")
-        else:
-            delete = tracked(lambda p: _delete_one(p, target, out))
-            _run_all(deletes, delete, target.concurrency, out, stop)
+            _run_all(group, upload, target.concurrency, out, stop)
+        deletes = _verify_case_renames(plan, deletes, target, out)
+        held = _held_back(plan, deletes, out, stop)
+        if held:
+            out.not_deleted.extend(held)
+            log.warning("deletions_held_back", count=len(held), reason="an upload failed")
+        _run_all([p for p in deletes if p not in set(held)], delete, target.concurrency, out, stop)
     finally:
         if progress is not None:
             progress.close()
     return out
+
+
+def _held_back(
+    plan: Plan, deletes: list[RelPath], out: Outcome, stop: threading.Event
+) -> list[RelPath]:
+    """The deletions a failed upload could matter to (see the module docstring)."""
+    if out.fatal or stop.is_set():
+        return list(deletes)
+    failed = {p.path for p in out.failed if p.path in plan.expected}
+    if any(is_html(p) for p in failed):
+        return list(deletes)
+    moved = {plan.expected[p] for p in failed}
+    return [p for p in deletes if plan.server.get(p) in moved or _same_name(p, failed)]
+
+
+def _same_name(path: RelPath, failed: set[RelPath]) -> bool:
+    return any(str(path).casefold() == str(f).casefold() for f in failed)
+
+
+def _verify_case_renames(
+    plan: Plan, deletes: list[RelPath], target: Target, out: Outcome
+) -> list[RelPath]:
+    """Delete the old spelling of a case-only rename only where the server holds both names.
+
+    On a server whose file system ignores letter case (JATOS on macOS or Windows, §9) the
+    upload of `stimuli.js` replaced `Stimuli.js` itself; deleting `Stimuli.js` would then
+    remove the file just uploaded. One listing tells the two kinds of server apart.
+    """
+    renames = [p for p in plan.case_renames if p in deletes]
+    if not renames or out.fatal:
+        return deletes
+    try:
+        listed = target.client.list_assets(target.study).files
+    except JatosSyncError as exc:
+        log.warning("case_rename_unverified", error=str(exc))
+        return [p for p in deletes if p not in set(renames)]  # the next pass looks again
+    uploaded = {str(p).casefold(): p for p in out.uploaded}
+    keep = set()
+    for old in renames:
+        new = uploaded.get(str(old).casefold())
+        if new is None or (new in listed and old in listed):
+            continue  # upload failed (held back anyway) or a case-sensitive server
+        keep.add(old)
+        out.folded.add(old)
+        log.info("server_ignores_case", old=str(old), new=str(new))
+    return [p for p in deletes if p not in keep]
 
 
 def _run_all(
@@ -223,21 +283,21 @@ def _delete_one(path: RelPath, target: Target, out: Outcome) -> None:
     log.info("delete_done", path=str(path), elapsed_s=round(time.monotonic() - started, 3))
 
 
-def _save_backups(
-    paths: Iterable[RelPath], target: Target, out: Outcome, *, stamp: datetime
-) -> set[RelPath]:
-    """Download server copies before they are replaced; return paths whose copy failed."""
+def _save_backups(plan: Plan, target: Target, out: Outcome, *, stamp: datetime) -> set[RelPath]:
+    """Download server copies before they are replaced, each verified against the listing
+    (docs/safety.md, rule 6); return the paths whose copy failed: those are neither
+    overwritten nor deleted."""
     refused: set[RelPath] = set()
     folder: Path | None = None
-    for path in paths:
+    for path in plan.backups:
         try:
             folder = folder or new_backup_folder(target.backup_root, prefix="", now=stamp)
-            dest = folder.joinpath(*path.parts)
+            dest = contained(folder, path)
             make_private_dirs(dest.parent)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
             try:
                 with os.fdopen(fd, "w+b") as fh:
-                    target.client.download(target.study, path, fh)
+                    _download_verified(target, path, fh, plan.server.get(path))
                 os.replace(tmp, dest)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -260,3 +320,23 @@ def _save_backups(
         out.backed_up.append(path)
         log.info("backup_saved", path=str(path), dest=str(dest))
     return refused
+
+
+def _download_verified(
+    target: Target, path: RelPath, dest: IO[bytes], expected: FileInfo | None
+) -> None:
+    """Download into `dest` until the bytes match what the listing said (size and Adler-32);
+    a server or proxy that serves other bytes gets no overwrite."""
+    got: FileInfo | None = None
+    for _attempt in range(BACKUP_ATTEMPTS):
+        got = target.client.download(target.study, path, dest)
+        if expected is None or got == expected:
+            return
+        log.warning(
+            "backup_mismatch", path=str(path), expected_bytes=expected.size, got_bytes=got.size
+        )
+    assert got is not None and expected is not None
+    raise FileSyncError(
+        f"the server sent other bytes ({got.size} bytes) than its file list says "
+        f"({expected.size} bytes), twice"
+    )

@@ -35,10 +35,11 @@ from jatos_sync.errors import (
     JatosSyncError,
     worst_exit_code,
 )
-from jatos_sync.logs import configure_logging, redact
+from jatos_sync.logs import configure_logging, is_terminal, redact
+from jatos_sync.model import RelPath
 from jatos_sync.progress import bar_safe, progress_for
 from jatos_sync.state import StateStore
-from jatos_sync.sync import MappingResult, run_pass
+from jatos_sync.sync import Confirm, MappingResult, check_distinct_studies, run_pass
 
 log = structlog.get_logger("jatos_sync.cli")
 LIST_LIMIT = 20  # how many paths a human summary lists before "… and N more"
@@ -83,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--yes",
         action="store_true",
-        help="carry out deletions that the mass-deletion limit withheld",
+        help="carry out deletions a safety guard withheld, and let a first sync replace "
+        "server files this folder never synced",
+    )
+    sync.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete server files that were never synced from this folder (a copy of "
+        "each is kept)",
     )
     sync.add_argument("mappings", nargs="*", metavar="MAPPING")
 
@@ -221,7 +229,7 @@ def _default_client(config: Config, token: Any) -> JatosClient:
 
 
 def _run_passes(
-    ctx: _Context, config: Config, *, dry_run: bool, allow_mass_delete: bool
+    ctx: _Context, config: Config, *, dry_run: bool, allow_mass_delete: bool, prune: bool = False
 ) -> list[MappingResult]:
     mappings = config.select(ctx.args.mappings)
     client, _info = ctx.connect(config)
@@ -229,6 +237,7 @@ def _run_passes(
     stop = threading.Event()
     show_progress = not (dry_run or ctx.args.json or ctx.args.quiet)
     try:
+        check_distinct_studies(config.mappings, client)
         return [
             run_pass(
                 mapping,
@@ -236,6 +245,8 @@ def _run_passes(
                 store=store,
                 dry_run=dry_run,
                 allow_mass_delete=allow_mass_delete,
+                prune=prune,
+                confirm=_confirm_on_terminal(ctx, client),
                 concurrency=config.server.concurrency,
                 stop=stop,
                 progress=progress_for(ctx.err, enabled=show_progress, label=mapping.name),
@@ -249,9 +260,39 @@ def _run_passes(
         client.close()
 
 
+def _confirm_on_terminal(ctx: _Context, client: JatosClient) -> Confirm | None:
+    """On a terminal, ask before a first sync replaces files the folder never synced
+    (docs/safety.md, rule 6); elsewhere (CI, pipes, --json) `--yes` is the only way."""
+    if ctx.args.json or not (is_terminal(ctx.stdin) and is_terminal(ctx.err)):
+        return None
+
+    def confirm(study: str, paths: list[RelPath]) -> bool:
+        try:
+            title = f" ({client.study(study).title!r})"
+        except JatosSyncError:
+            title = ""
+        print(
+            f"Study {study}{title} already holds {len(paths)} file(s) that this folder never "
+            "synced, and this first sync would replace them (a copy of each is kept):",
+            file=ctx.err,
+        )
+        _print_paths(ctx.err, "", paths)
+        ctx.err.write("Is this the right study? Replace them [y/N]: ")
+        ctx.err.flush()
+        return ctx.stdin.readline().strip().lower() in ("y", "yes")
+
+    return confirm
+
+
 def _cmd_sync(ctx: _Context) -> int:
     dry_run = bool(ctx.args.dry_run)
-    results = _run_passes(ctx, ctx.config(), dry_run=dry_run, allow_mass_delete=bool(ctx.args.yes))
+    results = _run_passes(
+        ctx,
+        ctx.config(),
+        dry_run=dry_run,
+        allow_mass_delete=bool(ctx.args.yes),
+        prune=bool(ctx.args.prune),
+    )
     return _report(ctx, results, dry_run=dry_run)
 
 
@@ -331,6 +372,14 @@ def _print_result(r: MappingResult, out: TextIO) -> None:
         reason = r.withheld_reason or "an upload in this pass failed; they wait for the next pass"
         print(f"  withheld {len(r.withheld)} deletion(s): {reason}", file=out)
         _print_paths(out, "withheld", r.withheld)
+    if r.server_only:
+        print(
+            f"  kept {len(r.server_only)} server file(s) that were never synced from this "
+            "folder (added in the JATOS GUI or by a colleague); `jatos-sync sync --prune` "
+            "deletes them after saving a copy:",
+            file=out,
+        )
+        _print_paths(out, "only on the server:", r.server_only)
 
 
 def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
@@ -357,8 +406,9 @@ def shown(path: object) -> str:
 
 
 def _print_paths(out: TextIO, label: str, paths: Sequence[object]) -> None:
+    prefix = f"  {label} " if label else "  "
     for path in paths[:LIST_LIMIT]:
-        print(f"  {label} {shown(path)}", file=out)
+        print(f"{prefix}{shown(path)}", file=out)
     if len(paths) > LIST_LIMIT:
         print(f"  … and {len(paths) - LIST_LIMIT} more", file=out)
 

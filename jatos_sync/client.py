@@ -12,6 +12,7 @@ message or a `repr`.
 
 from __future__ import annotations
 
+import hashlib
 import http.cookiejar
 import ipaddress
 import json
@@ -22,7 +23,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -45,17 +46,20 @@ from jatos_sync.errors import (
     StudyLockedError,
     StudyNotFoundError,
     TransientFileError,
+    UnsafePathError,
     UnsupportedServerError,
 )
 from jatos_sync.ignore import is_server_temp
 from jatos_sync.model import (
+    DIGEST_BYTES,
     FileInfo,
+    PathProblem,
     RelPath,
     RemoteSnapshot,
     StudyInfo,
     TokenInfo,
-    rel_path,
 )
+from jatos_sync.paths import server_path
 
 log = structlog.get_logger("jatos_sync.client")
 
@@ -124,15 +128,17 @@ class _BearerAuth(requests.auth.AuthBase):
 class _HashingReader:
     """A file reader for the multipart encoder that sends exactly `size` bytes.
 
-    It computes the Adler-32 of the bytes it actually hands out, so the caller knows what the
-    server received even if the file changed after it was scanned. If the file shrinks while
-    it is read, it raises instead of sending a body shorter than the announced length.
+    It computes the Adler-32 and the digest of the bytes it actually hands out, so the caller
+    knows what the server received even if the file changed after it was scanned. If the
+    file shrinks while it is read, it raises instead of sending a body shorter than the
+    announced length.
     """
 
     def __init__(self, fileobj: IO[bytes], size: int) -> None:
         self._f = fileobj
         self._remaining = size
         self.checksum = 1
+        self._strong = hashlib.sha256()
 
     @property
     def len(self) -> int:  # read by requests-toolbelt to size the body
@@ -147,7 +153,12 @@ class _HashingReader:
             raise LocalFileChangedError("the file got shorter while it was being uploaded")
         self._remaining -= len(data)
         self.checksum = zlib.adler32(data, self.checksum)
+        self._strong.update(data)
         return data
+
+    @property
+    def digest(self) -> bytes:
+        return self._strong.digest()[:DIGEST_BYTES]
 
 
 def encode_path(path: RelPath) -> str:
@@ -279,19 +290,7 @@ class JatosClient:
         data = answer.json.get("data") if isinstance(answer.json, dict) else None
         if not isinstance(data, (list, dict)):
             raise self._not_jatos(answer, f"the file list of study {study}")
-        files: dict[RelPath, FileInfo] = {}
-        for node in _walk_nodes(data):
-            if node.get("type") != "file":
-                continue  # directories (with or without a trailing "/", §2.3) and "other"
-            raw = str(node.get("path", "")).strip("/")
-            size, checksum = node.get("size"), node.get("checksum")
-            if not raw or not isinstance(size, int) or not isinstance(checksum, int):
-                continue
-            path = rel_path(raw)
-            if is_server_temp(path):
-                continue  # a 3.10 cross-file-store upload in flight or left by a crash (§8.2)
-            files[path] = FileInfo(size, checksum & 0xFFFFFFFF)
-        return RemoteSnapshot(files=files, api_version=self.api_version or "")
+        return _parse_listing(data, api_version=self.api_version or "", study=study)
 
     def upload(self, study: str, path: RelPath, source: Path, *, size: int) -> FileInfo:
         """Upload `source` to exactly `path` (§4.2), streamed from disk; return what was sent.
@@ -324,7 +323,7 @@ class JatosClient:
             for f in cleanup:
                 f.close()
         self._check_file_answer(answer, path, study, action="upload", size=size)
-        return FileInfo(size, sent[-1].checksum)
+        return FileInfo(size, sent[-1].checksum, sent[-1].digest)
 
     def delete(self, study: str, path: RelPath) -> None:
         """Delete one file; a file that is already gone counts as deleted (§5)."""
@@ -347,12 +346,13 @@ class JatosClient:
             try:
                 with self._send("GET", url, stream=True) as response:
                     if response.status_code == 200:
-                        size, checksum = 0, 1
+                        size, checksum, strong = 0, 1, hashlib.sha256()
                         for chunk in response.iter_content(CHUNK_BYTES):
                             dest.write(chunk)
                             size += len(chunk)
                             checksum = zlib.adler32(chunk, checksum)
-                        return FileInfo(size, checksum)
+                            strong.update(chunk)
+                        return FileInfo(size, checksum, strong.digest()[:DIGEST_BYTES])
                     answer = _decode(response)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt < self.retries:
@@ -616,6 +616,54 @@ def _walk_nodes(data: Any) -> Iterator[dict[str, Any]]:
         content = node.get("content")
         if isinstance(content, list):
             stack.extend(content)
+
+
+def _parse_listing(data: Any, *, api_version: str, study: str) -> RemoteSnapshot:
+    """The files of a listing (§3), each path validated where it enters (docs/safety.md,
+    rule 10). An entry that is not a plain relative path is left out and reported; a path
+    listed twice is kept once if both entries agree, and refused otherwise (the listing is
+    then not trustworthy, and nothing may be decided from it)."""
+    files: dict[RelPath, FileInfo] = {}
+    refused: list[PathProblem] = []
+    for node in _walk_nodes(data):
+        if node.get("type") != "file":
+            continue  # directories (with or without a trailing "/", §3) and "other"
+        raw, size, checksum = node.get("path"), node.get("size"), node.get("checksum")
+        if not (_is_count(size) and _is_count(checksum) and checksum <= 0xFFFFFFFF):
+            refused.append(PathProblem(_shown(raw), "listed without a valid size or checksum"))
+            continue
+        try:
+            path = server_path(raw)
+        except UnsafePathError as exc:
+            refused.append(PathProblem(_shown(raw), f"the server listed an unsafe path ({exc})"))
+            continue
+        if is_server_temp(path):
+            continue  # a 3.10 cross-file-store upload in flight or left by a crash (§9)
+        info = FileInfo(size, checksum)
+        known = files.setdefault(path, info)
+        if known != info:
+            raise ServerUnavailableError(
+                f"The server's file list of study {study} names {path} twice, with different "
+                "contents; nothing was changed. Ask the JATOS admin to check the study's "
+                "assets folder."
+            )
+        if known is not info:
+            log.warning("listing_duplicate", study=study, path=str(path))
+    for problem in refused:
+        log.warning(
+            "listing_entry_refused", study=study, path=str(problem.path), reason=problem.reason
+        )
+    return RemoteSnapshot(files=files, api_version=api_version, refused=tuple(refused))
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shown(raw: object) -> RelPath:
+    """A refused listing entry's path, for messages only: never joined to a local path."""
+    text = raw if isinstance(raw, str) else repr(raw)
+    return RelPath(text.encode("unicode_escape").decode("ascii")[:200] or "(empty)")
 
 
 def _study_info(data: Mapping[str, Any]) -> StudyInfo:

@@ -28,10 +28,22 @@ def rel_path(text: str) -> RelPath:
 
 @dataclass(frozen=True)
 class FileInfo:
-    """What identifies a file's content: its size and Adler-32 (JATOS_ASSETS_API.md §2.2)."""
+    """What identifies a file's content: its size and Adler-32, as JATOS lists them
+    (docs/jatos-api.md §3), and, where this tool read or sent the bytes itself, a strong
+    digest.
+
+    Adler-32 is weak: swapping two values in a counterbalancing table keeps size and
+    checksum. Equality compares what the server can tell (size and Adler-32) only; the
+    digest decides between two contents that JATOS cannot tell apart (docs/safety.md,
+    rule 12). `b""` means unknown.
+    """
 
     size: int
     checksum: int  # unsigned 32-bit Adler-32, as JATOS lists it
+    digest: bytes = field(default=b"", compare=False)  # DIGEST_BYTES of SHA-256, or b""
+
+
+DIGEST_BYTES = 16  # a truncated SHA-256 tells accidental edits apart; 16 bytes keep it small
 
 
 @dataclass(frozen=True)
@@ -41,10 +53,11 @@ class LocalFile:
     size: int
     checksum: int
     mtime_ns: int = 0
+    digest: bytes = field(default=b"", compare=False)  # see FileInfo.digest
 
     @property
     def info(self) -> FileInfo:
-        return FileInfo(self.size, self.checksum)
+        return FileInfo(self.size, self.checksum, self.digest)
 
 
 @dataclass(frozen=True)
@@ -72,10 +85,16 @@ class LocalSnapshot:
 
 @dataclass(frozen=True)
 class RemoteSnapshot:
-    """The study's files as listed by `assets/structure?flatten=true` (directories dropped)."""
+    """The study's files as listed by `assets/structure?flatten=true` (directories dropped).
+
+    `refused` lists entries that were not plain relative paths (docs/safety.md, rule 10):
+    they are never acted on, only reported. Their `path` is an escaped rendering for
+    messages, not a path to use.
+    """
 
     files: Mapping[RelPath, FileInfo]
     api_version: str = ""
+    refused: tuple[PathProblem, ...] = ()
 
 
 @dataclass(frozen=True)

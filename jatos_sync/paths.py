@@ -36,8 +36,9 @@ def server_path(text: object) -> RelPath:
     enters; raises `UnsafePathError` for anything that is not a plain relative path.
 
     One trailing `/` is dropped (directories in 3.8-3.10.1 listings, docs/jatos-api.md §3).
-    Refused: non-text, empty, absolute, `.`, `..` or empty segments, NUL and backslash (a
-    separator on Windows, and never in a name JATOS 3.10 accepts).
+    Refused: non-text, empty, absolute (on Windows also anything with a drive colon),
+    `.`, `..` or empty segments, NUL and backslash (a separator on Windows, and never in a
+    name JATOS 3.10 accepts).
     """
     if not isinstance(text, str):
         raise UnsafePathError(f"not a path: {type(text).__name__}")
@@ -47,7 +48,7 @@ def server_path(text: object) -> RelPath:
         raise UnsafePathError("an empty path")
     if "\x00" in raw or "\\" in raw:
         raise UnsafePathError(f"{shown}: contains a NUL or a backslash")
-    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
+    if raw.startswith("/") or (os.name == "nt" and ":" in raw):  # "C:x" is a drive there
         raise UnsafePathError(f"{shown}: an absolute path")
     parts = raw.split("/")
     if any(part in ("", ".", "..") for part in parts):

@@ -17,6 +17,7 @@ planner never deletes their server copies.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import time
@@ -26,7 +27,15 @@ from pathlib import Path
 
 from jatos_sync.errors import FileSyncError, LocalFileChangedError, SafetyStop
 from jatos_sync.ignore import IgnoreRules
-from jatos_sync.model import LocalFile, LocalSnapshot, PathProblem, RelPath, rel_path
+from jatos_sync.model import (
+    DIGEST_BYTES,
+    FileInfo,
+    LocalFile,
+    LocalSnapshot,
+    PathProblem,
+    RelPath,
+    rel_path,
+)
 
 # A cached checksum is trusted only for a file whose mtime is at least this much older than
 # the clock. Git's "racy git" problem: a file rewritten within the file system's timestamp
@@ -44,24 +53,24 @@ _REASON_LOOP = "symlink loop"
 _REASON_BROKEN = "broken symbolic link"
 _REASON_UNSTABLE = "file kept changing while it was read; it is read again on the next pass"
 
-_CacheEntry = tuple[int, int, int, int]  # size, mtime_ns, inode, checksum
+_CacheEntry = tuple[int, int, int, int, bytes]  # size, mtime_ns, inode, checksum, digest
 
 
 def adler32_file(path: Path, *, chunk_size: int = 1 << 20) -> tuple[int, int]:
     """(size, Adler-32) of the file's content, read in chunks; as JATOS lists it (§2.2)."""
-    size, checksum, _ = _hash(os.fspath(path), chunk_size)
+    size, checksum, _, _ = _hash(os.fspath(path), chunk_size)
     return size, checksum
 
 
 class ChecksumCache:
     """Checksums of files seen before, keyed by relative path.
 
-    An entry is (size, mtime_ns, inode, checksum) and is used only while all three stat
-    values still match and the mtime is not racy (see `RACY_WINDOW_NS`). The counters let
-    benchmarks show that an unchanged folder is scanned without reading file content.
+    An entry is (size, mtime_ns, inode, Adler-32, digest) and is used only while all three
+    stat values still match and the mtime is not racy (see `RACY_WINDOW_NS`). The counters
+    let benchmarks show that an unchanged folder is scanned without reading file content.
     """
 
-    def __init__(self, entries: dict[str, tuple[int, int, int, int]] | None = None) -> None:
+    def __init__(self, entries: dict[str, _CacheEntry] | None = None) -> None:
         self._entries: dict[str, _CacheEntry] = dict(entries or {})
         self.generation = 0  # counts changes, so an unchanged cache need not be saved again
         self.bytes_read = 0
@@ -74,19 +83,27 @@ class ChecksumCache:
     def __repr__(self) -> str:
         return f"ChecksumCache({len(self._entries)} entries)"
 
-    def lookup(self, path: RelPath, st: os.stat_result, *, now_ns: int) -> int | None:
-        """The cached checksum of `path` if `st` still describes the hashed content."""
+    def lookup(self, path: RelPath, st: os.stat_result, *, now_ns: int) -> FileInfo | None:
+        """The cached content identity of `path` if `st` still describes the hashed content."""
         return self._lookup(str(path), st, now_ns)
 
     def store(
-        self, path: RelPath, st: os.stat_result, checksum: int, *, now_ns: int | None = None
+        self,
+        path: RelPath,
+        st: os.stat_result,
+        checksum: int,
+        digest: bytes,
+        *,
+        now_ns: int | None = None,
     ) -> None:
-        """Remember `checksum` for the content described by `st` (read before hashing).
+        """Remember `checksum` and `digest` for the content described by `st` (read before
+        hashing).
 
         A racy file (mtime within `RACY_WINDOW_NS` of `now_ns`, default: the wall clock) is
         not stored: it could change again within the same timestamp tick.
         """
-        self._store(str(path), st, checksum, time.time_ns() if now_ns is None else now_ns)
+        now = time.time_ns() if now_ns is None else now_ns
+        self._store(str(path), st, checksum, digest, now)
 
     def prune(self, keep: Collection[str]) -> None:
         """Forget every path not in `keep` (files that disappeared)."""
@@ -95,12 +112,16 @@ class ChecksumCache:
             self._entries = kept
             self.generation += 1
 
-    def to_json(self) -> dict[str, list[int]]:
-        return {key: list(entry) for key, entry in sorted(self._entries.items())}
+    def to_json(self) -> dict[str, list[int | str]]:
+        return {key: [*entry[:4], entry[4].hex()] for key, entry in sorted(self._entries.items())}
 
     @classmethod
     def from_json(cls, data: object) -> ChecksumCache:
-        """Rebuild from `to_json` output; anything malformed is dropped, never raised."""
+        """Rebuild from `to_json` output; anything malformed is dropped, never raised.
+
+        Entries without a digest (written before digests were kept) are dropped too: the
+        file is read once more.
+        """
         entries: dict[str, _CacheEntry] = {}
         if isinstance(data, dict):
             for key, value in data.items():
@@ -108,14 +129,16 @@ class ChecksumCache:
                     isinstance(key, str)
                     and key
                     and isinstance(value, list)
-                    and len(value) == 4
-                    and all(type(v) is int and v >= 0 for v in value)
+                    and len(value) == 5
+                    and all(type(v) is int and v >= 0 for v in value[:4])
                     and value[3] <= 0xFFFFFFFF
                 ):
-                    entries[key] = (value[0], value[1], value[2], value[3])
+                    digest = _digest_from_hex(value[4])
+                    if digest:
+                        entries[key] = (value[0], value[1], value[2], value[3], digest)
         return cls(entries)
 
-    def _lookup(self, key: str, st: os.stat_result, now_ns: int) -> int | None:
+    def _lookup(self, key: str, st: os.stat_result, now_ns: int) -> FileInfo | None:
         entry = self._entries.get(key)
         if (
             entry is not None
@@ -125,15 +148,17 @@ class ChecksumCache:
             and not _is_racy(st, now_ns)
         ):
             self.hits += 1
-            return entry[3]
+            return FileInfo(entry[0], entry[3], entry[4])
         return None
 
-    def _store(self, key: str, st: os.stat_result, checksum: int, now_ns: int) -> None:
+    def _store(
+        self, key: str, st: os.stat_result, checksum: int, digest: bytes, now_ns: int
+    ) -> None:
         old = self._entries.get(key)
         if _is_racy(st, now_ns):
             self._entries.pop(key, None)
         else:
-            self._entries[key] = (st.st_size, st.st_mtime_ns, st.st_ino, checksum)
+            self._entries[key] = (st.st_size, st.st_mtime_ns, st.st_ino, checksum, digest)
         if self._entries.get(key) != old:
             self.generation += 1
 
@@ -300,9 +325,9 @@ def _scan_file(
     rel: str, os_path: str, st: os.stat_result, cache: ChecksumCache, now_ns: int
 ) -> LocalFile | PathProblem | None:
     """The file's content identity (cached or read), a scan error, or None if it vanished."""
-    checksum = cache._lookup(rel, st, now_ns)
-    if checksum is not None:
-        return LocalFile(st.st_size, checksum, st.st_mtime_ns)
+    known = cache._lookup(rel, st, now_ns)
+    if known is not None:
+        return LocalFile(st.st_size, known.checksum, st.st_mtime_ns, known.digest)
     cache.misses += 1
     try:
         hashed = _hash_settled(os_path, cache)
@@ -312,9 +337,9 @@ def _scan_file(
         return PathProblem(RelPath(rel), _os_reason(exc))
     if hashed is None:
         return PathProblem(RelPath(rel), _REASON_UNSTABLE)
-    file_st, checksum = hashed
-    cache._store(rel, file_st, checksum, now_ns)
-    return LocalFile(file_st.st_size, checksum, file_st.st_mtime_ns)
+    file_st, checksum, digest = hashed
+    cache._store(rel, file_st, checksum, digest, now_ns)
+    return LocalFile(file_st.st_size, checksum, file_st.st_mtime_ns, digest)
 
 
 def file_info_now(folder: Path, path: RelPath) -> LocalFile | None:
@@ -340,8 +365,8 @@ def file_info_now(folder: Path, path: RelPath) -> LocalFile | None:
         raise LocalFileChangedError(
             f"{path} kept changing while it was read; it is uploaded once it has settled."
         )
-    st, checksum = hashed
-    return LocalFile(st.st_size, checksum, st.st_mtime_ns)
+    st, checksum, digest = hashed
+    return LocalFile(st.st_size, checksum, st.st_mtime_ns, digest)
 
 
 class _NotRegularFileError(OSError):
@@ -350,8 +375,10 @@ class _NotRegularFileError(OSError):
         self.mode = mode
 
 
-def _hash(os_path: str, chunk_size: int) -> tuple[int, int, os.stat_result | None]:
-    """(bytes read, checksum, stat of the opened file if it did not change while read)."""
+def _hash(os_path: str, chunk_size: int) -> tuple[int, int, bytes, os.stat_result | None]:
+    """(bytes read, Adler-32, digest, stat of the opened file if it did not change while
+    read). The digest is a truncated SHA-256 (docs/safety.md, rule 12), computed in the same
+    read: SHA-256 with CPU support costs less than a second read would."""
     # O_NONBLOCK: if the path was swapped for a FIFO since it was listed, do not hang.
     fd = os.open(os_path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
@@ -362,27 +389,43 @@ def _hash(os_path: str, chunk_size: int) -> tuple[int, int, os.stat_result | Non
         # reading it.
         buffer = bytearray(max(1, min(chunk_size, before.st_size + 1)))
         checksum = 1  # Adler-32 initial value: an empty file lists as 1
+        strong = hashlib.sha256()
         size = 0
         with open(fd, "rb", buffering=0, closefd=False) as stream, memoryview(buffer) as view:
             while n := stream.readinto(buffer):
-                checksum = zlib.adler32(view[:n], checksum)
+                chunk = view[:n]
+                checksum = zlib.adler32(chunk, checksum)
+                strong.update(chunk)
                 size += n
         after = os.fstat(fd)
     finally:
         os.close(fd)
     settled = size == before.st_size == after.st_size and before.st_mtime_ns == after.st_mtime_ns
-    return size, checksum & 0xFFFFFFFF, before if settled else None
+    digest = strong.digest()[:DIGEST_BYTES]
+    return size, checksum & 0xFFFFFFFF, digest, before if settled else None
 
 
-def _hash_settled(os_path: str, cache: ChecksumCache | None) -> tuple[os.stat_result, int] | None:
+def _hash_settled(
+    os_path: str, cache: ChecksumCache | None
+) -> tuple[os.stat_result, int, bytes] | None:
     """Hash until one read saw no change; None if the file kept changing."""
     for _ in range(_HASH_ATTEMPTS):
-        size, checksum, st = _hash(os_path, 1 << 20)
+        size, checksum, digest, st = _hash(os_path, 1 << 20)
         if cache is not None:
             cache.bytes_read += size
         if st is not None:
-            return st, checksum
+            return st, checksum, digest
     return None
+
+
+def _digest_from_hex(value: object) -> bytes:
+    """A digest as stored in JSON, or b"" when it is not one."""
+    if not isinstance(value, str) or len(value) != 2 * DIGEST_BYTES:
+        return b""
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return b""
 
 
 def _is_racy(st: os.stat_result, now_ns: int) -> bool:

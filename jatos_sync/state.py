@@ -27,9 +27,10 @@ import structlog
 
 from jatos_sync.errors import EXIT_PARTIAL, ConfigError, JatosSyncError
 from jatos_sync.model import FileInfo, RelPath, rel_path
-from jatos_sync.scan import ChecksumCache
+from jatos_sync.scan import ChecksumCache, _digest_from_hex
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # 1: no digests, no folder identity; read, then written as 2
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _UNSAFE_CHARS_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -76,10 +77,19 @@ def mapping_key(server_url: str, study: str, folder: Path) -> str:
 
 @dataclass
 class MappingState:
-    """What this tool last put on the server (or found identical there), per path."""
+    """What this tool last put on the server (or found identical there), per path.
+
+    `synced` entries carry the digest of the bytes this tool sent or read, when it knows
+    them. `root` is the (device, inode) of the folder as last synced: a different folder at
+    the same path (an unmounted drive, a replaced folder) is recognised by it
+    (docs/safety.md, rule 1). `folds_case` is learnt once a pass sees that the server's
+    file system ignores letter case (a JATOS on macOS or Windows, docs/jatos-api.md §9).
+    """
 
     synced: dict[RelPath, FileInfo] = field(default_factory=dict)
     cache: ChecksumCache = field(default_factory=ChecksumCache)
+    root: tuple[int, int] | None = None
+    folds_case: bool = False
 
 
 class StateStore:
@@ -92,7 +102,7 @@ class StateStore:
         self.root = default_state_dir() if root is None else root
         # Per key, the state as last read or written (synced entries, the cache object and
         # its change count), so an unchanged state is recognised without serialising it.
-        self._clean: dict[str, tuple[dict[RelPath, FileInfo], ChecksumCache, int]] = {}
+        self._clean: dict[str, tuple[object, ChecksumCache, int]] = {}
 
     def __repr__(self) -> str:
         return f"StateStore({str(self.root)!r})"
@@ -138,12 +148,23 @@ class StateStore:
         if problem is not None:
             return _rebuilt(key, f"{path}: {problem}")
         assert isinstance(data, dict)  # checked by _parse_synced
-        state = MappingState(synced=synced, cache=ChecksumCache.from_json(data.get("cache")))
+        state = MappingState(
+            synced=synced,
+            cache=ChecksumCache.from_json(data.get("cache")),
+            root=_parse_root(data.get("root")),
+            folds_case=data.get("folds_case") is True,
+        )
         self._remember(key, state)
         return state
 
+    @staticmethod
+    def _fingerprint(state: MappingState) -> object:
+        # Digests do not take part in FileInfo equality, so they are compared here apart.
+        synced = {path: (info, info.digest) for path, info in state.synced.items()}
+        return synced, state.root, state.folds_case
+
     def _remember(self, key: str, state: MappingState) -> None:
-        self._clean[key] = (dict(state.synced), state.cache, state.cache.generation)
+        self._clean[key] = (self._fingerprint(state), state.cache, state.cache.generation)
 
     def _unchanged(self, key: str, state: MappingState) -> bool:
         clean = self._clean.get(key)
@@ -151,7 +172,7 @@ class StateStore:
             clean is not None
             and clean[1] is state.cache
             and clean[2] == state.cache.generation
-            and clean[0] == state.synced
+            and clean[0] == self._fingerprint(state)
         )
 
     def save(self, key: str, state: MappingState) -> None:
@@ -159,14 +180,18 @@ class StateStore:
         if self._unchanged(key, state):
             return  # as last read or written: spare the serialising and the fsync
         path = self.state_path(key)
-        document = {
+        document: dict[str, object] = {
             "version": STATE_VERSION,
             "synced": {
-                str(rel): [info.size, info.checksum]
+                str(rel): [info.size, info.checksum, *([info.digest.hex()] if info.digest else [])]
                 for rel, info in sorted(state.synced.items(), key=lambda item: str(item[0]))
             },
             "cache": state.cache.to_json(),
         }
+        if state.root is not None:
+            document["root"] = list(state.root)
+        if state.folds_case:
+            document["folds_case"] = True
         payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             make_private_dirs(path.parent)
@@ -196,7 +221,7 @@ def _parse_synced(data: object) -> tuple[str | None, dict[RelPath, FileInfo]]:
     """(problem, synced): a problem means the whole file is distrusted."""
     if not isinstance(data, dict):
         return "not a JSON object", {}
-    if data.get("version") != STATE_VERSION:
+    if data.get("version") not in _READABLE_VERSIONS:
         return f"unknown version {data.get('version')!r}", {}
     entries = data.get("synced")
     if not isinstance(entries, dict):
@@ -207,13 +232,22 @@ def _parse_synced(data: object) -> tuple[str | None, dict[RelPath, FileInfo]]:
             return f"bad path {name!r} in 'synced'", {}
         if not (
             isinstance(value, list)
-            and len(value) == 2
-            and all(type(v) is int and v >= 0 for v in value)
+            and len(value) in (2, 3)
+            and all(type(v) is int and v >= 0 for v in value[:2])
             and value[1] <= 0xFFFFFFFF
         ):
             return f"bad entry for {name!r} in 'synced'", {}
-        synced[rel_path(name)] = FileInfo(value[0], value[1])
+        digest = _digest_from_hex(value[2]) if len(value) == 3 else b""
+        if len(value) == 3 and not digest:
+            return f"bad digest for {name!r} in 'synced'", {}
+        synced[rel_path(name)] = FileInfo(value[0], value[1], digest)
     return None, synced
+
+
+def _parse_root(value: object) -> tuple[int, int] | None:
+    if isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value):
+        return value[0], value[1]
+    return None
 
 
 def _is_clean_relative(name: str) -> bool:

@@ -8,10 +8,11 @@ parse HTTP (client.py), decide what to change (plan.py) or talk to the user (cli
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,14 @@ from jatos_sync.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_SAFETY,
+    ConfigError,
     JatosSyncError,
     RemoteFileMissingError,
     SafetyStop,
 )
 from jatos_sync.ignore import IGNORE_FILE_NAME, IgnoreRules
 from jatos_sync.model import LocalSnapshot, PathProblem, RelPath, RemoteSnapshot
-from jatos_sync.plan import Plan, Policy, make_plan, next_synced
+from jatos_sync.plan import Folder, Plan, Policy, at_or_below, make_plan, next_synced, server_view
 from jatos_sync.scan import check_folder, scan_folder
 from jatos_sync.state import MappingState, StateStore, StateWriteError, mapping_key
 
@@ -55,6 +57,8 @@ class MappingResult:
     skipped: list[PathProblem] = field(default_factory=list)
     failed: list[PathProblem] = field(default_factory=list)
     backed_up: list[RelPath] = field(default_factory=list)
+    server_only: list[RelPath] = field(default_factory=list)  # never synced from here: kept
+    replaces_unsynced: list[RelPath] = field(default_factory=list)  # uploads over such files
     error: JatosSyncError | None = None
     state_error: str | None = None  # the pass worked, but its record could not be saved
 
@@ -80,6 +84,8 @@ class MappingResult:
             "skipped": [{"path": str(p.path), "reason": p.reason} for p in self.skipped],
             "failed": [{"path": str(p.path), "error": p.reason} for p in self.failed],
             "backed_up": [str(p) for p in self.backed_up],
+            "server_only": [str(p) for p in self.server_only],
+            "replaces_unsynced": [str(p) for p in self.replaces_unsynced],
             "exit_code": self.exit_code,
         }
         if self.withheld_reason:
@@ -91,13 +97,21 @@ class MappingResult:
         return result
 
 
-def policy_for(mapping: MappingConfig, *, allow_mass_delete: bool, api_version: str) -> Policy:
+# Asked before a first sync replaces server files that this folder never synced
+# (docs/safety.md, rule 6): gets the paths, returns whether to go on. None: never go on.
+Confirm = Callable[[str, list[RelPath]], bool]
+
+
+def policy_for(
+    mapping: MappingConfig, *, allow_mass_delete: bool, api_version: str, prune: bool = False
+) -> Policy:
     return Policy(
         delete=mapping.delete,
         backup=mapping.backup,
         max_delete=mapping.max_delete,
         max_delete_percent=mapping.max_delete_percent,
         allow_mass_delete=allow_mass_delete,
+        prune=prune,
         api_version=api_version,
     )
 
@@ -136,6 +150,7 @@ class MappingSync:
         self._local: LocalSnapshot | None = None
         self._rules: IgnoreRules | None = None
         self._state: MappingState | None = None
+        self._root: tuple[int, int] | None = None  # (device, inode) of the folder now
 
     def __repr__(self) -> str:
         return f"MappingSync({self.mapping.name!r})"
@@ -153,15 +168,23 @@ class MappingSync:
         *,
         dry_run: bool = False,
         allow_mass_delete: bool = False,
+        prune: bool = False,
+        confirm: Confirm | None = None,
         stop: threading.Event | None = None,
         progress: ProgressSink | None = None,
     ) -> MappingResult:
-        """List the server, scan the folder, and reconcile everything."""
+        """List the server, scan the folder, and reconcile everything.
+
+        A first sync (nothing synced from this folder yet) that would replace server files
+        this folder never synced asks `confirm` first, unless `allow_mass_delete` (`--yes`):
+        a wrong `study:` must not silently replace someone's experiment.
+        """
         mapping = self.mapping
         result = MappingResult(mapping.name, mapping.study, mapping.folder, dry_run=dry_run)
         try:
             check_folder(mapping.folder)
             self.store.ensure_outside(mapping.folder)
+            self._root = _identity(mapping.folder)
             # JATOS reads every file to answer the listing (§2.2): scan the local folder
             # while it does, instead of one after the other.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jatos-sync-list") as pool:
@@ -181,11 +204,33 @@ class MappingSync:
                 remote = listing.result()
             self._local, self._remote = local, remote
             self._listed_at, self._seen_at = self._clock(), {}
-            plan = self._plan(allow_mass_delete=allow_mass_delete)
+            plan = self._plan(allow_mass_delete=allow_mass_delete, prune=prune)
+            if not (dry_run or allow_mass_delete):
+                self._confirm_first_sync(plan, confirm)
             self._reconcile(result, plan, stop=stop, progress=progress)
         except JatosSyncError as exc:
             _record_error(result, exc)
         return result
+
+    def _confirm_first_sync(self, plan: Plan, confirm: Confirm | None) -> None:
+        state = self._state
+        assert state is not None
+        overwrites = list(plan.foreign_overwrites)
+        if state.synced or not overwrites:
+            return
+        if confirm is not None and confirm(self.mapping.study, overwrites):
+            return
+        self._state = None  # read again next time: a `sync --yes` elsewhere may settle it
+        shown = ", ".join(str(p) for p in overwrites[:5])
+        more = f" and {len(overwrites) - 5} more" if len(overwrites) > 5 else ""
+        raise SafetyStop(
+            f"This is the first sync of {self.mapping.folder} into study "
+            f"{self.mapping.study}, and the study already holds {len(overwrites)} file(s) "
+            f"with other contents that were never synced from this folder ({shown}{more}); "
+            "nothing was changed. If `study:` names the right study, run "
+            "`jatos-sync sync --yes` to replace them (a copy of each is kept); otherwise fix "
+            "`study:` in the configuration."
+        )
 
     def quick_pass(
         self,
@@ -207,7 +252,7 @@ class MappingSync:
             check_folder(mapping.folder)
             self._local = self._refreshed(dirty)
             # A directory moved away holds every server file that was in it.
-            held = set(_at_or_below(hold, self._remote.files))
+            held = set(at_or_below(hold, self._remote.files))
             plan = self._plan(hold=held)
             if mapping.backup and self._verify_stale(plan):
                 plan = self._plan(hold=held)  # the server copies checked changed the picture
@@ -216,14 +261,29 @@ class MappingSync:
             _record_error(result, exc)
         return result
 
-    def _plan(self, *, hold: Collection[RelPath] = (), allow_mass_delete: bool = False) -> Plan:
+    def _plan(
+        self,
+        *,
+        hold: Collection[RelPath] = (),
+        allow_mass_delete: bool = False,
+        prune: bool = False,
+    ) -> Plan:
         local, remote, state, rules = self._local, self._remote, self._state, self._rules
         assert local is not None and remote is not None and state is not None
         assert rules is not None
         policy = policy_for(
-            self.mapping, allow_mass_delete=allow_mass_delete, api_version=remote.api_version
+            self.mapping,
+            allow_mass_delete=allow_mass_delete,
+            api_version=remote.api_version,
+            prune=prune,
         )
-        return make_plan(local, remote, state.synced, policy, ignored=rules, hold=hold)
+        folder = Folder(
+            replaced=state.root is not None and self._root != state.root,
+            folds_case=state.folds_case,
+        )
+        return make_plan(
+            local, remote, state.synced, policy, ignored=rules, hold=hold, folder=folder
+        )
 
     def _verify_stale(self, plan: Plan) -> bool:
         """Learn the real content of server files `plan` would replace or delete, where what
@@ -234,7 +294,7 @@ class MappingSync:
         assert remote is not None
         now = self._clock()
         files = dict(remote.files)
-        for path in (*plan.uploads, *plan.deletes):
+        for path in (*plan.uploads, *plan.all_deletes):
             seen = self._seen_at.get(path, self._listed_at)
             if path not in files or now - seen <= self.verify_after_s:
                 continue
@@ -262,7 +322,7 @@ class MappingSync:
         errors = {p.path: p for p in self._local.errors}
         unsyncable = {p.path: p for p in self._local.unsyncable}
         for entries in (files, errors, unsyncable):
-            for known in _at_or_below(dirty, list(entries)):
+            for known in at_or_below(dirty, list(entries)):
                 del entries[known]
         for path in dirty:
             is_dir = folder.joinpath(*path.parts).is_dir()
@@ -290,6 +350,11 @@ class MappingSync:
         result.failed = [PathProblem(p.path, f"could not read: {p.reason}") for p in local.errors]
         result.withheld = list(plan.withheld)
         result.withheld_reason = plan.withheld_reason
+        result.server_only = list(plan.server_only)
+        result.replaces_unsynced = list(plan.foreign_overwrites)
+        view = server_view(remote.files, local.files, folds_case=state.folds_case)
+        if not plan.withheld_reason and self._root is not None:
+            state.root = self._root  # this folder is now the one synced (rule 1)
         if plan.withheld_reason:
             log.warning(
                 "deletions_withheld",
@@ -299,7 +364,7 @@ class MappingSync:
             )
         if result.dry_run:
             _describe_plan(result, plan)
-            state.synced = next_synced(state.synced, remote, plan, uploaded={}, deleted=set())
+            state.synced = next_synced(state.synced, view, plan, local, uploaded={}, deleted=())
             self._save_quietly(state)
             return
         outcome = apply_plan(
@@ -317,12 +382,21 @@ class MappingSync:
             progress=progress,
         )
         _record_outcome(result, plan, outcome)
+        gone = outcome.deleted | outcome.folded
         state.synced = next_synced(
-            state.synced, remote, plan, uploaded=outcome.uploaded, deleted=outcome.deleted
+            state.synced, view, plan, local, uploaded=outcome.uploaded, deleted=gone
         )
+        if outcome.folded and not state.folds_case:
+            state.folds_case = True
+            log.warning(
+                "server_ignores_case",
+                mapping=self.mapping.name,
+                hint="this JATOS stores names regardless of letter case (macOS or Windows); "
+                "files that differ only in case are treated as one from now on",
+            )
         files = dict(remote.files)
         files.update(outcome.uploaded)
-        for path in outcome.deleted:
+        for path in gone:
             files.pop(path, None)
         now = self._clock()
         self._seen_at.update((path, now) for path in (*outcome.uploaded, *outcome.deleted))
@@ -345,13 +419,37 @@ class MappingSync:
             log.debug("state_not_saved", mapping=self.mapping.name, error=str(exc))
 
 
-def _at_or_below(paths: Collection[RelPath], candidates: Iterable[RelPath]) -> list[RelPath]:
-    """The candidates that are one of `paths` or lie inside one of them, in one pass (a
-    branch switch marks thousands of paths dirty; comparing each with each is too slow)."""
-    wanted = set(paths)
-    if not wanted:
-        return []
-    return [p for p in candidates if p in wanted or not wanted.isdisjoint(p.parents)]
+def check_distinct_studies(mappings: Sequence[MappingConfig], client: JatosClient) -> None:
+    """Refuse two mappings that name one study, one by ID and one by UUID (the configuration
+    can only compare spellings). The server's study list tells each study's identity; a
+    study the token cannot list is left to fail on its own. One request, and none for a
+    single mapping."""
+    if len(mappings) < 2:
+        return
+    identity: dict[str, int] = {}
+    for study in client.list_studies():
+        identity[str(study.id)] = identity[study.uuid.lower()] = study.id
+    first: dict[int, MappingConfig] = {}
+    for mapping in mappings:
+        study_id = identity.get(mapping.study)
+        if study_id is None:
+            continue
+        other = first.setdefault(study_id, mapping)
+        if other is not mapping:
+            raise ConfigError(
+                f"The mappings {other.name!r} (study {other.study}) and {mapping.name!r} "
+                f"(study {mapping.study}) name the same study on the server (ID {study_id}); "
+                "two folders cannot share one study, or each would replace and delete the "
+                "other's files. Remove one of the two mappings."
+            )
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def run_pass(
@@ -361,13 +459,20 @@ def run_pass(
     store: StateStore,
     dry_run: bool = False,
     allow_mass_delete: bool = False,
+    prune: bool = False,
+    confirm: Confirm | None = None,
     concurrency: int = 4,
     stop: threading.Event | None = None,
     progress: ProgressSink | None = None,
 ) -> MappingResult:
     """One full reconcile pass for `mapping` (the one-shot commands)."""
     return MappingSync(mapping, client=client, store=store, concurrency=concurrency).full_pass(
-        dry_run=dry_run, allow_mass_delete=allow_mass_delete, stop=stop, progress=progress
+        dry_run=dry_run,
+        allow_mass_delete=allow_mass_delete,
+        prune=prune,
+        confirm=confirm,
+        stop=stop,
+        progress=progress,
     )
 
 
@@ -379,7 +484,7 @@ def _record_error(result: MappingResult, exc: JatosSyncError) -> None:
 
 def _describe_plan(result: MappingResult, plan: Plan) -> None:
     result.uploaded = list(plan.uploads)
-    result.deleted = list(plan.deletes)
+    result.deleted = list(plan.all_deletes)
     result.backed_up = list(plan.backups)
     result.skipped = list(plan.skipped)
 

@@ -554,8 +554,12 @@ def test_a_backup_that_does_not_fit_holds_the_overwrite_back_and_says_why(
     """A nearly full disk: the small state file still fits, the copy of a colleague's
     version does not. The colleague's file must stay, and the log and status say why."""
     lab.seed()
+    first = lab.world.run("sync")  # the folder's first sync, before the colleague's edit
+    assert first.code == 0, first.err
+    configure_logging(fmt="json", stream=log.stream, environ={})  # `run` configured its own
     colleague = b"body { color: red; } /* a colleague, in the JATOS GUI */\n"
     lab.server.put_file(lab.studies["exp"], "css/style.css", colleague)
+    lab.edit("css/style.css", "body { color: blue; } /* mine */\n")
     backups = lab.world.state_dir / "backups"
     real_replace = os.replace
     full = threading.Event()
@@ -628,9 +632,9 @@ def test_a_vanished_folder_deletes_nothing_and_syncing_resumes_when_it_is_back(
         if how == "unmounted":
             folder.rename(away)  # the drive goes; its mount point stays, empty
             folder.mkdir()
-            # The folder's `.jatosignore` went with it: even the server's ignored notes
-            # count as missing now, and the guard holds back every file of the study.
-            guarded = len(on_server)
+            # The folder's `.jatosignore` went with it, but the server's ignored notes were
+            # never synced from here: the guard holds back every file synced before.
+            guarded = len(on_server) - len(SERVER_ONLY)
 
             def withheld() -> bool:
                 m = lab.running_status()

@@ -97,8 +97,11 @@ def test_dry_run_changes_nothing(world: World) -> None:
     assert doc["dry_run"] is True
     (mapping,) = doc["mappings"]
     assert sorted(mapping["uploaded"]) == sorted(SAMPLE)
-    assert mapping["deleted"] == ["old.js"]
-    assert mapping["backed_up"] == ["old.js"]  # would be saved first: we never wrote it
+    assert mapping["deleted"] == []  # never synced from here: kept (docs/safety.md, rule 5)
+    assert mapping["server_only"] == ["old.js"]
+    pruning = world.run("sync", "--dry-run", "--prune", "--json").json["mappings"][0]
+    assert pruning["deleted"] == ["old.js"] and pruning["server_only"] == []
+    assert pruning["backed_up"] == ["old.js"]  # would be saved first: we never wrote it
 
 
 def test_status_reports_pending_work_and_changes_nothing(world: World) -> None:
@@ -230,11 +233,24 @@ def test_colleagues_server_edit_is_saved_locally_before_it_is_overwritten(world:
     assert [c.read_bytes() for c in copies] == [b"colleague's fix\n"]
 
 
-def test_file_created_in_the_gui_is_saved_before_it_is_deleted(world: World) -> None:
+def test_a_file_created_in_the_gui_is_kept_and_reported(world: World) -> None:
     fill(world)
     assert world.run("sync").code == 0
     world.server.put_file(world.study, "gui-made.js", b"from the GUI\n")
     result = world.run("sync", "--json")
+    assert result.code == 0
+    (mapping,) = result.json["mappings"]
+    assert mapping["deleted"] == [] and mapping["server_only"] == ["gui-made.js"]
+    assert world.remote()["gui-made.js"] == b"from the GUI\n"
+    status = world.run("status")
+    assert "gui-made.js" in status.out and "--prune" in status.out
+
+
+def test_prune_saves_a_file_created_in_the_gui_before_it_deletes_it(world: World) -> None:
+    fill(world)
+    assert world.run("sync").code == 0
+    world.server.put_file(world.study, "gui-made.js", b"from the GUI\n")
+    result = world.run("sync", "--prune", "--json")
     assert result.code == 0
     assert result.json["mappings"][0]["deleted"] == ["gui-made.js"]
     copies = list((world.state_dir / "backups").rglob("gui-made.js"))

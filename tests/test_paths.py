@@ -14,7 +14,7 @@ from jatos_sync.paths import contained, is_inside, server_path
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "/", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/.", "a\x00b", "a\\b", "C:x"],
+    ["", "/", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/.", "a\x00b", "a\\b"],
 )
 def test_server_paths_that_are_not_plain_relative_paths_are_refused(raw: str) -> None:
     with pytest.raises(UnsafePathError):
@@ -29,7 +29,13 @@ def test_server_paths_that_are_not_text_are_refused(raw: object) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("a.txt", "a.txt"), ("img/", "img"), ("dir/a b+c%.png", "dir/a b+c%.png"), ("..a", "..a")],
+    [
+        ("a.txt", "a.txt"),
+        ("img/", "img"),
+        ("dir/a b+c%.png", "dir/a b+c%.png"),
+        ("..a", "..a"),
+        pytest.param("C:x", "C:x", marks=pytest.mark.skipif(os.name == "nt", reason="POSIX")),
+    ],
 )
 def test_plain_server_paths_are_accepted(raw: str, expected: str) -> None:
     assert server_path(raw) == RelPath(expected)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import unicodedata
 import zlib
@@ -406,20 +407,23 @@ def test_racy_mtime_forces_rehash_and_is_not_cached(folder: Path) -> None:
 def test_racy_cache_entry_is_not_trusted_even_if_it_matches(tmp_path: Path) -> None:
     path = write(tmp_path, "a.txt", b"hello\n")
     st = os.stat(path)
-    cache = ChecksumCache({"a.txt": (st.st_size, st.st_mtime_ns, st.st_ino, 42)})
+    digest = b"d" * 16
+    cache = ChecksumCache({"a.txt": (st.st_size, st.st_mtime_ns, st.st_ino, 42, digest)})
     assert cache.lookup(RelPath("a.txt"), st, now_ns=st.st_mtime_ns + SECOND_NS) is None
     assert cache.lookup(RelPath("a.txt"), st, now_ns=st.st_mtime_ns - SECOND_NS) is None
-    assert cache.lookup(RelPath("a.txt"), st, now_ns=st.st_mtime_ns + 3 * SECOND_NS) == 42
+    found = cache.lookup(RelPath("a.txt"), st, now_ns=st.st_mtime_ns + 3 * SECOND_NS)
+    assert found is not None
+    assert (found.checksum, found.digest) == (42, digest)
 
 
 def test_store_skips_racy_files(tmp_path: Path) -> None:
     path = write(tmp_path, "a.txt")
     st = os.stat(path)
     cache = ChecksumCache()
-    cache.store(RelPath("a.txt"), st, 7, now_ns=st.st_mtime_ns + 1)
+    cache.store(RelPath("a.txt"), st, 7, b"\x01" * 16, now_ns=st.st_mtime_ns + 1)
     assert len(cache) == 0
-    cache.store(RelPath("a.txt"), st, 7, now_ns=st.st_mtime_ns + RACY_WINDOW_NS)
-    assert cache.to_json() == {"a.txt": [st.st_size, st.st_mtime_ns, st.st_ino, 7]}
+    cache.store(RelPath("a.txt"), st, 7, b"\x01" * 16, now_ns=st.st_mtime_ns + RACY_WINDOW_NS)
+    assert cache.to_json() == {"a.txt": [st.st_size, st.st_mtime_ns, st.st_ino, 7, "01" * 16]}
 
 
 def test_size_change_with_same_mtime_invalidates_cache(folder: Path) -> None:
@@ -472,8 +476,11 @@ def test_cache_from_json_drops_malformed_entries(data: object) -> None:
 
 
 def test_cache_from_json_keeps_good_entries_next_to_bad_ones() -> None:
-    cache = ChecksumCache.from_json({"a": [1, 2, 3, 4], "b": "junk"})
-    assert cache.to_json() == {"a": [1, 2, 3, 4]}
+    digest = "ab" * 16
+    cache = ChecksumCache.from_json(
+        {"a": [1, 2, 3, 4, digest], "b": "junk", "c": [1, 2, 3, 4, "zz"], "d": [1, 2, 3, 4]}
+    )
+    assert cache.to_json() == {"a": [1, 2, 3, 4, digest]}
 
 
 # --- file_info_now ---------------------------------------------------------------------
@@ -528,3 +535,20 @@ def _no_fd_leak() -> Iterator[None]:
     yield
     after = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
     assert after <= before
+
+
+def test_scan_records_a_strong_digest_that_tells_apart_what_adler32_cannot(
+    folder: Path,
+) -> None:
+    # Swapping counterbalanced values keeps the size and the Adler-32 (docs/safety.md,
+    # rule 12); the digest differs, also when it comes from the cache.
+    before, after = b"{A: 1, B: 2, C: 2, D: 1}", b"{A: 2, B: 1, C: 1, D: 2}"
+    write(folder, "a.json", before)
+    cache = ChecksumCache()
+    first = scan(folder, cache=cache).files[RelPath("a.json")]
+    cached = scan(folder, cache=cache).files[RelPath("a.json")]
+    write(folder, "a.json", after, mtime_ns=OLD_NS + SECOND_NS)
+    second = scan(folder, cache=cache).files[RelPath("a.json")]
+    assert first.info == second.info  # size and Adler-32 agree
+    assert first.digest == cached.digest == hashlib.sha256(before).digest()[:16]
+    assert second.digest == hashlib.sha256(after).digest()[:16]

@@ -85,6 +85,7 @@ class Transcript:
 
 
 GOOD_COMMANDS: tuple[tuple[str, ...], ...] = (
+    ("sync", "--yes"),  # the first sync replaces a colleague's file: needs --yes
     ("sync",),
     ("sync", "--json"),
     ("status",),
@@ -540,7 +541,7 @@ def test_state_and_backups_are_private(world_any: World) -> None:
     world.put("index.html", "<html>mine</html>\n")
     world.put("img/logo.png", b"\x89PNG mine")
     with umask(0o022):  # a usual umask: new directories 0755, files 0644 unless chosen
-        first = world.run("sync", "--json")
+        first = world.run("sync", "--yes", "--json")  # a first sync over foreign files
         assert first.code == 0, first.err
         assert sorted(first.json["mappings"][0]["backed_up"]) == ["img/logo.png", "index.html"]
         server.put_file(world.study, "img/logo.png", b"edited again in the GUI")

@@ -27,11 +27,14 @@ KEY = "study-0123456789abcdef"
 def sample_state() -> MappingState:
     return MappingState(
         synced={
-            RelPath("index.html"): FileInfo(6, 139133471),
+            RelPath("index.html"): FileInfo(6, 139133471, b"\x07" * 16),
             RelPath("img/a b.png"): FileInfo(9, 300286872),
             RelPath("stimuli/café.csv"): FileInfo(0, 1),
         },
-        cache=ChecksumCache({"index.html": (6, 1_600_000_000_000_000_000, 42, 139133471)}),
+        cache=ChecksumCache(
+            {"index.html": (6, 1_600_000_000_000_000_000, 42, 139133471, b"\x07" * 16)}
+        ),
+        root=(2049, 1234),
     )
 
 
@@ -58,13 +61,14 @@ def test_state_file_has_the_documented_json_format(store: StateStore) -> None:
     store.save(KEY, sample_state())
     data = json.loads(store.state_path(KEY).read_text(encoding="utf-8"))
     assert data == {
-        "version": 1,
+        "version": 2,
         "synced": {
             "img/a b.png": [9, 300286872],
-            "index.html": [6, 139133471],
+            "index.html": [6, 139133471, "07" * 16],
             "stimuli/café.csv": [0, 1],
         },
-        "cache": {"index.html": [6, 1_600_000_000_000_000_000, 42, 139133471]},
+        "cache": {"index.html": [6, 1_600_000_000_000_000_000, 42, 139133471, "07" * 16]},
+        "root": [2049, 1234],
     }
 
 
@@ -212,7 +216,8 @@ DAMAGED = [
     pytest.param(b"", id="empty-file"),
     pytest.param(b"[1, 2, 3]", id="not-an-object"),
     pytest.param(b'{"synced": {}, "cache": {}}', id="no-version"),
-    pytest.param(b'{"version": 2, "synced": {}, "cache": {}}', id="future-version"),
+    pytest.param(b'{"version": 3, "synced": {}, "cache": {}}', id="future-version"),
+    pytest.param(b'{"version": 2, "synced": {"a": [1, 2, "xyz"]}}', id="bad-digest"),
     pytest.param(b'{"version": "1", "synced": {}, "cache": {}}', id="version-as-string"),
     pytest.param(b'{"version": 1, "synced": [], "cache": {}}', id="synced-not-object"),
     pytest.param(b'{"version": 1, "synced": {"a": [1]}}', id="entry-too-short"),
@@ -253,11 +258,24 @@ def test_unreadable_state_file_is_rebuilt(store: StateStore) -> None:
 def test_damaged_cache_alone_keeps_synced_and_drops_cache(store: StateStore) -> None:
     store.save(KEY, sample_state())
     data = json.loads(store.state_path(KEY).read_text(encoding="utf-8"))
-    data["cache"] = {"index.html": "junk", "other": [1, 2, 3, 4]}
+    data["cache"] = {"index.html": "junk", "other": [1, 2, 3, 4, "ab" * 16]}
     store.state_path(KEY).write_text(json.dumps(data), encoding="utf-8")
     state = store.load(KEY)
     assert state.synced == sample_state().synced
-    assert state.cache.to_json() == {"other": [1, 2, 3, 4]}
+    assert state.cache.to_json() == {"other": [1, 2, 3, 4, "ab" * 16]}
+
+
+def test_a_version_1_state_is_read_and_its_entries_kept(store: StateStore) -> None:
+    # Written before digests and folder identity were kept: the synced entries still say
+    # which files this tool put on the server; the digests are simply unknown.
+    store.state_path(KEY).parent.mkdir(parents=True)
+    old = {"version": 1, "synced": {"a.txt": [1, 2]}, "cache": {"a.txt": [1, 2, 3, 4]}}
+    store.state_path(KEY).write_text(json.dumps(old), encoding="utf-8")
+    state = store.load(KEY)
+    assert state.synced == {RelPath("a.txt"): FileInfo(1, 2)}
+    assert state.synced[RelPath("a.txt")].digest == b""
+    assert len(state.cache) == 0  # read once more, to learn the digests
+    assert state.root is None
 
 
 def test_missing_cache_is_an_empty_cache(store: StateStore) -> None:

@@ -117,8 +117,7 @@ def test_forget_remote_makes_the_next_pass_list_again(synced: World, syncer: Map
     syncer.forget_remote()
     result = syncer.quick_pass([])
     assert synced.server.count(kind="list") == 1
-    assert result.deleted == [P("gui.js")]
-    assert result.backed_up == [P("gui.js")]
+    assert result.deleted == [] and result.server_only == [P("gui.js")]
 
 
 def test_scan_under_a_single_file_keeps_other_cache_entries(tmp_path: Path) -> None:

@@ -182,6 +182,8 @@ class JatosApp:
         self.personality = personality
         self.prefix = prefix
         self.api_allowed = api_allowed  # jatos.api.allowed (§1.3)
+        # A JATOS on macOS or Windows: its disk ignores letter case (docs/jatos-api.md §9).
+        self.case_insensitive = False
         self._upload_tmp_dir = upload_tmp_dir
         self._routes = routes_for(personality)
         # Play's global Jackson mapper switches to NON_NULL after the first structure call
@@ -415,7 +417,7 @@ class JatosApp:
 
     def _download(self, call: _Call) -> Response:
         study = self._study_for(call)
-        rel = self._decoded_path(call.filepath or "")
+        rel = self._case(study, self._decoded_path(call.filepath or ""))
         f, size = assets.open_download(study.assets_dir, rel, self.personality.legal_path)
         name = rel.rsplit("/", 1)[-1]
         disposition = wire.content_disposition(self.personality.content_disposition, name)
@@ -438,6 +440,8 @@ class JatosApp:
             target = upload_target(call.filepath, call.part.filename, trim=p.trims_upload_path)
         except wire.MalformedEscapeError:
             raise ApiError(ErrorKind.INTERNAL) from None
+        if self.case_insensitive:
+            target = assets.fold_case(study.assets_dir, target, for_write=True)
         replaced = assets.write_upload(
             study.assets_dir, target, call.part.tmp_path, mode=p.upload_mode, legal=p.legal_path
         )
@@ -450,10 +454,14 @@ class JatosApp:
     def _delete(self, call: _Call) -> Response:
         p = self.personality
         study = self._study_for(call, modifying=True)
-        assets.delete_file(study.assets_dir, self._decoded_path(call.filepath or ""), p.legal_path)
+        rel = self._case(study, self._decoded_path(call.filepath or ""))
+        assets.delete_file(study.assets_dir, rel, p.legal_path)
         if not p.success_messages:
             return Response(200)
         return self._json_message(200, "File deleted successfully")
+
+    def _case(self, study: Study, rel: str) -> str:
+        return assets.fold_case(study.assets_dir, rel) if self.case_insensitive else rel
 
     @staticmethod
     def _decoded_path(filepath: str) -> str:

@@ -52,6 +52,43 @@ def resolve(base: Path, rel: str, legal: re.Pattern[str] | None) -> Path:
     return base if normalized == "." else base.joinpath(*normalized.split("/"))
 
 
+# ------------------------------------------------------------- case-insensitive disks (§9)
+
+
+def fold_case(base: Path, rel: str, *, for_write: bool = False) -> str:
+    """`rel` as a case-insensitive file system (JATOS on macOS or Windows) resolves it.
+
+    Each existing segment takes the spelling stored on disk. For a write the last segment
+    keeps the new spelling, and a stored file whose name differs only in case is removed
+    first: the JDK's `Files.move(REPLACE_EXISTING)` unlinks the target it finds (that file)
+    and renames the upload to the name it was given.
+    """
+    parts = [p for p in rel.split("/") if p]
+    folded: list[str] = []
+    current = base
+    for index, part in enumerate(parts):
+        match = _same_but_case(current, part)
+        last = index == len(parts) - 1
+        if last and for_write:
+            if match is not None and match != part and (current / match).is_file():
+                os.remove(current / match)
+            folded.append(part)
+            break
+        folded.append(match or part)
+        current = current / (match or part)
+    return "/".join(folded)
+
+
+def _same_but_case(folder: Path, name: str) -> str | None:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    if name in names:
+        return name
+    return next((n for n in names if n.casefold() == name.casefold()), None)
+
+
 # ----------------------------------------------------------------------------- listing (§2)
 
 

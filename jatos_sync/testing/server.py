@@ -118,6 +118,16 @@ class StandInServer:
         self._app.api_allowed = value
 
     @property
+    def case_insensitive(self) -> bool:
+        """Whether the study assets live on a disk that ignores letter case (JATOS on macOS
+        or Windows); may be changed while running."""
+        return self._app.case_insensitive
+
+    @case_insensitive.setter
+    def case_insensitive(self, value: bool) -> None:
+        self._app.case_insensitive = value
+
+    @property
     def requests(self) -> list[RequestRecord]:
         """Every request seen, in order (including faulted and dropped ones)."""
         return self._state.requests
