@@ -419,6 +419,7 @@ def _cmd_check(ctx: _Context) -> int:
     client, info = ctx.connect(config)
     store = ctx.store(config)
     try:
+        check_distinct_studies(config.mappings, client)
         reports = [
             check_mapping(mapping, client=client, token=info, store=store) for mapping in mappings
         ]

@@ -152,7 +152,7 @@ def two_mappings(world: World, first: str, second: str) -> None:
     )
 
 
-@pytest.mark.parametrize("command", ["sync", "status"])
+@pytest.mark.parametrize("command", ["sync", "status", "check"])
 @pytest.mark.parametrize("spelling", ["id-uuid", "uuid-id"])
 def test_two_mappings_of_one_study_by_id_and_uuid_are_refused(
     world_any: World, command: str, spelling: str
