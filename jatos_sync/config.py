@@ -353,18 +353,23 @@ def _keep_out(mapping: MappingConfig, paths: Sequence[Path]) -> MappingConfig:
     "Inside" is decided resolved, symlinks followed (docs/safety.md, rule 9): a file spelled
     through a symlink to the folder, or in a folder spelled through one, is inside. The
     rules name the file as the scan sees it, relative to the folder as configured: by its
-    resolved path, and by its spelled path where that lies lexically below the folder
-    (through a symlinked directory inside it). A hard link or a third spelling is not
-    caught here; the upload refuses any file that holds the token (`client.JatosClient`).
+    resolved path, and by its path as spelled wherever that lies lexically below the folder
+    as spelled or resolved (the scan also sees a file through a symlinked directory inside
+    the folder). A hard link, or a link inside the folder that no spelling passes through,
+    is not caught here; the upload refuses any file that holds the token
+    (`client.JatosClient`).
     """
-    folder = Path(os.path.abspath(mapping.folder))
+    folder, real_folder = Path(os.path.abspath(mapping.folder)), resolved(mapping.folder)
     names: list[str] = []
     for path in paths:
         spelled = Path(os.path.abspath(path))
-        if spelled.is_relative_to(folder):
-            names.append(spelled.relative_to(folder).as_posix())
+        real = resolved(spelled)
         if is_inside(spelled, folder):
-            names.append(resolved(spelled).relative_to(resolved(folder)).as_posix())
+            names.append(real.relative_to(real_folder).as_posix())
+        # The other names the scan may see it by (through a link inside the folder).
+        for outer in (folder, real_folder):
+            if spelled.is_relative_to(outer):
+                names.append(spelled.relative_to(outer).as_posix())
     extra = [
         # An anchored, literal gitignore pattern for the name, then anything after it.
         "/" + re.sub(r"([\\*?\[\]!# ])", r"\\\1", name) + "*"

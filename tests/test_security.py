@@ -394,6 +394,28 @@ def test_a_secret_named_through_a_symlink_to_the_folder_is_never_uploaded(
         assert_no_token({token}, output, label)
 
 
+@pytest.mark.parametrize("folder_spelled", ["real", "alias"])
+def test_a_token_file_spelled_through_a_link_inside_the_folder_is_kept_out_by_that_name(
+    tmp_path: Path, folder_spelled: str
+) -> None:
+    """The scan follows `exp/keys -> ../private` and sees the token file as `keys/token`:
+    the rule must name it so, though the file itself lies outside the folder."""
+    (tmp_path / "private").mkdir()
+    (tmp_path / "exp").mkdir()
+    os.symlink(tmp_path / "private", tmp_path / "exp" / "keys")
+    os.symlink(tmp_path / "exp", tmp_path / "alias")
+    folder = tmp_path / ("exp" if folder_spelled == "real" else "alias")
+    config = tmp_path / "jatos-sync.yaml"
+    config.write_text(
+        "server:\n  url: https://jatos.example.org\n"
+        f"  token_file: {tmp_path / 'exp' / 'keys' / 'token'}\n"
+        f"mappings:\n  - folder: {folder}\n    study: 1\n",
+        encoding="utf-8",
+    )
+    (mapping,) = load_config(config).mappings
+    assert mapping.ignore == ("/keys/token*",)
+
+
 def test_a_hard_link_to_the_token_file_is_refused_by_its_content(
     world_any: World, tmp_path: Path
 ) -> None:
