@@ -132,11 +132,19 @@ class _HashingReader:
     knows what the server received even if the file changed after it was scanned. If the
     file shrinks while it is read, it raises instead of sending a body shorter than the
     announced length.
+
+    It also refuses to hand out `secret` (the API token): each chunk is searched, together
+    with the end of the chunk before it, before it is handed out, so a file that holds the
+    token fails with `FileSyncError` before the token's last byte, and so before the file's
+    last byte, is sent; the server never stores the file (docs/safety.md, rule 9).
     """
 
-    def __init__(self, fileobj: IO[bytes], size: int) -> None:
+    def __init__(self, fileobj: IO[bytes], size: int, *, path: RelPath, secret: bytes) -> None:
         self._f = fileobj
         self._remaining = size
+        self._path = path
+        self._secret = secret
+        self._tail = b""  # the last len(secret) - 1 bytes handed out
         self.checksum = 1
         self._strong = hashlib.sha256()
 
@@ -151,6 +159,8 @@ class _HashingReader:
         data = self._f.read(n)
         if not data:
             raise LocalFileChangedError("the file got shorter while it was being uploaded")
+        if self._secret:
+            self._refuse_secret(data)
         self._remaining -= len(data)
         self.checksum = zlib.adler32(data, self.checksum)
         self._strong.update(data)
@@ -159,6 +169,18 @@ class _HashingReader:
     @property
     def digest(self) -> bytes:
         return self._strong.digest()[:DIGEST_BYTES]
+
+    def _refuse_secret(self, data: bytes) -> None:
+        keep = len(self._secret) - 1
+        # Only the seam is copied: the tail plus the first bytes of this chunk.
+        if self._secret in data or self._secret in self._tail + data[:keep]:
+            raise FileSyncError(
+                f"{self._path} holds the API token, so it was not uploaded (the study would "
+                "serve it to anyone). Remove the file from the folder, or add it to "
+                ".jatosignore; if it was ever uploaded, delete it from the study in JATOS and "
+                "make a new token."
+            )
+        self._tail = (self._tail + data)[-keep:] if len(data) < keep else data[-keep:]
 
 
 def encode_path(path: RelPath) -> str:
@@ -305,7 +327,9 @@ class JatosClient:
         def body() -> tuple[Any, dict[str, str]]:
             fileobj = source.open("rb")  # closed in _request via the `cleanup` list
             cleanup.append(fileobj)
-            reader = _HashingReader(fileobj, size)
+            reader = _HashingReader(
+                fileobj, size, path=path, secret=self._auth._token.reveal().encode("utf-8")
+            )
             sent.append(reader)
             encoder = MultipartEncoder(
                 fields={

@@ -46,6 +46,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from jatos_sync.errors import ConfigError
+from jatos_sync.paths import is_inside, resolved
 
 CONFIG_ENV = "JATOS_SYNC_CONFIG"
 DEFAULT_CONFIG_NAME = "jatos-sync.yaml"
@@ -342,19 +343,39 @@ def load_token(server: ServerConfig, *, environ: Mapping[str, str] = os.environ)
 
 
 def _keep_out(mapping: MappingConfig, paths: Sequence[Path]) -> MappingConfig:
-    """Add an ignore rule for each of `paths` that lies inside the mapping's folder.
+    """Add ignore rules for each of `paths` that lies inside the mapping's folder.
 
     Study assets are served to anyone who runs the study: the config file (which may hold
-    an inline token) and the token file must never become one.
+    an inline token) and the token file must never become one, nor must copies of them kept
+    next to them (`jatos-sync.yaml.bak`, which `init --force` writes, or `token.old`), so
+    the rule covers the file's name followed by anything.
+
+    "Inside" is decided resolved, symlinks followed (docs/safety.md, rule 9): a file spelled
+    through a symlink to the folder, or in a folder spelled through one, is inside. The
+    rules name the file as the scan sees it, relative to the folder as configured: by its
+    resolved path, and by its path as spelled wherever that lies lexically below the folder
+    as spelled or resolved (the scan also sees a file through a symlinked directory inside
+    the folder). A hard link, or a link inside the folder that no spelling passes through,
+    is not caught here; the upload refuses any file that holds the token
+    (`client.JatosClient`).
     """
-    extra = []
+    folder, real_folder = Path(os.path.abspath(mapping.folder)), resolved(mapping.folder)
+    names: list[str] = []
     for path in paths:
-        try:
-            rel = Path(os.path.abspath(path)).relative_to(mapping.folder)
-        except ValueError:
-            continue
-        # An anchored, literal gitignore pattern: escape what gitignore would interpret.
-        extra.append("/" + re.sub(r"([\\*?\[\]!# ])", r"\\\1", rel.as_posix()))
+        spelled = Path(os.path.abspath(path))
+        real = resolved(spelled)
+        if is_inside(spelled, folder):
+            names.append(real.relative_to(real_folder).as_posix())
+        # The other names the scan may see it by (through a link inside the folder).
+        for outer in (folder, real_folder):
+            if spelled.is_relative_to(outer):
+                names.append(spelled.relative_to(outer).as_posix())
+    extra = [
+        # An anchored, literal gitignore pattern for the name, then anything after it.
+        "/" + re.sub(r"([\\*?\[\]!# ])", r"\\\1", name) + "*"
+        for name in dict.fromkeys(names)
+        if name != "."
+    ]
     if not extra:
         return mapping
     return dataclasses.replace(mapping, ignore=tuple(dict.fromkeys((*mapping.ignore, *extra))))

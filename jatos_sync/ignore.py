@@ -1,22 +1,30 @@
 """Which local paths are never synced: built-in defaults plus the user's patterns.
 
-Owns the ignore rules shared by the scan (`scan.py`) and the watcher: the built-in patterns
-(version-control folders, OS junk, editor artefacts, PsychoPy participant data), the
-optional `<folder>/.jatosignore` file and the patterns of the mapping's configuration, all
-in gitignore syntax (compiled with pathspec's `GitIgnoreSpec`). Later patterns win, as in
-git: built-ins first, then `.jatosignore`, then the mapping's patterns, so a user may
-re-include a built-in with `!pattern`. Only the server's own temp names
-(`SERVER_TEMP_RE`) are ignored unconditionally.
+Owns the ignore rules shared by the scan (`scan.py`), the watcher and the planner: the
+built-in patterns (version-control folders, OS junk, editor artefacts, secret files,
+PsychoPy participant data), the optional `<folder>/.jatosignore` file and the patterns of
+the mapping's configuration, all in gitignore syntax (compiled with pathspec's
+`GitIgnoreSpec`). Later patterns win, as in git: built-ins first, then the PsychoPy rule,
+then `.jatosignore`, then the mapping's patterns, so a user may re-include a built-in with
+`!pattern`. Only the server's own temp names (`SERVER_TEMP_RE`) are ignored
+unconditionally.
 
-Must not: walk the folder (beyond one look at its top level for a PsychoPy experiment),
-read file contents other than `.jatosignore`, or know anything about the server.
+The PsychoPy rule is the one rule that depends on the folder's content: a `data` folder is
+participant data when the folder holding it also holds a `*.psyexp`, at any depth
+(docs/safety.md, rule 9). `IgnoreRules` decides that itself, lazily, with one listing per
+directory that holds a `data` folder, cached while that directory is unchanged; so the
+scan, the watcher and the planner agree without knowing about PsychoPy.
+
+Must not: walk the folder (beyond listing a directory that holds a `data` folder), read
+file contents other than `.jatosignore`, or know anything about the server.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pathspec import GitIgnoreSpec
@@ -86,25 +94,77 @@ BUILTIN_PATTERNS: tuple[str, ...] = (
     "*.crdownload",
     "*.part",
     "*.download",
-    # This tool's own ignore file: configuration, not a study asset.
+    # This tool's own ignore file and copies of its configuration (`init --force` keeps
+    # the old file as `jatos-sync.yaml.bak`): configuration, not study assets.
     IGNORE_FILE_NAME,
-    # Environment files of build tools (Vite, npm scripts) hold secrets such as API keys;
-    # study assets are served to every participant.
+    "jatos-sync.yaml*",
+    "jatos-sync.yml*",
+    # Secrets. Study assets are served to every participant (docs/safety.md, rule 9), and
+    # none of these is a file a web experiment serves. Environment files of build tools
+    # (Vite, npm scripts) and of direnv (`.envrc`, often `export JATOS_TOKEN=…`).
     ".env",
     ".env.*",
+    ".envrc",
+    # Credentials of command-line tools: curl/ftp/git (`.netrc`, `_netrc` on Windows),
+    # git's credential store, npm/yarn, PyPI, PostgreSQL, MySQL, Docker; Apache passwords.
+    ".netrc",
+    "_netrc",
+    ".git-credentials",
+    ".npmrc",
+    ".yarnrc.yml",
+    ".pypirc",
+    ".pgpass",
+    ".my.cnf",
+    ".docker/",
+    ".htpasswd",
+    # SSH: the whole folder, and private keys kept elsewhere (OpenSSH's default names).
+    ".ssh/",
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ecdsa_sk",
+    "id_ed25519",
+    "id_ed25519_sk",
+    # Keys and certificate stores: PEM, PKCS#12, PuTTY, Java key stores, KeePass.
+    "*.pem",
+    "*.p12",
+    "*.pfx",
+    "*.ppk",
+    "*.jks",
+    "*.keystore",
+    "*.kdbx",
+    # Cloud SDK credentials: AWS and Azure CLI folders, Google Cloud's application
+    # default credentials and OAuth client secrets, Firebase's service-account key.
+    ".aws/",
+    ".azure/",
+    "application_default_credentials.json",
+    "client_secret*.json",
+    "credentials.json",
+    "serviceAccountKey.json",
+    "service-account*.json",
+    # Shell and REPL histories (`.bash_history`, `.python_history` …) hold typed secrets.
+    ".*_history",
     # Python byte-code caches (e.g. from a PsychoPy or helper script run in the folder).
     "__pycache__/",
     "*.pyc",
-    # PsychoPy result files hold participant data and must never be uploaded (FIELD_NOTES);
-    # see also PSYCHOPY_PATTERNS.
+    # PsychoPy result files hold participant data and must never be uploaded
+    # (docs/safety.md, rule 9); see also PSYCHOPY_DATA_DIR.
     "*.psydat",
 )
 
-# Added when the folder holds a PsychoPy experiment (`*.psyexp` at its top level): PsychoPy
-# writes participant data into `data/` next to the experiment (FIELD_NOTES). Only then,
-# because in other experiments `data/` is an ordinary stimulus folder. A user who really
-# wants it synced can re-include it with `!/data/` in `.jatosignore`.
-PSYCHOPY_PATTERNS: tuple[str, ...] = ("/data/",)
+# PsychoPy writes participant data into a folder `data/` next to the experiment file
+# (`*.psyexp`), wherever that lies in the synced folder. A `data` folder (any letter case,
+# for case-insensitive file systems) is ignored when its parent holds a `*.psyexp`; only
+# then, because in other experiments `data/` is an ordinary stimulus folder. The rule sits
+# after the built-ins, so a user who really wants it synced can re-include it with
+# `!/data/` or `!sub/data/` in `.jatosignore` or the mapping's `ignore:`.
+PSYCHOPY_DATA_DIR = "data"
+PSYCHOPY_SUFFIX = ".psyexp"
+
+# A directory listing is cached while the directory's mtime is unchanged, but not while that
+# mtime is this recent: a file created within the same timestamp tick as the listing would
+# not change it ("racy git"). 2 s covers the coarsest common granularity (FAT).
+_RACY_WINDOW_NS = 2_000_000_000
 
 # Since 3.10.3, JATOS writes an upload that crosses file stores to a hidden sibling
 # `.<name>.tmp-<uuid>` first; it may show up in a listing or remain after a crash
@@ -135,24 +195,38 @@ class IgnoreRules:
 
     `is_ignored` takes a path relative to the folder. As in git, a path below an ignored
     directory is ignored, whatever later patterns say about the path itself.
+
+    `patterns` are compiled in order; with a `folder`, the PsychoPy rule follows them and
+    `overrides` (the user's patterns) come last. Without a folder there is no PsychoPy rule:
+    nothing to look at.
     """
 
-    def __init__(self, patterns: Sequence[str] = BUILTIN_PATTERNS) -> None:
+    def __init__(
+        self,
+        patterns: Sequence[str] = BUILTIN_PATTERNS,
+        *,
+        folder: Path | None = None,
+        overrides: Sequence[str] = (),
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         # Validated by the callers (`for_folder` with file and line); compile once.
-        self.patterns: tuple[str, ...] = tuple(patterns)
+        self.patterns: tuple[str, ...] = (*patterns, *overrides)
+        self.folder = folder
         self._spec = GitIgnoreSpec.from_lines(self.patterns)
+        self._overrides = tuple(overrides)
+        self._override_spec: GitIgnoreSpec | None = None  # compiled when first needed
+        self._clock_ns = clock_ns
+        # directory (relative, "" for the folder) -> (dev, ino, mtime_ns, holds a *.psyexp)
+        self._psyexp_dirs: dict[str, tuple[int, int, int, bool]] = {}
 
     @classmethod
     def for_folder(cls, folder: Path, patterns: Sequence[str] = ()) -> IgnoreRules:
-        """Built-ins, PsychoPy rules if applicable, `<folder>/.jatosignore`, then `patterns`.
+        """Built-ins, the PsychoPy rule, `<folder>/.jatosignore`, then `patterns`.
 
         Raises `ConfigError` naming the file and line (or the mapping pattern) of a bad
         pattern, or when `.jatosignore` exists but cannot be read.
         """
-        lines: list[str] = list(BUILTIN_PATTERNS)
-        if _has_psychopy_experiment(folder):
-            lines.extend(PSYCHOPY_PATTERNS)
-        lines.extend(_read_ignore_file(folder / IGNORE_FILE_NAME))
+        lines: list[str] = list(_read_ignore_file(folder / IGNORE_FILE_NAME))
         for pattern in patterns:
             problem = pattern_problem(pattern)
             if problem is not None:
@@ -161,7 +235,7 @@ class IgnoreRules:
                     f"gitignore pattern ({problem}); fix it in the configuration."
                 )
             lines.append(pattern)
-        return cls(lines)
+        return cls(BUILTIN_PATTERNS, folder=folder, overrides=lines)
 
     def match_entry(self, rel: str, *, is_dir: bool = False) -> bool:
         """Whether the entry `rel` ("a/b/c", "/"-separated) itself matches.
@@ -169,13 +243,23 @@ class IgnoreRules:
         For walkers that do not descend into ignored directories, so the parents of `rel`
         are already known not to be ignored. Everyone else uses `is_ignored`.
         """
-        if not is_dir and SERVER_TEMP_RE.match(rel.rsplit("/", 1)[-1]) is not None:
+        parent, _, name = rel.rpartition("/")
+        if not is_dir and SERVER_TEMP_RE.match(name) is not None:
             return True
+        shown = rel
         if not rel.isascii():
             # A name that is not valid UTF-8 arrives with surrogate escapes, which the RE2
             # backend of pathspec cannot encode; match it with U+FFFD in their place.
-            rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        return self._spec.match_file(rel + "/" if is_dir else rel)
+            shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        if self._spec.match_file(shown + "/" if is_dir else shown):
+            return True
+        return (
+            is_dir
+            and self.folder is not None
+            and name.lower() == PSYCHOPY_DATA_DIR
+            and self._holds_psychopy_experiment(parent)
+            and not self._re_included(shown + "/")
+        )
 
     def is_ignored(self, path: RelPath, *, is_dir: bool = False) -> bool:
         """Whether `path` (relative to the folder) or any directory above it is ignored."""
@@ -190,6 +274,17 @@ class IgnoreRules:
             prefix += "/"
         return self.match_entry(prefix + parts[-1], is_dir=is_dir)
 
+    def decides_rules(self, path: RelPath) -> bool:
+        """Whether a change of `path` can change what these rules ignore: the folder's
+        `.jatosignore`, or a PsychoPy experiment anywhere. A watcher passes such a change
+        on even when the path itself is ignored, and reloads its rules."""
+        parts = path.parts
+        if not parts or path.is_absolute():
+            return False
+        if parts == (IGNORE_FILE_NAME,):
+            return True
+        return parts[-1].lower().endswith(PSYCHOPY_SUFFIX)
+
     def __call__(self, path: RelPath) -> bool:
         """`is_ignored` for a file: usable as a filter callable."""
         return self.is_ignored(path)
@@ -197,14 +292,50 @@ class IgnoreRules:
     def __repr__(self) -> str:
         return f"IgnoreRules({len(self.patterns)} patterns)"
 
+    def _re_included(self, rel: str) -> bool:
+        """Whether one of the user's patterns, which come after the PsychoPy rule, says
+        `rel` is not ignored (`!data/`)."""
+        if not self._overrides:
+            return False
+        if self._override_spec is None:
+            self._override_spec = GitIgnoreSpec.from_lines(self._overrides)
+        return self._override_spec.check_file(rel).include is False
 
-def _has_psychopy_experiment(folder: Path) -> bool:
-    try:
-        with os.scandir(folder) as entries:
-            return any(entry.name.lower().endswith(".psyexp") for entry in entries)
-    except OSError:
-        # A missing or unreadable folder is the scan's business (`check_folder`).
+    def _holds_psychopy_experiment(self, rel_dir: str) -> bool:
+        """Whether the directory `rel_dir` (relative to the folder) holds a `*.psyexp`.
+
+        Listed once and cached while the directory's (device, inode, mtime) stay the same,
+        so a `.psyexp` created or removed later (during `watch`) is noticed.
+        """
+        assert self.folder is not None
+        directory = os.path.join(self.folder, *rel_dir.split("/")) if rel_dir else self.folder
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return False  # gone, or unreadable: the scan reports that (`check_folder`)
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        cached = self._psyexp_dirs.get(rel_dir)
+        if cached is not None and cached[:3] == key:
+            return cached[3]
+        try:
+            with os.scandir(directory) as entries:
+                found = any(_is_psychopy_experiment(entry) for entry in entries)
+        except OSError:
+            return False
+        if self._clock_ns() - st.st_mtime_ns >= _RACY_WINDOW_NS:
+            self._psyexp_dirs[rel_dir] = (*key, found)
+        else:
+            self._psyexp_dirs.pop(rel_dir, None)  # changed just now: list it again next time
+        return found
+
+
+def _is_psychopy_experiment(entry: os.DirEntry[str]) -> bool:
+    if not entry.name.lower().endswith(PSYCHOPY_SUFFIX):
         return False
+    try:
+        return not entry.is_dir()
+    except OSError:
+        return True  # cannot tell: the safe answer keeps participant data home
 
 
 def _read_ignore_file(path: Path) -> Iterable[str]:

@@ -2,7 +2,8 @@
 
 On a terminal it asks: the JATOS address, where the API token comes from (pasted with the
 input hidden, and then optionally stored in a file only the user can read), the folder, and
-— with a token — which of the user's studies to sync, from a numbered table. Without a
+— with a token — which of the user's studies to sync, from a table whose rows are letters
+(a number typed is always a study ID), confirmed by the study's title. Without a
 terminal it takes flags (`--url`, `--study`, optional `--folder`, `--token-file`, `--name`)
 and names the missing ones. Either way it refuses to overwrite an existing file without
 `--force`, validates the text it is about to write with the real config parser, writes it
@@ -42,6 +43,7 @@ from jatos_sync.config import (
 from jatos_sync.errors import EXIT_CONFIG, ConfigError, JatosSyncError
 from jatos_sync.logs import is_terminal, redact
 from jatos_sync.model import StudyInfo
+from jatos_sync.paths import is_inside, resolved
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MAX_STUDY_ID = 2**63 - 1
@@ -488,10 +490,13 @@ class _Session:
         study, title = self.study(url, token)
         name = self.args.name or default_name(folder, study)
         ignore: list[str] = []
-        if folder == self.config_path.parent or folder in self.config_path.parents:
-            # The config file sits in the synced folder: never upload it as a study asset.
-            ignore.append(ignore_pattern(self.config_path.relative_to(folder).as_posix()))
-        if token_file is not None and (folder == token_file.parent or folder in token_file.parents):
+        if is_inside(self.config_path, folder):
+            # The config file sits in the synced folder: never upload it, nor copies of it
+            # such as the .bak that --force keeps, as study assets. (Loading the file adds
+            # this rule anyway; written out, the user sees it.)
+            inner = resolved(self.config_path).relative_to(resolved(folder))
+            ignore.append(ignore_pattern(inner.as_posix()) + "*")
+        if token_file is not None and is_inside(token_file, folder):
             raise ConfigError(
                 f"the token file {token_file} is inside the synced folder {folder}, so it "
                 f"would be uploaded to the study for anyone to download. Move it, e.g. to "
@@ -639,29 +644,7 @@ class _Session:
             return ref, ""
         studies = self.list_studies(url, token) if token is not None else None
         if studies:
-            self.say(f"\nYour studies on {url}:")
-            for line in study_table(studies):
-                self.say(line)
-            while True:
-                answer = self.ask(
-                    f"Which study? Its number in the list (1-{len(studies)}), or an ID or UUID"
-                )
-                if answer.isdigit() and 1 <= int(answer) <= len(studies):
-                    chosen = studies[int(answer) - 1]
-                    self._warn_locked(chosen)
-                    return str(chosen.id), chosen.title
-                ref = parse_study_ref(answer)
-                if ref is not None:
-                    known = [s for s in studies if ref in (str(s.id), s.uuid.lower())]
-                    if known:
-                        self._warn_locked(known[0])
-                        return ref, known[0].title
-                    self.say(
-                        f"  Note: study {ref} is not in your list; `check` will tell whether "
-                        "you can reach it."
-                    )
-                    return ref, ""
-                self.say("  Type a number from the list, a study ID or a UUID.")
+            return self.choose_study(url, studies)
         if studies is not None:
             self.say(
                 "  Your JATOS user is not a member of any study yet: create one in JATOS, or "
@@ -673,6 +656,36 @@ class _Session:
             if ref is not None:
                 return ref, ""
             self.say("  Expected a number (the ID) or a UUID like 3b0d…-…")
+
+    def choose_study(self, url: str, studies: Sequence[StudyInfo]) -> tuple[str, str]:
+        """Pick one of `studies` by its row's letter, its ID or its UUID, and confirm it by
+        its title. Rows are letters so that a number always means an ID: "3" can never be
+        row 3 and study 3 at once."""
+        self.say(f"\nYour studies on {url}:")
+        for line in study_table(studies):
+            self.say(line)
+        last = row_label(len(studies) - 1)
+        while True:
+            answer = self.ask(f"Which study? Its letter in the list (a-{last}), or its ID or UUID")
+            chosen = pick_study(answer, studies)
+            if isinstance(chosen, StudyInfo):
+                self._warn_locked(chosen)
+                if self.confirm(
+                    f'Sync with "{_comment(chosen.title)}" (ID {chosen.id}, UUID {chosen.uuid})?',
+                    default=True,
+                ):
+                    # As typed when it was the ID or the UUID (a UUID stays valid after an
+                    # export and import); the ID for a row letter.
+                    return parse_study_ref(answer) or str(chosen.id), chosen.title
+            elif chosen is not None:
+                self.say(
+                    f"  Study {chosen} is not in your list of studies on {url} (the letters in "
+                    "the first column choose a row)."
+                )
+                if self.confirm(f"Use study {chosen} anyway?", default=False):
+                    return chosen, ""
+            else:
+                self.say(f"  Type a letter from the list (a-{last}), a study ID or a UUID.")
 
     def list_studies(self, url: str, token: Token) -> list[StudyInfo] | None:
         try:
@@ -696,22 +709,49 @@ class _Session:
             )
 
 
+def row_label(index: int) -> str:
+    """The label of row `index` (from 0): a … z, then aa, ab, … (never a number)."""
+    label = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        label = chr(ord("a") + rest) + label
+    return label
+
+
+def pick_study(answer: str, studies: Sequence[StudyInfo]) -> StudyInfo | str | None:
+    """What the user means by `answer`: the listed study with that row letter, ID or UUID;
+    a valid ID or UUID that is not listed (as text); or None for anything else."""
+    text = answer.strip().lower()
+    for index, study in enumerate(studies):
+        if text == row_label(index):
+            return study
+    ref = parse_study_ref(text)
+    if ref is None:
+        return None
+    for study in studies:
+        if ref in (str(study.id), study.uuid.lower()):
+            return study
+    return ref
+
+
 def study_table(studies: Sequence[StudyInfo]) -> list[str]:
-    """The numbered table of studies init offers (title, ID, UUID, locked, assets folder)."""
-    header = ("#", "ID", "UUID", "locked", "assets folder", "title")
+    """The table of studies init offers, one lettered row each (title, ID, UUID, locked,
+    assets folder)."""
+    header = ("", "ID", "UUID", "locked", "assets folder", "title")
     rows = [
         (
-            str(n),
+            row_label(n),
             str(s.id),
             s.uuid,
             "yes" if s.locked else "no",
             _comment(s.dir_name),
             _comment(s.title),
         )
-        for n, s in enumerate(studies, start=1)
+        for n, s in enumerate(studies)
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    right = {0, 1}  # numbers align right
+    right = {0, 1}  # labels and numbers align right
 
     def line(row: Sequence[str]) -> str:
         cells = [

@@ -11,7 +11,14 @@ Every file is downloaded into a temporary file beside its destination, its size 
 Adler-32 are compared with the listing (JATOS_ASSETS_API.md §2.2, §3) — a mismatch is tried
 once more, then reported — and only then is it renamed into place (`os.replace`), so a
 reader (an editor, `jatos-sync watch`) never sees half a file. Afterwards the state records
-every file that is now identical on both sides, so the next `sync` uploads nothing.
+every file that is now identical on both sides, so the next `sync` uploads nothing; if the
+state directory cannot be written, the files are still pulled and the result says so.
+
+A pull that was killed (SIGKILL, power loss) leaves its temporary files behind. Each pull
+first removes such leftovers of earlier ones: only regular files with pull's own temporary
+names, only inside the mapping folder (symlinks are not followed), and never one that a
+running pull still writes (it holds a lock on it, and it is younger than
+`LEFTOVER_AGE_S`).
 
 `plan_pull` is the pure decision (what to download, replace, keep, skip); `pull` carries it
 out; `run` is the command. It must not parse HTTP (client.py) or map errors to exit codes
@@ -26,6 +33,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,13 +56,31 @@ from jatos_sync.errors import (
 )
 from jatos_sync.ignore import IgnoreRules
 from jatos_sync.model import FileInfo, LocalSnapshot, PathProblem, RelPath, RemoteSnapshot
+from jatos_sync.paths import is_inside
 from jatos_sync.scan import check_folder, scan_folder
-from jatos_sync.state import StateStore, make_private_dirs, mapping_key, new_backup_folder
+from jatos_sync.state import (
+    StateStore,
+    StateWriteError,
+    make_private_dirs,
+    mapping_key,
+    new_backup_folder,
+)
+
+if sys.platform != "win32":
+    import fcntl
 
 log = structlog.get_logger("jatos_sync.pull")
 
 LIST_LIMIT = 20  # how many paths the human summary lists before "… and N more"
 DOWNLOAD_ATTEMPTS = 2  # a checksum mismatch is tried once more (the file may be mid-upload)
+
+# Pull's temporary files: `.<name>.<8 hex digits>.part` beside the destination. A hidden name
+# ending in ".part" is ignored by the scan and the watcher (ignore.BUILTIN_PATTERNS), so a
+# running `watch` never uploads a half download.
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
+# A leftover is removed only when it is at least this old (a running pull writes to its
+# file, or has just renamed it into place) and not locked by a running pull.
+LEFTOVER_AGE_S = 600.0
 
 # Names Windows cannot hold: reserved device names (with any extension), characters that are
 # not allowed in a file name, and a trailing dot or space (which Windows silently drops).
@@ -185,6 +211,8 @@ class PullResult:
     backed_up: dict[RelPath, Path] = field(default_factory=dict)
     ignored: int = 0
     local_only: list[RelPath] = field(default_factory=list)
+    removed_leftovers: list[RelPath] = field(default_factory=list)
+    state_error: str | None = None  # the files were pulled, but the state was not saved
     fatal: JatosSyncError | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -192,7 +220,7 @@ class PullResult:
     def exit_code(self) -> int:
         if self.fatal is not None:
             return self.fatal.exit_code
-        return EXIT_PARTIAL if self.failed or self.kept else EXIT_OK
+        return EXIT_PARTIAL if self.failed or self.kept or self.state_error else EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -211,8 +239,11 @@ class PullResult:
             ],
             "ignored": self.ignored,
             "local_only": [str(p) for p in self.local_only],
+            "removed_leftovers": [str(p) for p in self.removed_leftovers],
             "exit_code": self.exit_code,
         }
+        if self.state_error is not None:
+            document["state_error"] = self.state_error
         if self.fatal is not None:
             document["error"] = str(self.fatal)
         return document
@@ -252,6 +283,7 @@ def pull(
         log.info("folder_created", folder=str(folder))
     check_folder(folder)
     rules = IgnoreRules.for_folder(folder, mapping.ignore)
+    result.removed_leftovers = remove_leftovers(folder, rules, now_s=clock().timestamp())
     state = store.load(key)
     local = scan_folder(folder, rules, cache=state.cache)
     plan = plan_pull(remote, local, ignored=rules, force=force)
@@ -261,22 +293,32 @@ def pull(
     result.ignored = len(plan.ignored)
     result.local_only = list(plan.local_only)
 
+    # Only `--force` replacements are backed up: one new private folder for this pull. If
+    # it cannot be made (a full or read-only state directory), nothing is replaced.
+    backup_root = store.backup_dir(key)
+    replace = plan.replace
+    if replace:
+        try:
+            backup_root = new_backup_folder(backup_root, prefix="pull-", now=clock())
+        except OSError as exc:
+            reason = (
+                f"could not save a copy of the local file first (cannot create a backup "
+                f"folder in {backup_root}: {exc.strerror or exc}); it was not replaced"
+            )
+            result.failed += [PathProblem(path, reason) for path in replace]
+            log.warning("backup_failed", folder=str(backup_root), error=exc.strerror or str(exc))
+            replace = ()
     job = _Job(
         client=client,
         study=mapping.study,
         folder=folder,
         remote=remote.files,
-        # Only `--force` replacements are backed up: one new private folder for this pull.
-        backup_root=(
-            new_backup_folder(store.backup_dir(key), prefix="pull-", now=clock())
-            if plan.replace
-            else store.backup_dir(key)
-        ),
+        backup_root=backup_root,
         result=result,
         stop=stop or threading.Event(),
         progress=progress,
     )
-    work = [(p, False) for p in plan.download] + [(p, True) for p in plan.replace]
+    work = [(p, False) for p in plan.download] + [(p, True) for p in replace]
     try:
         job.run_all(work, concurrency)
     finally:
@@ -287,7 +329,13 @@ def pull(
         for path in (*plan.unchanged, *result.downloaded):
             synced[path] = remote.files[path]
         state.synced = synced
-        store.save(key, state)
+        try:
+            store.save(key, state)
+        except StateWriteError as exc:
+            # The files are in place; only the record of them is missing, so the next
+            # `sync` compares more carefully (and may back up server files it need not).
+            result.state_error = str(exc)
+            log.warning("state_not_saved", mapping=mapping.name, error=str(exc))
     result.kept.sort(key=lambda p: str(p.path))
     result.failed.sort(key=lambda p: str(p.path))
     return result
@@ -411,11 +459,10 @@ class _Job:
 
     def download_checked(self, path: RelPath, dest: Path, expected: FileInfo) -> Path:
         """Download into a temp file beside `dest` and verify it; return the temp file."""
-        # A hidden name ending in ".part" is ignored by the scan and the watcher
-        # (ignore.BUILTIN_PATTERNS), so a running `watch` never uploads a half download.
-        tmp = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.part")
+        tmp = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.part")  # see _TEMP_NAME
         # 0o666 before the umask, as any new file; mkstemp's 0o600 would hide assets.
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        _try_lock(fd)  # held while it is written: another pull's clean-up leaves it alone
         try:
             with open(fd, "w+b") as stream:
                 got = expected
@@ -445,6 +492,75 @@ class _Job:
             tmp.unlink(missing_ok=True)
             raise
         return tmp
+
+
+# ------------------------------------------------------------------------------ leftovers
+
+
+def remove_leftovers(
+    folder: Path, rules: IgnoreRules, *, now_s: float, min_age_s: float = LEFTOVER_AGE_S
+) -> list[RelPath]:
+    """Delete the temporary files earlier, killed pulls left in `folder`; return them.
+
+    Only regular files named like pull's own (`_TEMP_NAME`), at least `min_age_s` old by
+    `now_s`, not locked by a running pull, in directories of the folder itself: symbolic
+    links are not followed and ignored directories are not entered.
+    """
+    removed: list[RelPath] = []
+    for top, dirs, files in os.walk(folder):  # followlinks=False: links are not entered
+        base = os.path.relpath(top, folder).replace(os.sep, "/")
+        prefix = "" if base == "." else base + "/"
+        dirs[:] = [d for d in dirs if not rules.match_entry(prefix + d, is_dir=True)]
+        for name in files:
+            if _TEMP_NAME.match(name) and _remove_if_stale(
+                Path(top, name), folder, now_s=now_s, min_age_s=min_age_s
+            ):
+                removed.append(RelPath(prefix + name))
+                log.info("leftover_removed", path=prefix + name)
+    return sorted(removed, key=str)
+
+
+def _remove_if_stale(path: Path, folder: Path, *, now_s: float, min_age_s: float) -> bool:
+    try:
+        # O_NOFOLLOW: a symbolic link with such a name is not ours; O_NONBLOCK: nor a FIFO.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or now_s - st.st_mtime < min_age_s
+            or not is_inside(path.parent, folder)
+            or not _try_lock(fd)
+        ):
+            return False
+        # Still the file that was checked (not swapped since it was opened)?
+        if os.lstat(path).st_ino != st.st_ino:
+            return False
+        path.unlink()
+    except OSError as exc:
+        log.warning("leftover_not_removed", path=str(path), error=exc.strerror or str(exc))
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive advisory lock on `fd` without waiting; False only when another
+    process holds one. Where there are no such locks (Windows, some file systems), the
+    age of a leftover alone tells that no pull writes it any more."""
+    if sys.platform == "win32":
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 # ------------------------------------------------------------------------------ the command
@@ -523,6 +639,14 @@ def print_result(r: PullResult, out: TextIO) -> None:
     print(f"{r.name} ← study {r.study}: {', '.join(counts)}", file=out)
     if r.created_folder:
         print(f"  created the folder {r.folder}", file=out)
+    if r.removed_leftovers:
+        print(
+            f"  removed {len(r.removed_leftovers)} temporary file(s) that an interrupted pull "
+            "had left",
+            file=out,
+        )
+    if r.state_error:
+        print(f"  {r.state_error}", file=out)
     _print_list(out, [f"kept {p.path}: {p.reason}" for p in r.kept])
     _print_list(out, [f"failed {p.path}: {p.reason}" for p in r.failed])
     _print_list(out, [f"skipped {p.path}: {p.reason}" for p in r.skipped])

@@ -133,7 +133,7 @@ class ChecksumCache:
                     and all(type(v) is int and v >= 0 for v in value[:4])
                     and value[3] <= 0xFFFFFFFF
                 ):
-                    digest = _digest_from_hex(value[4])
+                    digest = digest_from_hex(value[4])
                     if digest:
                         entries[key] = (value[0], value[1], value[2], value[3], digest)
         return cls(entries)
@@ -418,7 +418,7 @@ def _hash_settled(
     return None
 
 
-def _digest_from_hex(value: object) -> bytes:
+def digest_from_hex(value: object) -> bytes:
     """A digest as stored in JSON, or b"" when it is not one."""
     if not isinstance(value, str) or len(value) != 2 * DIGEST_BYTES:
         return b""

@@ -27,7 +27,8 @@ import structlog
 
 from jatos_sync.errors import EXIT_PARTIAL, ConfigError, JatosSyncError
 from jatos_sync.model import FileInfo, RelPath, rel_path
-from jatos_sync.scan import ChecksumCache, _digest_from_hex
+from jatos_sync.paths import is_inside, resolved
+from jatos_sync.scan import ChecksumCache, digest_from_hex
 
 STATE_VERSION = 2
 _READABLE_VERSIONS = (1, 2)  # 1: no digests, no folder identity; read, then written as 2
@@ -121,15 +122,23 @@ class StateStore:
         """Raise `ConfigError` if the state directory lies inside the synced `folder`.
 
         State inside the folder would be uploaded as study assets and rewritten on every
-        pass, which would trigger the next pass.
+        pass, which would trigger the next pass. Compared resolved, symlinks followed, so a
+        state directory spelled through a link into the folder (or a folder spelled through
+        a link) is caught too (docs/safety.md, rule 11).
         """
-        state = Path(os.path.abspath(self.root))
-        synced = Path(os.path.abspath(folder))
-        if state == synced or synced in state.parents:
-            raise ConfigError(
-                f"The state directory {state} is inside the synced folder {synced}; set "
-                "JATOS_SYNC_STATE_DIR to a directory outside it."
-            )
+        if not is_inside(self.root, folder):
+            return
+        real_state, real_folder = resolved(self.root), resolved(folder)
+        how = ""
+        spelled = (Path(os.path.abspath(self.root)), Path(os.path.abspath(folder)))
+        if (real_state, real_folder) != spelled:
+            how = f" (through a symbolic link: {real_state} is inside {real_folder})"
+        raise ConfigError(
+            f"The state directory {self.root} is inside the synced folder {folder}{how}, so "
+            "it would be uploaded to the study. Set state_dir in the configuration (or the "
+            "environment variable JATOS_SYNC_STATE_DIR, when state_dir is not set) to a "
+            "directory outside it."
+        )
 
     def load(self, key: str) -> MappingState:
         """The saved state, or an empty one (logged as `state_rebuilt`) if it is unusable."""
@@ -237,7 +246,7 @@ def _parse_synced(data: object) -> tuple[str | None, dict[RelPath, FileInfo]]:
             and value[1] <= 0xFFFFFFFF
         ):
             return f"bad entry for {name!r} in 'synced'", {}
-        digest = _digest_from_hex(value[2]) if len(value) == 3 else b""
+        digest = digest_from_hex(value[2]) if len(value) == 3 else b""
         if len(value) == 3 and not digest:
             return f"bad digest for {name!r} in 'synced'", {}
         synced[rel_path(name)] = FileInfo(value[0], value[1], digest)

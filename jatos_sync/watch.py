@@ -51,7 +51,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from jatos_sync.errors import ConfigError
-from jatos_sync.ignore import IGNORE_FILE_NAME, IgnoreRules
+from jatos_sync.ignore import IgnoreRules
 from jatos_sync.model import RelPath, rel_path
 
 log = structlog.get_logger("jatos_sync.watch")
@@ -650,10 +650,9 @@ class FolderWatcher:
             self._pass_on("touch", src, is_dir=is_dir)
 
     def _pass_on(self, kind: Literal["touch", "gone"], path: RelPath, *, is_dir: bool) -> None:
-        if len(path.parts) == 1 and (
-            path.name == IGNORE_FILE_NAME or path.suffix.lower() == ".psyexp"
-        ):
-            # These decide the ignore rules themselves (and are ignored by them).
+        if self._rules.decides_rules(path):
+            # `.jatosignore`, or a PsychoPy experiment at any depth: these decide the ignore
+            # rules themselves (and may be ignored by them), so the pass must see them too.
             self._rules = self._load_rules()
         elif self._rules.is_ignored(path, is_dir=is_dir):
             return

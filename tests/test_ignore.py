@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,6 +88,46 @@ IGNORED_FILES = [
     ".env",
     "build/.env.production",
     "data/run.psydat",
+    # secrets people keep in project folders
+    ".envrc",
+    "sub/.envrc",
+    ".netrc",
+    "_netrc",
+    ".ssh/id_rsa",
+    ".ssh/config",
+    "keys/id_ed25519",
+    "id_ecdsa",
+    "id_dsa",
+    ".git-credentials",
+    ".npmrc",
+    "frontend/.npmrc",
+    ".yarnrc.yml",
+    ".pypirc",
+    ".pgpass",
+    ".my.cnf",
+    ".docker/config.json",
+    ".htpasswd",
+    "cert/server.pem",
+    "lab.p12",
+    "lab.pfx",
+    "putty.ppk",
+    "app.jks",
+    "release.keystore",
+    "vault.kdbx",
+    ".aws/credentials",
+    ".azure/msal_token_cache.json",
+    "application_default_credentials.json",
+    "client_secret_1234-abc.apps.googleusercontent.com.json",
+    "credentials.json",
+    "serviceAccountKey.json",
+    "service-account-prod.json",
+    ".bash_history",
+    "scripts/.python_history",
+    # copies of this tool's configuration, e.g. the one `init --force` keeps
+    "jatos-sync.yaml",
+    "jatos-sync.yaml.bak",
+    "jatos-sync.yaml.orig",
+    "old/jatos-sync.yml.2024-05-01",
     # the server's own temp names (§8.2)
     SERVER_TEMP,
     f"img/{SERVER_TEMP}",
@@ -109,6 +152,17 @@ KEPT_FILES = [
     "git/readme.txt",
     "stimuli/practice/list 1.csv",
     ".logo.png.tmp-not-a-uuid",
+    # names near those of secret files that a study may really serve
+    "id_list.csv",
+    "tokens.js",
+    "credentials.js",
+    "js/keys.js",
+    "env.js",
+    "img/ssh.png",
+    "history.html",
+    "pem.txt",
+    "credentials.json.js",
+    "jatos-sync.js",
 ]
 
 
@@ -223,7 +277,7 @@ def test_psychopy_folder_ignores_top_level_data(tmp_path: Path) -> None:
     rules = IgnoreRules.for_folder(tmp_path)
     assert rules.is_ignored(RelPath("data/P01_stroop.csv"))
     assert rules.is_ignored(RelPath("data"), is_dir=True)
-    assert not rules.is_ignored(RelPath("stimuli/data/words.csv"))  # only the top level
+    assert not rules.is_ignored(RelPath("stimuli/data/words.csv"))  # no experiment there
     assert not rules.is_ignored(RelPath("stroop.psyexp"))
 
 
@@ -235,10 +289,135 @@ def test_non_psychopy_folder_keeps_data(tmp_path: Path) -> None:
     assert not rules.is_ignored(RelPath("data"), is_dir=True)
 
 
+@pytest.mark.parametrize("where", ["stroop/", "tasks/week 1/stroop/"])
+def test_psychopy_data_next_to_an_experiment_in_a_subfolder_is_ignored(
+    tmp_path: Path, where: str
+) -> None:
+    (tmp_path / where).mkdir(parents=True)
+    (tmp_path / where / "stroop.psyexp").write_text("<PsychoPy2experiment/>", encoding="utf-8")
+    rules = IgnoreRules.for_folder(tmp_path)
+    assert rules.is_ignored(RelPath(f"{where}data/P01_stroop_2024.csv"))
+    assert rules.is_ignored(RelPath(f"{where}data/sub/P01.log"))
+    assert rules.is_ignored(RelPath(f"{where}data"), is_dir=True)
+    assert rules.match_entry(f"{where}data", is_dir=True)  # as the scan asks
+    assert not rules.is_ignored(RelPath(f"{where}stroop.psyexp"))
+    assert not rules.is_ignored(RelPath(f"{where}stimuli/data/words.csv"))
+    assert not rules.is_ignored(RelPath("data/stim.csv"))  # no experiment at the top
+    assert not rules.is_ignored(RelPath(f"{where}data"))  # a *file* named data
+
+
+def test_psychopy_rule_ignores_letter_case_of_the_experiment_and_the_data_folder(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "Exp").mkdir()
+    (tmp_path / "Exp" / "Stroop.PsyExp").write_text("", encoding="utf-8")
+    rules = IgnoreRules.for_folder(tmp_path)
+    assert rules.is_ignored(RelPath("Exp/Data/P01.csv"))
+    assert rules.is_ignored(RelPath("Exp/DATA/P01.csv"))
+
+
+def test_a_folder_named_like_an_experiment_is_not_one(tmp_path: Path) -> None:
+    (tmp_path / "old.psyexp").mkdir()
+    assert not IgnoreRules.for_folder(tmp_path).is_ignored(RelPath("data/stim.csv"))
+
+
 def test_psychopy_data_can_be_re_included_explicitly(tmp_path: Path) -> None:
     (tmp_path / "stroop.psyexp").write_text("", encoding="utf-8")
     (tmp_path / ".jatosignore").write_text("!/data/\n", encoding="utf-8")
     assert not IgnoreRules.for_folder(tmp_path).is_ignored(RelPath("data/stim.csv"))
+
+
+def test_psychopy_data_in_a_subfolder_can_be_re_included_by_the_mapping(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.psyexp").write_text("", encoding="utf-8")
+    (tmp_path / "b" / "y.psyexp").write_text("", encoding="utf-8")
+    rules = IgnoreRules.for_folder(tmp_path, ["!a/data/"])
+    assert not rules.is_ignored(RelPath("a/data/stim.csv"))
+    assert rules.is_ignored(RelPath("b/data/P01.csv"))
+
+
+def test_an_experiment_created_or_removed_later_changes_the_answer(tmp_path: Path) -> None:
+    (tmp_path / "stroop" / "data").mkdir(parents=True)
+    rules = IgnoreRules.for_folder(tmp_path)
+    path = RelPath("stroop/data/P01.csv")
+    assert not rules.is_ignored(path)
+    experiment = tmp_path / "stroop" / "stroop.psyexp"
+    experiment.write_text("", encoding="utf-8")
+    assert rules.is_ignored(path)
+    experiment.unlink()
+    assert not rules.is_ignored(path)
+
+
+class CountingScandir:
+    """os.scandir for ignore.py, counting the listings of each directory."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, path: str) -> Any:
+        self.calls.append(os.fspath(path))
+        return REAL_SCANDIR(path)
+
+
+REAL_SCANDIR = os.scandir
+
+
+def test_a_directory_is_listed_once_while_it_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stroop = tmp_path / "stroop"
+    (stroop / "data").mkdir(parents=True)
+    (stroop / "stroop.psyexp").write_text("", encoding="utf-8")
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(stroop, ns=(an_hour_ago, an_hour_ago))
+    counting = CountingScandir()
+    monkeypatch.setattr("jatos_sync.ignore.os.scandir", counting)
+    rules = IgnoreRules.for_folder(tmp_path)
+    for n in range(100):
+        assert rules.is_ignored(RelPath(f"stroop/data/P{n:02}.csv"))
+    assert counting.calls == [str(stroop)]
+    (stroop / "stroop.psyexp").unlink()  # changes the directory's mtime
+    assert not rules.is_ignored(RelPath("stroop/data/P01.csv"))
+    assert counting.calls == [str(stroop)] * 2
+
+
+def test_a_directory_changed_within_the_last_seconds_is_listed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its mtime may not change again for a file created within the same timestamp tick.
+    stroop = tmp_path / "stroop"
+    stroop.mkdir()
+    mtime = stroop.stat().st_mtime_ns
+    counting = CountingScandir()
+    monkeypatch.setattr("jatos_sync.ignore.os.scandir", counting)
+    rules = IgnoreRules(folder=tmp_path, clock_ns=lambda: mtime + 10**9)
+    assert not rules.is_ignored(RelPath("stroop/data/P01.csv"))
+    assert not rules.is_ignored(RelPath("stroop/data/P02.csv"))
+    assert len(counting.calls) == 2
+
+
+def test_rules_without_a_folder_have_no_psychopy_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # even where a relative path would find an experiment
+    (tmp_path / "x.psyexp").write_text("", encoding="utf-8")
+    assert not IgnoreRules().is_ignored(RelPath("data/P01.csv"))
+
+
+@pytest.mark.parametrize(
+    ("path", "decides"),
+    [
+        (".jatosignore", True),
+        ("sub/.jatosignore", False),
+        ("stroop.psyexp", True),
+        ("tasks/stroop/Stroop.PSYEXP", True),
+        ("index.html", False),
+        ("psyexp", False),
+    ],
+)
+def test_decides_rules_names_the_files_the_rules_depend_on(path: str, decides: bool) -> None:
+    assert IgnoreRules().decides_rules(RelPath(path)) is decides
 
 
 def test_bad_pattern_in_jatosignore_names_file_and_line(tmp_path: Path) -> None:

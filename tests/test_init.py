@@ -172,7 +172,7 @@ def test_flags_without_a_token_file_read_the_token_from_the_environment(setup: S
     assert mapping.study == study.uuid and mapping.folder == setup.cwd
     assert mapping.name == "lab"
     # The file lies in the synced folder: it must never be uploaded as a study asset.
-    assert mapping.ignore == ("/jatos-sync.yaml",)
+    assert mapping.ignore == ("/jatos-sync.yaml*",)  # and copies, e.g. the .bak of --force
     assert main(["-c", str(setup.cwd / "jatos-sync.yaml"), "sync"], environ=setup.env) == 0
     assert setup.server.files(study) == {}
 
@@ -240,6 +240,30 @@ def test_a_token_file_inside_the_synced_folder_is_refused(setup: Setup) -> None:
     assert not (setup.cwd / "jatos-sync.yaml").exists()
 
 
+def test_a_token_file_inside_the_synced_folder_through_a_symlink_is_refused(
+    setup: Setup,
+) -> None:
+    folder = setup.cwd / "exp"
+    folder.mkdir()
+    (setup.cwd / "alias").symlink_to(folder)
+    write_token_file(folder / "token.txt", token_of(setup))
+    argv = ["--url", setup.server.url, "--study", "1", "--folder", "exp"]
+    result = setup.run(*argv, "--token-file", str(setup.cwd / "alias" / "token.txt"))
+    assert result.code == 2
+    assert "would be uploaded" in result.err
+    assert not (setup.cwd / "jatos-sync.yaml").exists()
+
+
+def test_a_config_inside_the_folder_through_a_symlink_gets_an_ignore_rule(setup: Setup) -> None:
+    folder = setup.cwd / "exp"
+    folder.mkdir()
+    (setup.cwd / "alias").symlink_to(folder)
+    argv = ["-c", "alias/lab.yaml", "--url", setup.server.url, "--study", "1", "--folder", "exp"]
+    result = setup.run(*argv, check=lambda p: 0)
+    assert result.code == 0, result.err
+    assert 'ignore: ["/lab.yaml*"]' in (folder / "lab.yaml").read_text()
+
+
 def _cli_commands() -> set[str]:
     from jatos_sync.cli import build_parser
 
@@ -274,15 +298,16 @@ def test_interactive_lists_the_studies_stores_the_pasted_token_and_writes(setup:
     setup.server.add_study("Alpha", members=["alice"], dir_name="alpha_dir")
     setup.server.add_study("Locked one", members=["alice"], locked=True, dir_name="locked_dir")
     setup.server.add_study("Not mine", members=[])
-    answers = FakeTerminal("jatos-host:notaport\n" + setup.server.url + "\n\nexp\n\n1\n")
+    answers = FakeTerminal("jatos-host:notaport\n" + setup.server.url + "\n\nexp\n\na\n\n")
 
     result = setup.run(stdin=answers, secrets=["not a token", token_of(setup)])
 
     assert result.code == 0, result.out + result.err
     assert "is not a web address" in result.out
     assert "not a valid JATOS API token" in result.out
-    assert re.search(r"1\s+2\s+\S+\s+no\s+alpha_dir\s+Alpha", result.out)
-    assert re.search(r"2\s+3\s+\S+\s+yes\s+locked_dir\s+Locked one", result.out)
+    assert re.search(r"a\s+2\s+\S+\s+no\s+alpha_dir\s+Alpha", result.out)
+    assert re.search(r"b\s+3\s+\S+\s+yes\s+locked_dir\s+Locked one", result.out)
+    assert 'Sync with "Alpha" (ID 2, UUID' in result.out
     assert "Stroop" in result.out and "Not mine" not in result.out
     stored = setup.home / ".config" / "jatos-sync" / "token"
     assert stored.read_text().strip() == token_of(setup)
@@ -299,7 +324,7 @@ def test_interactive_uses_the_token_in_the_environment_when_told(setup: Setup) -
     setup.env["JATOS_TOKEN"] = token_of(setup)
     study = setup.server.study
     assert study is not None
-    answers = FakeTerminal(f"\n.\n{study.uuid}\n")
+    answers = FakeTerminal(f"\n.\n{study.uuid}\ny\n")
 
     result = setup.run("--url", setup.server.url, stdin=answers, secrets=[])
 
@@ -308,6 +333,94 @@ def test_interactive_uses_the_token_in_the_environment_when_told(setup: Setup) -
     assert config.server.token_file is None
     assert config.mappings[0].study == study.uuid
     assert not (setup.home / ".config").exists()
+
+
+def _studies_whose_ids_are_row_numbers(setup: Setup) -> dict[str, StudyInfo]:
+    """Three studies of alice, sorted by title, where a row number is another study's ID:
+    rows Mine (ID 3), Stroop (ID 1), Zeta (ID 2, a colleague's study shared with alice)."""
+    server = setup.server
+    server.add_study("Zeta", members=["alice"])
+    server.add_study("Mine", members=["alice"])
+    studies = server_studies(setup)
+    assert [(s.title, s.id) for s in studies] == [("Mine", 3), ("Stroop", 1), ("Zeta", 2)]
+    return {s.title: s for s in studies}
+
+
+def server_studies(setup: Setup) -> list[StudyInfo]:
+    with JatosClient(setup.server.url, Token(token_of(setup)), retries=0) as client:
+        return sorted(client.list_studies(), key=lambda s: s.title)
+
+
+def interactive_choice(setup: Setup, *typed: str) -> InitRun:
+    setup.env["JATOS_TOKEN"] = token_of(setup)
+    answers = FakeTerminal("\n".join([setup.server.url, "", ".", *typed, ""]))
+    return setup.run(stdin=answers, secrets=[], check=lambda p: 0)
+
+
+def test_a_number_is_a_study_id_never_a_row(setup: Setup) -> None:
+    """Typing 3, the ID of one's own study "Mine", chooses it, not row 3 (the colleague's
+    study, ID 2), and its title is shown for confirmation before anything is written."""
+    studies = _studies_whose_ids_are_row_numbers(setup)
+    result = interactive_choice(setup, "3", "")
+    assert result.code == 0, result.out + result.err
+    assert load_config(setup.cwd / "jatos-sync.yaml").mappings[0].study == "3"
+    assert f'Sync with "Mine" (ID 3, UUID {studies["Mine"].uuid})? [Y/n]' in result.out
+
+
+@pytest.mark.parametrize(
+    ("typed", "title"), [("c", "Zeta"), ("C", "Zeta"), ("1", "Stroop"), ("uuid", "Zeta")]
+)
+def test_a_row_letter_an_id_or_a_uuid_chooses_what_it_names(
+    setup: Setup, typed: str, title: str
+) -> None:
+    studies = _studies_whose_ids_are_row_numbers(setup)
+    answer = studies[title].uuid.upper() if typed == "uuid" else typed
+    result = interactive_choice(setup, answer, "y")
+    assert result.code == 0, result.out + result.err
+    assert f'Sync with "{title}"' in result.out
+    study = load_config(setup.cwd / "jatos-sync.yaml").mappings[0].study
+    assert study == (studies[title].uuid if typed == "uuid" else str(studies[title].id))
+
+
+def test_declining_the_confirmation_asks_again_and_writes_only_the_confirmed_study(
+    setup: Setup,
+) -> None:
+    _studies_whose_ids_are_row_numbers(setup)
+    result = interactive_choice(setup, "1", "n", "d", "a", "")
+    assert result.code == 0, result.out + result.err
+    assert 'Sync with "Stroop"' in result.out  # ID 1, declined
+    assert "Type a letter from the list (a-c)" in result.out  # "d" is no row
+    assert load_config(setup.cwd / "jatos-sync.yaml").mappings[0].study == "3"  # Mine
+
+
+def test_a_study_not_in_the_list_needs_an_explicit_yes(setup: Setup) -> None:
+    _studies_whose_ids_are_row_numbers(setup)
+    declined = interactive_choice(setup, "7", "")  # Enter: the default is no
+    assert declined.code == 2
+    assert "Study 7 is not in your list" in declined.out
+    assert not (setup.cwd / "jatos-sync.yaml").exists()
+    accepted = interactive_choice(setup, "7", "yes")
+    assert accepted.code == 0, accepted.out + accepted.err
+    assert load_config(setup.cwd / "jatos-sync.yaml").mappings[0].study == "7"
+
+
+@pytest.mark.parametrize(
+    ("index", "label"), [(0, "a"), (25, "z"), (26, "aa"), (27, "ab"), (701, "zz"), (702, "aaa")]
+)
+def test_row_labels_are_letters(index: int, label: str) -> None:
+    assert init.row_label(index) == label
+
+
+def test_pick_study_never_reads_a_number_as_a_row() -> None:
+    studies = [
+        StudyInfo(id=3, uuid="u-3", title="Stroop", locked=False, dir_name="stroop"),
+        StudyInfo(id=1, uuid="u-1", title="Flanker", locked=False, dir_name="fl"),
+    ]
+    assert init.pick_study("1", studies) == studies[1]
+    assert init.pick_study(" B ", studies) == studies[1]
+    assert init.pick_study("2", studies) == "2"
+    assert init.pick_study("c", studies) is None
+    assert init.pick_study("", studies) is None
 
 
 def test_interactive_without_a_token_asks_for_the_study_id(setup: Setup) -> None:
@@ -461,7 +574,9 @@ def test_interactive_session_through_a_pseudo_terminal(tmp_path: Path) -> None:
             session.send("")
             session.expect("beta_assets")
             session.expect("Which study?")
-            session.send("2")  # rows are sorted by title: Alpha, Beta, Test study
+            session.send("b")  # rows are sorted by title: Alpha, Beta, Test study
+            session.expect('Sync with "Beta"')
+            session.send("")
             code = session.finish()
         finally:
             session.close()
@@ -586,9 +701,9 @@ def test_study_table_has_aligned_columns() -> None:
         StudyInfo(id=12, uuid="u-12", title="Flanker\ttask", locked=True, dir_name="fl"),
     ]
     lines = init.study_table(studies)
-    assert lines[0].split() == ["#", "ID", "UUID", "locked", "assets", "folder", "title"]
-    assert lines[1].split() == ["1", "3", "u-3", "no", "stroop", "Stroop"]
-    assert lines[2].split() == ["2", "12", "u-12", "yes", "fl", "Flanker", "task"]
+    assert lines[0].split() == ["ID", "UUID", "locked", "assets", "folder", "title"]
+    assert lines[1].split() == ["a", "3", "u-3", "no", "stroop", "Stroop"]
+    assert lines[2].split() == ["b", "12", "u-12", "yes", "fl", "Flanker", "task"]
     assert len({line.index("u-") for line in lines[1:]}) == 1
 
 

@@ -9,9 +9,12 @@ import argparse
 import io
 import json
 import os
+import stat
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,7 +29,9 @@ from jatos_sync.model import FileInfo, LocalFile, LocalSnapshot, PathProblem, Re
 from jatos_sync.model import RemoteSnapshot as Remote
 from jatos_sync.state import StateStore, mapping_key
 from tests.conftest import World
+from tests.test_chaos import StateDisk
 from tests.test_e2e import NAMES, SAMPLE, as_bytes, fill
+from tests.test_service import wait_for
 
 STAMP = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
 
@@ -377,6 +382,174 @@ def test_a_study_wide_error_during_the_downloads_is_raised_after_saving_state(
     run = run_pull(world310, "--json", "exp", client=client)
     assert isinstance(run.error, AuthError) and run.code == 3
     assert run.json["mappings"][0]["error"] == "JATOS refused the token"
+
+
+# ---------------------------------------------------------------- a read-only state directory
+
+
+def test_a_read_only_state_folder_still_pulls_and_says_the_state_was_not_saved(
+    world_any: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_sample(world_any)
+    into_fresh_folder(world_any)
+    StateDisk(world_any.state_dir, monkeypatch).read_only()
+
+    result = world_any.run("pull", "--json", "exp")
+
+    assert result.code == 1, result.out + result.err
+    assert "Traceback" not in result.err
+    doc = result.json
+    assert doc["ok"] is False and doc["exit_code"] == 1
+    (mapping,) = doc["mappings"]
+    assert sorted(mapping["downloaded"]) == sorted(SAMPLE)
+    assert "Could not save the sync state" in mapping["state_error"]
+    assert mapping["failed"] == []
+    assert world_any.local() == world_any.remote() == as_bytes(SAMPLE)
+
+    again = world_any.run("pull", "exp")  # the human summary says it too
+    assert again.code == 1
+    assert f"0 downloaded, {len(SAMPLE)} unchanged" in again.out
+    assert "Could not save the sync state" in again.out
+
+
+def test_force_with_a_read_only_state_folder_keeps_the_file_it_cannot_back_up(
+    world_any: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_sample(world_any)
+    world_any.put("js/main.js", "mine\n")
+    (world_any.folder / "index.html").unlink()
+    StateDisk(world_any.state_dir, monkeypatch).read_only()
+
+    result = world_any.run("pull", "--force", "--json", "exp")
+
+    assert result.code == 1, result.out + result.err
+    assert "Traceback" not in result.err
+    (mapping,) = result.json["mappings"]
+    assert mapping["downloaded"] == ["index.html"]
+    assert [f["path"] for f in mapping["failed"]] == ["js/main.js"]
+    assert "it was not replaced" in mapping["failed"][0]["error"]
+    assert mapping["backed_up"] == []
+    assert result.json["ok"] is False
+    assert (world_any.folder / "js" / "main.js").read_text() == "mine\n"
+    assert (world_any.folder / "index.html").read_bytes() == as_bytes(SAMPLE)["index.html"]
+
+
+# ---------------------------------------------------------------- leftovers of a killed pull
+
+HOUR_AGO = STAMP.timestamp() - 3600
+
+
+def leftover(folder: Path, rel: str, *, mtime: float = HOUR_AGO) -> Path:
+    path = folder / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half a download")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_a_pull_removes_the_temporary_files_a_killed_pull_left(world_any: World) -> None:
+    synced_sample(world_any)
+    folder = world_any.folder
+    left = [
+        leftover(folder, ".index.html.0a1b2c3d.part"),
+        leftover(folder, "stimuli/practice/.list 1.csv.deadbeef.part"),
+    ]
+
+    result = run_pull(world_any, "--json", "exp")
+
+    assert result.code == 0, result.out
+    assert not [p for p in left if p.exists()]
+    (mapping,) = result.json["mappings"]
+    assert mapping["removed_leftovers"] == [
+        ".index.html.0a1b2c3d.part",
+        "stimuli/practice/.list 1.csv.deadbeef.part",
+    ]
+    assert world_any.local() == as_bytes(SAMPLE)
+    again = run_pull(world_any, "exp")
+    assert "temporary file" not in again.out
+
+
+def test_a_pull_leaves_every_other_file_alone(world310: World, tmp_path: Path) -> None:
+    """Not pull's name, too young (a pull may be writing it), not a regular file, or not
+    inside the folder: kept."""
+    synced_sample(world310)
+    folder, outside = world310.folder, tmp_path / "outside"
+    kept = [
+        leftover(folder, ".index.html.0a1b2c3d.part", mtime=STAMP.timestamp() - 60),
+        leftover(folder, "video.mp4.part"),  # a browser's partial download
+        leftover(folder, ".index.html.0A1B2C3D.part"),
+        leftover(folder, ".index.html.0a1b2c3.part"),
+        leftover(folder, "index.html.0a1b2c3d.part"),
+        leftover(outside, ".shared.png.0a1b2c3d.part"),
+        leftover(outside, "target.txt"),
+    ]
+    (folder / ".dir.0a1b2c3d.part").mkdir()
+    os.symlink(outside / "target.txt", folder / ".link.0a1b2c3d.part")
+    os.symlink(outside, folder / "linked")
+    fifo = folder / ".fifo.0a1b2c3d.part"
+    os.mkfifo(fifo)
+    os.utime(fifo, (HOUR_AGO, HOUR_AGO))
+
+    result = run_pull(world310, "--json", "exp")
+
+    assert result.code == 0, result.out
+    assert result.json["mappings"][0]["removed_leftovers"] == []
+    assert [p for p in kept if not p.exists()] == []
+    assert (folder / ".dir.0a1b2c3d.part").is_dir()
+    assert (folder / ".link.0a1b2c3d.part").is_symlink()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_the_leftover_of_a_pull_killed_with_sigkill_is_removed_by_a_later_pull(
+    world310: World,
+) -> None:
+    synced_sample(world310)
+    fresh = into_fresh_folder(world310)
+    world310.server.faults.latency_s = 1.0  # every request: time to catch the download
+    env = {**os.environ, "JATOS_TOKEN": world310.token}
+    argv = [sys.executable, "-m", "jatos_sync", "-c", str(world310.config_path), "pull"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("a download in progress", lambda: list(fresh.rglob("*.part")), timeout_s=30)
+    finally:
+        proc.kill()  # SIGKILL: no clean-up runs
+        proc.wait(timeout=15)
+    world310.server.faults.latency_s = 0.0
+    left = [p.relative_to(fresh).as_posix() for p in fresh.rglob("*.part")]
+    assert left
+
+    config = load_config(world310.config_path)
+    store = StateStore(config.state_dir)
+    with client_for(world310) as client:
+        # Right away, it could still be a running pull's file: kept.
+        now = datetime.now(timezone.utc)
+        soon = pull.pull(config.mappings[0], client=client, store=store, clock=lambda: now)
+        assert soon.removed_leftovers == []
+        later = now + timedelta(seconds=pull.LEFTOVER_AGE_S + 1)
+        result = pull.pull(config.mappings[0], client=client, store=store, clock=lambda: later)
+
+    assert [str(p) for p in result.removed_leftovers] == sorted(left)
+    assert not list(fresh.rglob("*.part"))
+    assert world310.local() == as_bytes(SAMPLE)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory locks are POSIX")
+def test_a_leftover_that_a_running_pull_still_writes_is_kept(tmp_path: Path) -> None:
+    import fcntl
+
+    from jatos_sync.ignore import IgnoreRules
+
+    path = leftover(tmp_path, ".big.bin.0a1b2c3d.part")
+    with path.open("rb") as writing:  # another pull holds its lock while it writes
+        fcntl.flock(writing.fileno(), fcntl.LOCK_EX)
+        now = HOUR_AGO + 3600
+        assert pull.remove_leftovers(tmp_path, IgnoreRules.for_folder(tmp_path), now_s=now) == []
+        assert path.exists()
+    assert pull.remove_leftovers(tmp_path, IgnoreRules.for_folder(tmp_path), now_s=now) == [
+        RelPath(".big.bin.0a1b2c3d.part")
+    ]
+    assert not path.exists()
 
 
 # ---------------------------------------------------------------- output and selection

@@ -357,6 +357,352 @@ def test_config_and_token_files_inside_the_synced_folder_are_never_uploaded(
         token_file.unlink(missing_ok=True)
 
 
+# ---------------------------------------------------------------- secrets stay home
+
+
+@pytest.mark.parametrize("spelled", ["token_file", "folder", "config"])
+def test_a_secret_named_through_a_symlink_to_the_folder_is_never_uploaded(
+    world310: World, tmp_path: Path, spelled: str
+) -> None:
+    """Inside is decided resolved: a token file (or a config with an inline token) in the
+    folder is kept out however its path, the folder's or the config's, is spelled. Exit 0:
+    the path rule keeps it out, not the upload's content check (which would fail it)."""
+    world, token = world310, world310.token
+    world.put("index.html", "<html></html>\n")
+    alias = tmp_path / "alias"
+    os.symlink(world.folder, alias)
+    secret = write_private(world.folder / "jatos-token", token + "\n")
+    if spelled == "token_file":
+        text = config_text(world, token_line=f"  token_file: {alias / 'jatos-token'}\n")
+        config = write_private(tmp_path / "jatos-sync.yaml", text)
+    elif spelled == "folder":
+        text = config_text(world, token_line=f"  token_file: {secret}\n")
+        text = text.replace(f"folder: {world.folder}\n", f"folder: {alias}\n")
+        config = write_private(tmp_path / "jatos-sync.yaml", text)
+    else:
+        secret.unlink()
+        text = config_text(world, token_line=f"  token: {token}\n")
+        secret = write_private(world.folder / "lab.yaml", text)
+        config = alias / "lab.yaml"
+    transcript = Transcript()
+    try:
+        code, out, err = transcript.run(config, "sync", "--json", environ={})
+        assert code == 0, out + err
+        assert world.remote() == {"index.html": b"<html></html>\n"}
+    finally:
+        secret.unlink()
+    for label, output in transcript.outputs:
+        assert_no_token({token}, output, label)
+
+
+@pytest.mark.parametrize("folder_spelled", ["real", "alias"])
+def test_a_token_file_spelled_through_a_link_inside_the_folder_is_kept_out_by_that_name(
+    tmp_path: Path, folder_spelled: str
+) -> None:
+    """The scan follows `exp/keys -> ../private` and sees the token file as `keys/token`:
+    the rule must name it so, though the file itself lies outside the folder."""
+    (tmp_path / "private").mkdir()
+    (tmp_path / "exp").mkdir()
+    os.symlink(tmp_path / "private", tmp_path / "exp" / "keys")
+    os.symlink(tmp_path / "exp", tmp_path / "alias")
+    folder = tmp_path / ("exp" if folder_spelled == "real" else "alias")
+    config = tmp_path / "jatos-sync.yaml"
+    config.write_text(
+        "server:\n  url: https://jatos.example.org\n"
+        f"  token_file: {tmp_path / 'exp' / 'keys' / 'token'}\n"
+        f"mappings:\n  - folder: {folder}\n    study: 1\n",
+        encoding="utf-8",
+    )
+    (mapping,) = load_config(config).mappings
+    assert mapping.ignore == ("/keys/token*",)
+
+
+def test_a_hard_link_to_the_token_file_is_refused_by_its_content(
+    world_any: World, tmp_path: Path
+) -> None:
+    """No path names it, so only the content check can catch it: reported as failed (exit
+    1) on every pass, never uploaded, never silently skipped, and the token not shown."""
+    world, token = world_any, world_any.token
+    world.put("index.html", "<html></html>\n")
+    token_file = write_private(tmp_path / "token", token + "\n")
+    config = write_private(
+        tmp_path / "jatos-sync.yaml",
+        config_text(world, token_line=f"  token_file: {token_file}\n"),
+    )
+    os.link(token_file, world.folder / "notes.txt")
+    transcript = Transcript()
+    try:
+        for _ in range(2):
+            code, out, err = transcript.run(config, "sync", "--json", environ={})
+            assert code == 1, out + err
+            failed = json.loads(out)["mappings"][0]["failed"]
+            assert [f["path"] for f in failed] == ["notes.txt"]
+            assert "notes.txt holds the API token" in failed[0]["error"]
+            assert ".jatosignore" in failed[0]["error"]
+            assert world.remote() == {"index.html": b"<html></html>\n"}
+    finally:
+        (world.folder / "notes.txt").unlink()
+    for label, output in transcript.outputs:
+        assert_no_token({token}, output, label)
+    assert world.run("sync").code == 0  # once it is gone, all is well
+
+
+def test_a_large_file_holding_the_token_is_never_stored_by_the_server(world310: World) -> None:
+    world, token = world310, world310.token
+    # 3 MiB of data with the token in the last MiB, across a 1 MiB boundary.
+    body = bytearray(os.urandom(3 << 20))
+    body[(2 << 20) - 20 : (2 << 20) + 21] = token.encode()
+    world.put("stimuli/video.bin", bytes(body))
+    world.put("index.html", "<html></html>\n")
+    world.tokens_used.discard(token)  # the folder holds it on purpose here
+    try:
+        result = world.run("sync", "--json")
+        assert result.code == 1, result.err
+        failed = result.json["mappings"][0]["failed"]
+        assert [f["path"] for f in failed] == ["stimuli/video.bin"]
+        assert world.remote() == {"index.html": b"<html></html>\n"}
+        assert_no_token({token}, result.out + result.err, "the CLI output")
+    finally:
+        (world.folder / "stimuli" / "video.bin").unlink()
+        world.tokens_used.add(token)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40, 41, 42, 8192])
+@pytest.mark.parametrize("where", ["alone", "start", "end", "across"])
+def test_the_upload_reader_refuses_the_token_before_its_last_byte_is_handed_out(
+    chunk: int, where: str
+) -> None:
+    from jatos_sync.client import _HashingReader
+    from jatos_sync.errors import FileSyncError
+    from jatos_sync.model import RelPath
+
+    token = make_token().encode()
+    filler = bytes(range(256)) * 40  # 10 KiB
+    content = {
+        "alone": token,
+        "start": token + filler,
+        "end": filler + token,
+        "across": filler[: 8192 - 17] + token + filler,
+    }[where]
+    end_of_token = content.index(token) + len(token)
+    reader = _HashingReader(io.BytesIO(content), len(content), path=RelPath("a"), secret=token)
+    sent = b""
+
+    def read_all() -> None:
+        nonlocal sent
+        while piece := reader.read(chunk):
+            sent += piece
+
+    with pytest.raises(FileSyncError) as caught:
+        read_all()
+    assert len(sent) < end_of_token <= len(content)
+    assert str(caught.value).startswith("a holds the API token")
+    assert token.decode() not in str(caught.value)
+
+
+def test_the_upload_reader_hands_out_a_file_without_the_token_unchanged() -> None:
+    from jatos_sync.client import _HashingReader
+    from jatos_sync.model import RelPath
+
+    token = make_token().encode()
+    content = (token[:-1] + b"x" + token[1:]) * 1000  # near misses, on every boundary
+    reader = _HashingReader(io.BytesIO(content), len(content), path=RelPath("a"), secret=token)
+    sent = b""
+    while piece := reader.read(40):
+        sent += piece
+    assert sent == content
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".envrc",
+        ".netrc",
+        ".ssh/id_ed25519",
+        ".ssh/config",
+        ".git-credentials",
+        ".npmrc",
+        ".pypirc",
+        ".pgpass",
+        "id_rsa",
+        "keys/lab.p12",
+        "credentials.json",
+        "jatos-sync.yaml.bak",
+        ".bash_history",
+    ],
+)
+def test_common_secret_files_in_the_folder_are_never_uploaded(world_any: World, name: str) -> None:
+    world_any.put("index.html", "<html></html>\n")
+    world_any.put(name, "export SECRET=hunter2\n")
+    result = world_any.run("sync", "--json")
+    assert result.code == 0, result.err
+    assert world_any.remote() == {"index.html": b"<html></html>\n"}
+
+
+def test_copies_of_a_config_with_any_name_next_to_it_are_never_uploaded(world310: World) -> None:
+    world = world310
+    world.put("index.html", "<html></html>\n")
+    config = world.folder / "lab.yaml"
+    config.write_text(config_text(world), encoding="utf-8")
+    for copy in ("lab.yaml.bak", "lab.yaml.orig", "lab.yaml-2024-05-01"):
+        world.put(copy, config_text(world))
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["-c", str(config), "sync"], environ={"JATOS_TOKEN": world.token}, stdout=out, stderr=err
+    )
+    assert code == 0, out.getvalue() + err.getvalue()
+    assert world.remote() == {"index.html": b"<html></html>\n"}
+
+
+def test_init_force_keeps_its_backup_of_a_config_inside_the_folder_off_the_server(
+    world310: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = world310
+    monkeypatch.setenv("JATOS_SYNC_STATE_DIR", str(world.state_dir))  # init writes no state_dir
+    world.put("index.html", "<html></html>\n")
+    config = world.folder / "jatos-sync.yaml"
+    argv = ["-c", str(config), "init", "--url", world.server.url, "--study", world.study_ref]
+    env = {"JATOS_TOKEN": world.token}
+    for extra in ([], ["--force"]):
+        out, err = io.StringIO(), io.StringIO()
+        code = main(
+            [*argv, "--folder", str(world.folder), *extra], environ=env, stdout=out, stderr=err
+        )
+        assert code == 0, out.getvalue() + err.getvalue()
+    assert (world.folder / "jatos-sync.yaml.bak").exists()
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["-c", str(config), "sync"], environ=env, stdout=out, stderr=err) == 0
+    assert world.remote() == {"index.html": b"<html></html>\n"}
+
+
+# ---------------------------------------------------------------- state outside the folder
+
+
+@pytest.mark.parametrize("spelled", ["state_dir", "folder"])
+def test_a_state_directory_inside_the_folder_through_a_symlink_is_refused(
+    world310: World, tmp_path: Path, spelled: str
+) -> None:
+    world = world310
+    world.put("index.html", "<html></html>\n")
+    alias = tmp_path / "alias"
+    os.symlink(world.folder, alias)
+    text = config_text(world)
+    if spelled == "state_dir":
+        state = alias / ".jatos-state"
+    else:
+        state = world.folder / ".jatos-state"
+        text = text.replace(f"folder: {world.folder}\n", f"folder: {alias}\n")
+    text = text.replace(f"state_dir: {world.state_dir}\n", f"state_dir: {state}\n")
+    world.config_path.write_text(text, encoding="utf-8")
+    for command in (["sync", "--json"], ["pull", "--json", "--force"]):
+        result = world.run(*command)
+        assert result.code == 2, result.out + result.err
+        assert "state_dir" in result.err and "symbolic link" in result.err
+        assert not (world.folder / ".jatos-state").exists()
+    assert world.remote() == {}
+
+
+def test_a_state_directory_from_the_environment_inside_the_folder_is_refused(
+    world310: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = world310
+    world.put("index.html", "<html></html>\n")
+    alias = tmp_path / "alias"
+    os.symlink(world.folder, alias)
+    text = config_text(world).replace(f"state_dir: {world.state_dir}\n", "")
+    world.config_path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("JATOS_SYNC_STATE_DIR", str(alias / "state"))
+    result = world.run("sync")
+    assert result.code == 2, result.out + result.err
+    assert "JATOS_SYNC_STATE_DIR" in result.err
+    assert world.remote() == {}
+
+
+def test_ensure_outside_compares_resolved_paths(tmp_path: Path) -> None:
+    from jatos_sync.errors import ConfigError
+    from jatos_sync.state import StateStore
+
+    study, elsewhere = tmp_path / "study", tmp_path / "elsewhere"
+    study.mkdir()
+    elsewhere.mkdir()
+    os.symlink(study, tmp_path / "to-study")
+    os.symlink(elsewhere, study / "to-elsewhere")
+    StateStore(study / "to-elsewhere" / "state").ensure_outside(study)  # lies outside
+    StateStore(tmp_path / "study-state").ensure_outside(tmp_path / "to-study")
+    for root, folder in [
+        (tmp_path / "to-study" / "state", study),
+        (study / "state", tmp_path / "to-study"),
+        (tmp_path / "to-study", study),
+        (tmp_path / "to-study" / ".." / "study" / "x", study),
+    ]:
+        with pytest.raises(ConfigError, match="inside the synced folder"):
+            StateStore(root).ensure_outside(folder)
+
+
+# ---------------------------------------------------------------- participant data
+
+
+def test_psychopy_data_next_to_an_experiment_in_a_subfolder_is_never_uploaded(
+    world_any: World,
+) -> None:
+    world = world_any
+    world.put("index.html", "<html></html>\n")
+    world.put("tasks/stroop/stroop.psyexp", "<PsychoPy2experiment/>\n")
+    world.put("tasks/stroop/data/P01_stroop_2024-05-06.csv", "participant,rt\nP01,512\n")
+    world.put("tasks/stroop/data/P01_stroop_2024-05-06.log", "P01 started\n")
+    world.put("tasks/stroop/stimuli/data/words.csv", "word\nred\n")
+    result = world.run("sync", "--json")
+    assert result.code == 0, result.err
+    assert sorted(world.remote()) == [
+        "index.html",
+        "tasks/stroop/stimuli/data/words.csv",
+        "tasks/stroop/stroop.psyexp",
+    ]
+
+
+def test_participant_data_on_the_server_is_not_deleted_once_it_is_ignored(
+    world_any: World,
+) -> None:
+    """An experiment added later makes its `data/` ignored; a server copy synced before is
+    then never deleted, like every ignored server file (docs/safety.md, rule 8)."""
+    world = world_any
+    world.put("index.html", "<html></html>\n")
+    world.put("exp/data/stimuli.csv", "word\nred\n")
+    assert world.run("sync").code == 0
+    assert "exp/data/stimuli.csv" in world.remote()
+    world.put("exp/Exp.PSYEXP", "<PsychoPy2experiment/>\n")
+    (world.folder / "exp" / "data" / "stimuli.csv").unlink()
+    world.put("exp/data/P01.csv", "participant\nP01\n")
+    result = world.run("sync", "--json")
+    assert result.code == 0, result.err
+    assert result.json["mappings"][0]["deleted"] == []
+    assert sorted(world.remote()) == ["exp/Exp.PSYEXP", "exp/data/stimuli.csv", "index.html"]
+
+
+def test_the_watcher_drops_participant_data_once_an_experiment_appears(tmp_path: Path) -> None:
+    from watchdog.events import FileCreatedEvent, FileModifiedEvent
+
+    from jatos_sync.model import RelPath
+    from jatos_sync.watch import Change
+    from tests.test_watch import Rig
+
+    rig = Rig(tmp_path)
+    rig.watcher.start()
+    try:
+        (rig.folder / "tasks" / "stroop" / "data").mkdir(parents=True)
+        csv = rig.p("tasks/stroop/data/P01.csv")
+        assert rig.emit(FileCreatedEvent(csv)) == [
+            Change("touch", RelPath("tasks/stroop/data/P01.csv"))
+        ]
+        (rig.folder / "tasks" / "stroop" / "stroop.psyexp").write_text("<PsychoPy/>")
+        created = rig.emit(FileCreatedEvent(rig.p("tasks/stroop/stroop.psyexp")))
+        assert created == [Change("touch", RelPath("tasks/stroop/stroop.psyexp"))]
+        assert rig.emit(FileModifiedEvent(csv), FileCreatedEvent(csv + ".bak")) == []
+        assert rig.emit(FileCreatedEvent(rig.p("tasks/stroop/data/P02.csv"))) == []
+    finally:
+        rig.watcher.stop()
+
+
 # ---------------------------------------------------------------- TLS
 
 
