@@ -56,7 +56,7 @@ from jatos_sync.errors import (
 )
 from jatos_sync.ignore import IgnoreRules
 from jatos_sync.model import FileInfo, LocalSnapshot, PathProblem, RelPath, RemoteSnapshot
-from jatos_sync.paths import is_inside
+from jatos_sync.paths import contained, is_inside
 from jatos_sync.scan import check_folder, scan_folder
 from jatos_sync.state import (
     StateStore,
@@ -401,7 +401,7 @@ class _Job:
             self.result.kept.append(PathProblem(path, reason))
 
     def one(self, path: RelPath, *, replace: bool) -> None:
-        dest = self.folder.joinpath(*path.parts)
+        dest = contained(self.folder, path)  # docs/safety.md, rule 10
         expected = self.remote[path]
         started = time.monotonic()
         try:
@@ -442,7 +442,7 @@ class _Job:
 
     def save_backup(self, path: RelPath, dest: Path) -> int | None:
         """Copy the local file into the backup folder; return its permission bits."""
-        backup = self.backup_root.joinpath(*path.parts)
+        backup = contained(self.backup_root, path)
         try:
             mode = stat.S_IMODE(os.stat(dest).st_mode)
             make_private_dirs(backup.parent)

@@ -558,3 +558,22 @@ def test_json_reports_list_server_only_files(world_any: World) -> None:
     world_any.server.put_file(world_any.study, "gui.js", b"gui")
     doc = json.loads(world_any.run("status", "--json").out)
     assert doc["mappings"][0]["server_only"] == ["gui.js"]
+
+
+def test_pull_never_writes_through_a_symlink_out_of_the_folder(
+    world_any: World, tmp_path: Path
+) -> None:
+    # A variant of rule 10 on the way down: the server names shared/x.png, and shared is a
+    # link the user made to a folder outside.
+    outside = tmp_path / "lab-share"
+    outside.mkdir()
+    os.symlink(outside, world_any.folder / "shared")
+    world_any.server.put_file(world_any.study, "shared/x.png", b"from the server")
+    world_any.server.put_file(world_any.study, "index.html", b"<p>")
+    result = world_any.run("pull", "--json")
+    assert result.code == 1
+    (mapping,) = result.json["mappings"]
+    assert [f["path"] for f in mapping["failed"]] == ["shared/x.png"]
+    assert "leads outside" in mapping["failed"][0]["error"]
+    assert list(outside.iterdir()) == []
+    assert (world_any.folder / "index.html").read_bytes() == b"<p>"
