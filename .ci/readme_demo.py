@@ -1,6 +1,6 @@
 """CI: run the README's first command (install + `jatos-sync demo`) as a newcomer would —
 in a fresh clone with a fresh virtual environment — and check that it syncs the sample
-project, starts watching, and stops cleanly with exit code 0 on Ctrl-C (SIGINT).
+experiment, starts watching, and stops cleanly with exit code 0 on Ctrl-C (SIGINT).
 
 Usage: python3 .ci/readme_demo.py   (from the repository root)
 """
@@ -56,7 +56,7 @@ def main() -> int:
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a person would
             code = proc.wait(timeout=30)
         text = log.read_text(errors="replace")
-    ok = code == 0 and "now serves 9 files" in text and "To sync the same folders" in text
+    ok = code == 0 and "now serves 9 files" in text and "jatos-sync init" in text
     print(text[-1500:] if not ok else "::: README demo command: synced, watched, stopped (exit 0)")
     return 0 if ok else 1
 

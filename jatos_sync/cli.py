@@ -460,13 +460,7 @@ def _cmd_check(ctx: _Context) -> int:
 
 
 def _cmd_demo(ctx: _Context) -> int:
-    return demo.run(
-        ctx.args,
-        config_path=ctx.config_path,
-        out=ctx.out,
-        sync=ctx.runner("sync"),
-        watch=ctx.runner("watch"),
-    )
+    return demo.run(ctx.args, out=ctx.out, sync=ctx.runner("sync"), watch=ctx.runner("watch"))
 
 
 def _cmd_pull(ctx: _Context) -> int:

@@ -1,130 +1,139 @@
 """`jatos-sync demo`: the whole thing against a built-in JATOS stand-in, on this machine.
 
-It starts the stand-in server (jatos_sync.testing) on 127.0.0.1 with a free port, a
-temporary data folder, a user, a token and one study per mapping of the config file
-(by default ./jatos-sync.yaml, which syncs sample-project/), writes a derived config that
-points the same mappings at it, syncs, shows what the study now serves and — unless
-`--once` — keeps watching so edits in the folder are uploaded as you save them. It ends
-by saying how to point the same config at a real JATOS.
+It copies the sample experiment that ships with the package into a folder (a new temporary
+one, or `--folder DIR`), starts the stand-in server (`jatos_sync.testing`) on 127.0.0.1
+with a free port, a temporary data folder, a user, a token and a study, writes a
+configuration that maps the folder to that study, syncs, shows what the study now serves
+and — unless `--once` — keeps watching, so edits in the folder are uploaded as they are
+saved. It ends by saying how to do the same with a real JATOS.
 
-It owns the stand-in's lifecycle and the derived config; running `sync` and `watch` is
-handed in by the CLI, so this module knows nothing about argument parsing or exit codes.
+It owns the demo folder, the stand-in's lifecycle and the demo's configuration; running
+`sync` and `watch` is handed in by the CLI, so this module knows nothing about argument
+parsing or exit codes. It needs nothing but the installed package: no configuration file,
+no checkout of the repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-import yaml
-
-from jatos_sync.config import Config, load_config
+from jatos_sync.errors import ConfigError
 
 Runner = Callable[[Path], int]  # runs `jatos-sync -c PATH sync|watch`, returns its exit code
+
+SAMPLE = "sample_project"  # package data: the sample experiment
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--once", action="store_true", help="sync once and stop instead of watching for edits"
     )
+    parser.add_argument(
+        "--folder",
+        help="copy the sample experiment into this new or empty folder and keep it "
+        "(default: a temporary folder, removed at the end)",
+    )
 
 
-def derived_config(
-    config: Config, *, url: str, token_file: Path, state_dir: Path, studies: dict[str, str]
-) -> str:
-    """The user's mappings, pointed at the stand-in (YAML text)."""
-    document = {
-        "server": {"url": url, "token_file": str(token_file), "retries": 1},
-        "state_dir": str(state_dir),
-        "watch": {
-            "debounce": config.watch.debounce_s,
-            "delete_delay": config.watch.delete_delay_s,
-            "polling": config.watch.polling,
-        },
-        "mappings": [
-            {
-                "name": m.name,
-                "folder": str(m.folder),
-                "study": studies[m.name],
-                "ignore": list(m.ignore),
-                "delete": m.delete,
-                "backup": m.backup,
-            }
-            for m in config.mappings
-        ],
-    }
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+def copy_sample(dest: Path) -> None:
+    """Copy the sample experiment shipped with the package into `dest` (new or empty)."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ConfigError(
+            f"--folder: {dest} exists and is not an empty folder; name a new or empty folder "
+            "for the demo's copy of the sample experiment"
+        )
+    source = resources.files("jatos_sync") / SAMPLE
+    with resources.as_file(source) as path:
+        shutil.copytree(path, dest, dirs_exist_ok=True)
 
 
-def run(
-    args: argparse.Namespace,
-    *,
-    config_path: Path,
-    out: TextIO,
-    sync: Runner,
-    watch: Runner,
-) -> int:
+@contextmanager
+def _demo_folder(given: str | None) -> Iterator[tuple[Path, bool]]:
+    """(the folder for the sample, whether it is kept afterwards)."""
+    if given:
+        folder = Path(os.path.abspath(Path(given).expanduser()))
+        copy_sample(folder)
+        yield folder, True
+        return
+    with tempfile.TemporaryDirectory(prefix="jatos-sync-demo-experiment-") as tmp:
+        folder = Path(tmp) / "experiment"
+        copy_sample(folder)
+        yield folder, False
+
+
+def demo_config(*, url: str, token_file: Path, state_dir: Path, folder: Path, study: int) -> str:
+    """The demo's configuration (YAML text): the folder mapped to the stand-in's study."""
+    return (
+        "# Written by `jatos-sync demo`: the sample experiment and the built-in stand-in.\n"
+        f"server:\n  url: {url}\n  token_file: {token_file}\n  retries: 1\n"
+        f"state_dir: {state_dir}\n"
+        f"mappings:\n  - name: demo\n    folder: {folder}\n    study: {study}\n"
+    )
+
+
+def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -> int:
     # Imported here: the other commands need not load the stand-in server at start-up.
     from jatos_sync.testing import StandInServer
 
-    config = load_config(config_path)
-    with tempfile.TemporaryDirectory(prefix="jatos-sync-demo-") as tmp:
+    with (
+        _demo_folder(getattr(args, "folder", None)) as (folder, kept),
+        tempfile.TemporaryDirectory(prefix="jatos-sync-demo-") as tmp,
+    ):
         root = Path(tmp)
         with StandInServer(personality="3.10", data_dir=root / "server") as server:
             server.add_user("demo")
             token_file = root / "token"
             token_file.write_text(server.add_token("demo", name="jatos-sync demo") + "\n")
             os.chmod(token_file, 0o600)
-            studies = {
-                m.name: server.add_study(f"{m.name} (jatos-sync demo)", members=["demo"])
-                for m in config.mappings
-            }
-            demo_config = root / "jatos-sync.yaml"
-            demo_config.write_text(
-                derived_config(
-                    config,
+            study = server.add_study("Colour-word task (jatos-sync demo)", members=["demo"])
+            config = root / "jatos-sync.yaml"
+            config.write_text(
+                demo_config(
                     url=server.url,
                     token_file=token_file,
                     state_dir=root / "state",
-                    studies={name: str(study.id) for name, study in studies.items()},
+                    folder=folder,
+                    study=study.id,
                 ),
                 encoding="utf-8",
             )
             print(
+                f"The sample experiment is in {folder}"
+                f"{'' if kept else ' (a temporary copy, removed at the end)'}.\n"
                 f"Started a JATOS stand-in (behaves like JATOS 3.10) at {server.url} with "
-                f"{len(studies)} empty stud{'y' if len(studies) == 1 else 'ies'}.\n"
-                f"Syncing the mappings of {config_path} to it:\n",
+                f"one empty study. Syncing the folder to it:\n",
                 file=out,
             )
-            code = sync(demo_config)
-            for name, study in studies.items():
-                files = sorted(server.files(study))
+            code = sync(config)
+            files = sorted(server.files(study))
+            print(
+                f"\nStudy {study.id} on the stand-in now serves {len(files)} files: "
+                f"{', '.join(files[:12])}{' …' if len(files) > 12 else ''}",
+                file=out,
+            )
+            if not getattr(args, "once", False) and code == 0:
                 print(
-                    f"\nStudy {study.id} ({name}) on the stand-in now serves {len(files)} "
-                    f"files: {', '.join(files[:12])}{' …' if len(files) > 12 else ''}",
-                    file=out,
-                )
-            if not args.once and code == 0:
-                folders = ", ".join(str(m.folder) for m in config.mappings)
-                print(
-                    f"\nWatching {folders}: edit a file there and save it - each upload is "
+                    f"\nWatching {folder}: edit a file there and save it - each upload is "
                     "logged below. Press Ctrl-C to stop.\n",
                     file=out,
                 )
-                code = watch(demo_config)
-    print(_NEXT_STEPS.format(config=config_path), file=out)
+                code = watch(config)
+    print(_NEXT_STEPS, file=out)
     return code
 
 
 _NEXT_STEPS = """
-To sync the same folders to your real JATOS (3.8.2 or newer):
-  1. In {config}, set server.url to your JATOS address and each mapping's `study`
-     to the study's ID or UUID (shown on the study's page in JATOS).
-  2. In JATOS, open your user menu -> API tokens, create a token, and make it available:
-       export JATOS_TOKEN=jap_...        (or use token_file: in the config)
-  3. jatos-sync check     # version, token, study and lock, per mapping
+To do the same with your own experiment and your JATOS (3.8.2 or newer):
+  1. In JATOS, open your user menu -> API tokens and create a token.
+  2. In your experiment's folder run:  jatos-sync init
+     It asks for your JATOS address, the token and the study, and writes jatos-sync.yaml.
+  3. jatos-sync check     # version, token, study and lock
      jatos-sync sync      # deploy once    -   jatos-sync watch   # follow your edits"""

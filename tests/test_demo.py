@@ -1,43 +1,56 @@
-"""`jatos-sync demo --once`: the sample project lands on a built-in stand-in."""
+"""`jatos-sync demo`: the sample experiment shipped with the package lands on a built-in
+stand-in, from any folder, with no configuration file."""
 
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
+
+import pytest
 
 from jatos_sync.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+EXPECTED = [
+    "index.html",
+    "js/experiment.js",
+    "css/style.css",
+    "stimuli/practice/list 1.csv",
+    "img/fixation.svg",
+]
 
 
-def test_demo_once_syncs_the_sample_project_and_explains_the_next_steps() -> None:
+def run_demo(*args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main(
-        ["-c", str(REPO / "jatos-sync.yaml"), "demo", "--once"], environ={}, stdout=out, stderr=err
-    )
-    text = out.getvalue()
-    assert code == 0, text + err.getvalue()
-    expected = [
-        "index.html",
-        "js/experiment.js",
-        "css/style.css",
-        "stimuli/practice/list 1.csv",
-        "img/fixation.svg",
-    ]
+    code = main(["demo", "--once", *args], environ={}, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_demo_once_syncs_the_sample_experiment_from_an_empty_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no jatos-sync.yaml here, no checkout of the repository
+    code, text, err = run_demo()
+    assert code == 0, text + err
     served = text.split("now serves", 1)[1]
-    assert all(name in served for name in expected)
+    assert all(name in served for name in EXPECTED)
     assert "drafts/ideas.txt" not in served  # ignored by the sample's .jatosignore
-    assert "9 uploaded" in text
-    assert "set server.url" in text and "API tokens" in text
+    assert "a temporary copy, removed at the end" in text
+    assert "jatos-sync init" in text and "API tokens" in text
+    assert os.listdir(tmp_path) == []  # nothing left behind where it ran
 
 
-def test_demo_without_a_config_file_says_what_to_do(tmp_path: Path) -> None:
-    err = io.StringIO()
-    code = main(
-        ["-c", str(tmp_path / "none.yaml"), "demo", "--once"],
-        environ={},
-        stdout=io.StringIO(),
-        stderr=err,
-    )
+def test_demo_keeps_its_copy_in_a_folder_the_user_names(tmp_path: Path) -> None:
+    folder = tmp_path / "my-demo"
+    code, text, err = run_demo("--folder", str(folder))
+    assert code == 0, text + err
+    assert f"The sample experiment is in {folder}." in text
+    assert (folder / "index.html").is_file() and (folder / ".jatosignore").is_file()
+
+
+def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("mine")
+    code, _text, err = run_demo("--folder", str(tmp_path))
     assert code == 2
-    assert "none.yaml" in err.getvalue()
+    assert "not an empty folder" in err
+    assert os.listdir(tmp_path) == ["mine.txt"]
