@@ -43,17 +43,23 @@ def server_path(text: object) -> RelPath:
     if not isinstance(text, str):
         raise UnsafePathError(f"not a path: {type(text).__name__}")
     raw = text[:-1] if text.endswith("/") else text
-    shown = raw.encode("unicode_escape").decode("ascii")[:200]
     if not raw:
         raise UnsafePathError("an empty path")
     if "\x00" in raw or "\\" in raw:
-        raise UnsafePathError(f"{shown}: contains a NUL or a backslash")
+        raise UnsafePathError(f"{_shown(raw)}: contains a NUL or a backslash")
     if raw.startswith("/") or (os.name == "nt" and ":" in raw):  # "C:x" is a drive there
-        raise UnsafePathError(f"{shown}: an absolute path")
-    parts = raw.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise UnsafePathError(f"{shown}: has an empty, '.' or '..' segment")
+        raise UnsafePathError(f"{_shown(raw)}: an absolute path")
+    if "//" in raw or raw.endswith("/") or ("." in raw and _dot_segment(raw)):
+        raise UnsafePathError(f"{_shown(raw)}: has an empty, '.' or '..' segment")
     return rel_path(raw)
+
+
+def _dot_segment(raw: str) -> bool:
+    return any(part in (".", "..") for part in raw.split("/"))
+
+
+def _shown(raw: str) -> str:
+    return raw.encode("unicode_escape").decode("ascii")[:200]
 
 
 def contained(root: Path, rel: RelPath) -> Path:
