@@ -264,9 +264,15 @@ class StandInServer:
         locked: bool = False,
         dir_name: str | None = None,
     ) -> Study:
-        """Create a study (IDs count from 1) with its assets directory (kept if it exists)."""
+        """Create a study (IDs count from 1) with its assets directory (kept if it exists)
+        and a default batch allowing the version's default worker types (§13)."""
         study = self._state.add_study(
-            title, members=members, locked=locked, dir_name=dir_name, assets_root=self.assets_root
+            title,
+            members=members,
+            locked=locked,
+            dir_name=dir_name,
+            assets_root=self.assets_root,
+            batch_worker_types=self.personality.default_worker_types,
         )
         study.assets_dir.mkdir(parents=True, exist_ok=True)
         return study
