@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 from jatos_sync.testing import assets, wire
 from jatos_sync.testing.faults import Faults
 from jatos_sync.testing.personality import ApiError, ErrorKind, Personality
+from jatos_sync.testing.props import input_from_body
 from jatos_sync.testing.routes import API_PREFIX, Route, classify, routes_for
 from jatos_sync.testing.runs import Runs
 from jatos_sync.testing.state import JatosState, Study, Token, User, now_ms
@@ -126,6 +127,23 @@ class Call:
                 f"or 1 (got {value!r})",
             )
         return parsed
+
+    def raw_json(self) -> Any:
+        """3.10's `getJsonFromBody`: the body as JSON whatever its Content-Type; an empty
+        body is INVALID_REQUEST, malformed JSON INVALID_JSON (§8)."""
+        if not self.body.data:
+            raise ApiError(ErrorKind.INVALID_REQUEST, detail="Request body is empty")
+        try:
+            return json.loads(self.body.data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(ErrorKind.INVALID_JSON, detail=str(exc)) from None
+
+    def json_object(self, input_name: str) -> dict[str, Any]:
+        """`raw_json` + 3.10's `normalizeJsonInputField` for the input field `input_name`."""
+        body = self.raw_json()
+        if not isinstance(body, dict):
+            raise ApiError(ErrorKind.INVALID_JSON, detail="Request body is not a JSON object")
+        return input_from_body(body, input_name)
 
     def json_body(self) -> Any:
         """The body as JSON if it was sent as `application/json`, else None (Play's

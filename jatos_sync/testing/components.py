@@ -8,7 +8,6 @@ component or batch deletes its results. New components are appended; no endpoint
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,6 @@ from jatos_sync.testing.props import (
     batch_props,
     bind,
     component_errors,
-    input_from_body,
 )
 from jatos_sync.testing.state import Batch, Component, Study
 from jatos_sync.testing.views import batch_json, component_json
@@ -64,18 +62,6 @@ class ComponentActions:
         }
 
     # ------------------------------------------------------------------ helpers
-
-    def _body_object(self, call: Call, input_name: str) -> dict[str, Any]:
-        """3.10 `getJsonFromBody` + `normalizeJsonInputField` (any Content-Type)."""
-        if not call.body.data:
-            raise ApiError(ErrorKind.INVALID_REQUEST, detail="Request body is empty")
-        try:
-            body = json.loads(call.body.data.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(ErrorKind.INVALID_JSON, detail=str(exc)) from None
-        if not isinstance(body, dict):
-            raise ApiError(ErrorKind.INVALID_JSON, detail="Request body is not a JSON object")
-        return input_from_body(body, input_name)
 
     def _component(self, call: Call, *, unlocked: bool = False) -> Component:
         """`getComponentFromIdOrUuid` + `canUserAccessComponent` (§12)."""
@@ -148,7 +134,7 @@ class ComponentActions:
     def create(self, call: Call) -> Response:
         with self.state.lock:
             study = self.app.study_for(call, unlocked=True)
-            body = self._body_object(call, "componentInput")
+            body = call.json_object("componentInput")
             try:
                 props: ComponentProps = bind(
                     "component", body, ComponentProps(), strict=True, aliases=True
@@ -172,7 +158,7 @@ class ComponentActions:
     def patch(self, call: Call) -> Response:
         with self.state.lock:
             component = self._component(call, unlocked=True)
-            body = self._body_object(call, "componentInput")
+            body = call.json_object("componentInput")
             current = ComponentProps(
                 uuid=component.uuid,
                 title=component.title,
@@ -228,7 +214,7 @@ class ComponentActions:
     def create_batch(self, call: Call) -> Response:
         with self.state.lock:
             study = self.app.study_for(call, unlocked=True)
-            body = self._body_object(call, "batchInput")
+            body = call.json_object("batchInput")
             try:
                 props: BatchProps = bind("batch", body, BatchProps(), strict=True, aliases=True)
             except BindError as exc:
@@ -251,7 +237,7 @@ class ComponentActions:
         """Partial update; `allowedWorkerTypes` is replaced wholesale (§13)."""
         with self.state.lock:
             batch = self._batch(call, unlocked=True)
-            body = self._body_object(call, "batchInput")
+            body = call.json_object("batchInput")
             try:
                 props: BatchProps = bind(
                     "batch", body, batch_props(batch), strict=True, aliases=True

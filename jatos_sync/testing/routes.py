@@ -68,8 +68,9 @@ def routes_for(p: Personality) -> list[Route]:
         ("GET", _API + "/admin/token", "token_info", "token", "none"),
         ("GET", _API + "/studies/properties", "all_properties", "properties", "none"),
     ]
-    if p.has("create_39"):
-        table.append(("POST", _API + "/studies/create", "create_39", "write", "json"))
+    if p.has("create_39"):  # 3.10 keeps it deprecated, with its own semantics (§10)
+        action = "create_deprecated" if p.has("studies_post") else "create_39"
+        table.append(("POST", _API + "/studies/create", action, "write", "json"))
     table.append(("POST", _API + "/study", "import", "write", "import"))
     if p.has("studies_post"):
         table.append(("POST", _API + "/studies", "import_or_create", "write", "import"))

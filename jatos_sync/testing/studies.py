@@ -69,6 +69,7 @@ class StudyActions:
             "import": self.import_study,
             "import_or_create": self.import_or_create,
             "create_39": self.create_39,
+            "create_deprecated": self.create_deprecated,
             "patch_properties": self.patch_properties,
         }
 
@@ -143,9 +144,11 @@ class StudyActions:
 
     # ------------------------------------------------------------------ create from JSON
 
+    def create_deprecated(self, call: Call) -> Response:
+        """3.10's `POST /studies/create`: strict like `POST /studies`, never renames (§10)."""
+        return self._create_310(call, call.raw_json(), rename=False)
+
     def create_39(self, call: Call) -> Response:
-        if self.p.json_model != "classic":  # 3.10: deprecated, strict, never renames (§10)
-            return self._create_310(call, self._raw_json(call), rename=False)
         body = call.json_body()
         if not isinstance(body, dict):
             raise ApiError(ErrorKind.INTERNAL)  # asJson() null → NullPointerException
@@ -160,15 +163,6 @@ class StudyActions:
         with self.state.lock:
             study = self._new_study(call, study_uuid, study_uuid, props, active=True)
         return self.app.json(200, {"uuid": study.uuid, "id": study.id})
-
-    def _raw_json(self, call: Call) -> Any:
-        """3.10 `getJsonFromBody`: any Content-Type, empty → INVALID_REQUEST."""
-        if not call.body.data:
-            raise ApiError(ErrorKind.INVALID_REQUEST, detail="Request body is empty")
-        try:
-            return json.loads(call.body.data.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(ErrorKind.INVALID_JSON, detail=str(exc)) from None
 
     def _create_310(self, call: Call, body: Any, *, rename: bool) -> Response:
         if not isinstance(body, dict):
@@ -224,12 +218,9 @@ class StudyActions:
     def patch_properties(self, call: Call) -> Response:
         """Partial update; `active` is not pre-filled, so a PATCH without it re-activates;
         a new dirName renames the folder (§10)."""
-        body = self._raw_json(call)
         with self.state.lock:
             study = self.app.study_for(call, unlocked=True)
-            if not isinstance(body, dict):
-                raise ApiError(ErrorKind.INVALID_JSON, detail="Request body is not a JSON object")
-            body = input_from_body(body, "studyInput")
+            body = call.json_object("studyInput")
             current = StudyProps(
                 title=study.title,
                 description=study.description,
