@@ -358,6 +358,30 @@ def test_overwrite_with_an_archive_without_a_directory_leaves_the_assets_empty(
     assert (jatos.server.assets_root / "demo_study").is_dir()
 
 
+def test_overwrite_taking_the_archives_dir_name_loses_the_assets_if_it_is_taken(
+    jatos: Jatos,
+) -> None:
+    data = imported(jatos)
+    archive = make_jzip(jas(dir_name="moved"), {"x/intro.html": "moved"})
+    r = jatos.import_jzip(archive, "?keepCurrentAssetsName=false")
+    assert r.status_code == 200, r.text
+    after = jatos.properties(data["id"])
+    assert after["dirName"] == "moved"
+    assert jatos.server.files(data["id"]) == {"intro.html": b"moved"}
+    (jatos.server.assets_root / "taken").mkdir()  # another study's folder
+    archive = make_jzip(jas(dir_name="taken"), {"x/intro.html": "lost"})
+    r = jatos.import_jzip(archive, "?keepCurrentAssetsName=false")
+    assert r.status_code == 500
+    if jatos.name == "3.9":
+        assert (
+            r.text
+            == "Study assets' directory (taken) couldn't be created because it already exists."
+        )
+    # the current assets were deleted before the move failed, and are not rolled back (§11)
+    assert not (jatos.server.assets_root / "moved").exists()
+    assert jatos.properties(data["id"])["dirName"] == "moved"
+
+
 def test_overwrite_with_both_keep_flags_changes_nothing(jatos: Jatos) -> None:
     data = imported(jatos)
     r = jatos.import_jzip(make_jzip(jas(title="Ignored")), "?keepProperties=true&keepAssets=true")

@@ -65,7 +65,8 @@ class RequestRecord:
     """One request as the server saw it. `path` is the raw request target (with query).
 
     `status` is 0 for a connection dropped on purpose or by the client. `kind` is one of
-    "list", "upload", "delete", "download", "token", "properties" or "other".
+    "list", "upload", "delete", "download", "token", "properties", "import", "export",
+    "results", "codes", "components", "publix", "control" or "other".
     """
 
     method: str
