@@ -33,7 +33,16 @@ from jatos_sync.testing.state import JatosState, Study, Token, User, now_ms
 from jatos_sync.testing.tokens import token_checksum, token_hash
 from jatos_sync.testing.wire import Request, Response, html_response
 
-__all__ = ["API_PREFIX", "Call", "JatosApp", "Site", "classify", "upload_target"]
+__all__ = [
+    "API_PREFIX",
+    "Area",
+    "Call",
+    "JatosApp",
+    "Site",
+    "classify",
+    "raise_first_error",
+    "upload_target",
+]
 
 _STREAM_CHUNK = 64 * 1024
 _MAX_JSON_BODY = 64 * 1024 * 1024
@@ -183,6 +192,28 @@ class Site(Protocol):
 
 
 Action = Callable[[Call], Response]
+
+
+class Area:
+    """One area of the API (studies, components, codes, results, control): its actions,
+    over the application's helpers."""
+
+    def __init__(self, app: JatosApp) -> None:
+        self.app = app
+        self.p = app.personality
+        self.state = app.state
+
+    def actions(self) -> dict[str, Action]:
+        raise NotImplementedError
+
+
+def raise_first_error(errors: list[tuple[str, str]], *, with_field: bool = True) -> None:
+    """The first validation error as JATOS reports it: 3.10's `validateProps`
+    ("Error in field 'title' - Missing title"), or 3.8/3.9's bare message (§10)."""
+    if errors:
+        key, message = errors[0]
+        detail = f"Error in field '{key}' - {message}" if with_field else message
+        raise ApiError(ErrorKind.VALIDATION, detail=detail)
 
 
 def upload_target(filepath: str | None, filename: str, *, trim: bool) -> str:

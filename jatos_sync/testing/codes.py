@@ -9,18 +9,16 @@ state STARTED) and the entry page `GET /publix/run?code=`. The run rules are `ru
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jatos_sync.testing import wire
+from jatos_sync.testing.app import Action, Area, Call
 from jatos_sync.testing.personality import ApiError, ErrorKind
 from jatos_sync.testing.props import has_html, worker_type
 from jatos_sync.testing.runs import RunError
 from jatos_sync.testing.state import Batch, Study
 from jatos_sync.testing.views import study_link_json
 from jatos_sync.testing.wire import Response
-
-if TYPE_CHECKING:
-    from jatos_sync.testing.app import Action, Call, JatosApp
 
 _PERSONAL = ("PersonalSingle", "PersonalMultiple")
 _GENERAL = ("GeneralSingle", "GeneralMultiple", "MT")
@@ -34,12 +32,7 @@ def _page(title: str, body: str) -> bytes:
     ).encode()
 
 
-class CodeActions:
-    def __init__(self, app: JatosApp) -> None:
-        self.app = app
-        self.p = app.personality
-        self.state = app.state
-
+class CodeActions(Area):
     def actions(self) -> dict[str, Action]:
         return {
             "study_codes": self.study_codes,

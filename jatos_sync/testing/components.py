@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jatos_sync.testing import wire
+from jatos_sync.testing.app import Action, Area, Call, raise_first_error
 from jatos_sync.testing.personality import ApiError, ErrorKind
 from jatos_sync.testing.props import (
     BatchProps,
@@ -29,22 +30,8 @@ from jatos_sync.testing.state import Batch, Component, Study
 from jatos_sync.testing.views import batch_json, component_json
 from jatos_sync.testing.wire import Response
 
-if TYPE_CHECKING:
-    from jatos_sync.testing.app import Action, Call, JatosApp
 
-
-def _first_error(errors: list[tuple[str, str]]) -> None:
-    if errors:
-        key, message = errors[0]
-        raise ApiError(ErrorKind.VALIDATION, detail=f"Error in field '{key}' - {message}")
-
-
-class ComponentActions:
-    def __init__(self, app: JatosApp) -> None:
-        self.app = app
-        self.p = app.personality
-        self.state = app.state
-
+class ComponentActions(Area):
     def actions(self) -> dict[str, Action]:
         return {
             "create_component_39": self.create_39,
@@ -108,9 +95,7 @@ class ComponentActions:
                 )
             except BindError as exc:
                 raise ApiError(ErrorKind.IO, detail=exc.message) from None
-            errors = component_errors(props, self.p)
-            if errors:
-                raise ApiError(ErrorKind.VALIDATION, detail=errors[0][1])
+            raise_first_error(component_errors(props, self.p), with_field=False)
             props.active = True
             component = self.state.add_component(study)
             apply_component(component, props)
@@ -141,7 +126,7 @@ class ComponentActions:
                 )
             except BindError as exc:
                 raise ApiError(ErrorKind.INVALID_JSON, detail=exc.message) from None
-            _first_error(component_errors(props, self.p))
+            raise_first_error(component_errors(props, self.p))
             component = self.state.add_component(study)
             apply_component(component, props)
             return self.app.json_data(self._component_json(component))  # 200, not 201
@@ -172,7 +157,7 @@ class ComponentActions:
                 props: ComponentProps = bind("component", body, current, strict=True, aliases=True)
             except BindError as exc:
                 raise ApiError(ErrorKind.VALIDATION, detail=f"Error in field '{exc.key}'") from None
-            _first_error(component_errors(props, self.p))
+            raise_first_error(component_errors(props, self.p))
             study = self.state.studies[component.study_id]
             self._rename_html(study, component, props)
             html_path = component.html_file_path
@@ -219,7 +204,7 @@ class ComponentActions:
                 props: BatchProps = bind("batch", body, BatchProps(), strict=True, aliases=True)
             except BindError as exc:
                 raise ApiError(ErrorKind.INVALID_JSON, detail=exc.message) from None
-            _first_error(batch_errors(props, self.p))
+            raise_first_error(batch_errors(props, self.p))
             batch = self.state.add_batch(study)
             apply_batch(batch, props)
             return self.app.json_data(batch_json(batch, self.p))  # 200, not 201
@@ -244,7 +229,7 @@ class ComponentActions:
                 )
             except BindError as exc:
                 raise ApiError(ErrorKind.VALIDATION, detail=f"Error in field '{exc.key}'") from None
-            _first_error(batch_errors(props, self.p))
+            raise_first_error(batch_errors(props, self.p))
             apply_batch(batch, props)
             return self.app.json_data(batch_json(batch, self.p))
 

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from jatos_sync.testing.app import Action, Area, Call
 from jatos_sync.testing.personality import ApiError
 from jatos_sync.testing.props import worker_type
 from jatos_sync.testing.runs import RunError
 from jatos_sync.testing.state import StudyResult, now_ms
 from jatos_sync.testing.wire import Response
-
-if TYPE_CHECKING:
-    from jatos_sync.testing.app import Action, Call, JatosApp
 
 
 def run_json(sr: StudyResult) -> dict[str, Any]:
@@ -63,11 +61,7 @@ def _is_loopback(host: str) -> bool:
     return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
-class ControlActions:
-    def __init__(self, app: JatosApp) -> None:
-        self.app = app
-        self.state = app.state
-
+class ControlActions(Area):
     def actions(self) -> dict[str, Action]:
         return {
             "control_get": self._guarded(self.get_run),

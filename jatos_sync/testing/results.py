@@ -19,16 +19,14 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jatos_sync.testing import views, wire
+from jatos_sync.testing.app import Action, Area, Call
 from jatos_sync.testing.faults import Truncation
 from jatos_sync.testing.personality import ApiError, ErrorKind
 from jatos_sync.testing.state import ComponentResult, Study, StudyResult
 from jatos_sync.testing.wire import Response
-
-if TYPE_CHECKING:
-    from jatos_sync.testing.app import Action, Call, JatosApp
 
 _COPY_CHUNK = 64 * 1024
 _QUERY_KEYS = {
@@ -138,12 +136,7 @@ class _StreamEnd(Exception):
     """The stream ends here: access refused or data gone (JATOS logs and closes)."""
 
 
-class ResultActions:
-    def __init__(self, app: JatosApp) -> None:
-        self.app = app
-        self.p = app.personality
-        self.state = app.state
-
+class ResultActions(Area):
     def actions(self) -> dict[str, Action]:
         return {
             "results": self.combined,

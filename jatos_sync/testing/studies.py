@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jatos_sync.testing import jzip, wire
+from jatos_sync.testing.app import Action, Area, Call, raise_first_error
 from jatos_sync.testing.personality import ApiError, ErrorKind
 from jatos_sync.testing.props import (
     BindError,
@@ -37,7 +38,6 @@ from jatos_sync.testing.views import study_json
 from jatos_sync.testing.wire import Response, drop_nulls
 
 if TYPE_CHECKING:
-    from jatos_sync.testing.app import Action, Call, JatosApp
     from jatos_sync.testing.jzip import JasStudy, Unpacked
 
 _RAW_ZIP_TYPES = ("application/zip", "application/jzip", "application/octet-stream")
@@ -53,12 +53,7 @@ class ImportFlags:
     rename_assets: bool
 
 
-class StudyActions:
-    def __init__(self, app: JatosApp) -> None:
-        self.app = app
-        self.p = app.personality
-        self.state = app.state
-
+class StudyActions(Area):
     def actions(self) -> dict[str, Action]:
         return {
             "all_properties": self.all_properties,
@@ -156,9 +151,7 @@ class StudyActions:
             props: StudyProps = bind("study", body, StudyProps(), strict=False, aliases=False)
         except BindError as exc:
             raise ApiError(ErrorKind.IO, detail=exc.message) from None
-        errors = study_errors(props, self.p)
-        if errors:
-            raise ApiError(ErrorKind.VALIDATION, detail=errors[0][1])
+        raise_first_error(study_errors(props, self.p), with_field=False)
         study_uuid = str(uuid.uuid4())
         with self.state.lock:
             study = self._new_study(call, study_uuid, study_uuid, props, active=True)
@@ -172,10 +165,7 @@ class StudyActions:
             props: StudyProps = bind("study", body, StudyProps(), strict=True, aliases=True)
         except BindError as exc:
             raise ApiError(ErrorKind.INVALID_JSON, detail=exc.message) from None
-        errors = study_errors(props, self.p)
-        if errors:
-            key, message = errors[0]
-            raise ApiError(ErrorKind.VALIDATION, detail=f"Error in field '{key}' - {message}")
+        raise_first_error(study_errors(props, self.p))
         study_uuid = str(uuid.uuid4())
         name = props.dir_name or study_uuid
         with self.state.lock:
@@ -238,10 +228,7 @@ class StudyActions:
                 props: StudyProps = bind("study", body, current, strict=True, aliases=True)
             except BindError as exc:
                 raise ApiError(ErrorKind.VALIDATION, detail=f"Error in field '{exc.key}'") from None
-            errors = study_errors(props, self.p)
-            if errors:
-                key, message = errors[0]
-                raise ApiError(ErrorKind.VALIDATION, detail=f"Error in field '{key}' - {message}")
+            raise_first_error(study_errors(props, self.p))
             new_name = props.dir_name or study.dir_name
             if new_name != study.dir_name:
                 self._rename_assets(study, new_name)
