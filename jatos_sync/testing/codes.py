@@ -3,7 +3,8 @@
 Owns `GET /studies/{id}/studyCodes` (3.8/3.9), `GET|POST /studies/{id}/studyCodes` and
 `GET|PATCH /studyCodes/{code}` (3.10) with each release's parameter rules, and the two
 participant pages: `GET /publix/<code>` (opening a link starts a run: a new study result in
-state STARTED) and the entry page `GET /publix/run?code=`. The run rules are `runs.py`'s.
+state STARTED) and the entry page `GET /publix/run?code=`. The run rules are `runs.py`'s;
+this module only answers HTTP and keeps no state of its own.
 """
 
 from __future__ import annotations

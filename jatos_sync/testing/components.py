@@ -4,6 +4,7 @@ Owns the actions of 3.9.7+'s `POST /studies/{id}/components/create` and
 `DELETE /studies/{id}/components/{cid}`, 3.10's component set (create, list, get, patch
 with `htmlFileRename` and the null-path edge, delete) and 3.10's batch set. Deleting a
 component or batch deletes its results. New components are appended; no endpoint reorders.
+It keeps no state of its own and touches the disk only to move a component's HTML file.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ metadata answer (checked for access before anything is sent), the chunked zips
 (`study_result_<id>/comp-result_<id>/data.txt` and `files/<name>`, `metadata.json` last),
 which end early — still 200 — when access fails mid-stream or a truncation fault is
 scheduled, and the keep-alive space byte. Result order is deliberately not by ID: JATOS
-does not sort, so clients must.
+does not sort, so clients must. It never changes a result except through `runs.py` (delete)
+and holds no lock while a zip streams.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Owns the actions behind `GET /studies/properties`, `GET|PATCH /studies/{id}/prop
 `GET|HEAD|DELETE /studies/{id}`, with each release's flags, answers and destructive
 quirks (an overwrite with keepAssets=false deletes the assets first; components merged by
 UUID; 3.8.2's silent no-op and 3.9's 500 for a new UUID with a keep flag). Archive format
-is `jzip.py`'s, property rules `props.py`'s, JSON shapes `views.py`'s.
+is `jzip.py`'s, property rules `props.py`'s, JSON shapes `views.py`'s. It keeps no state of
+its own (records live in `state.py`) and does no socket I/O.
 """
 
 from __future__ import annotations
