@@ -1,7 +1,8 @@
 """Wire-level tests of the JATOS stand-in server (jatos_sync/testing), with plain `requests`.
 
-Expected bodies and statuses come from JATOS_ASSETS_API.md (section numbers in the test
-names' docstrings/comments). Most tests run against both the "3.9" and "3.10" personalities.
+Expected bodies and statuses are JATOS's as docs/jatos-api.md describes them. Most tests run
+against both the "3.9" and "3.10" personalities; studies, results and codes have their own
+test_testing_* modules.
 """
 
 from __future__ import annotations
@@ -904,6 +905,13 @@ def test_classify_and_upload_target_rules() -> None:
     assert classify("GET", "/p/jatos/api/v1/studies/1/assets/structure") == "list"
     assert classify("POST", "/jatos/api/v1/studies/1/assets") == "upload"
     assert classify("GET", "/") == "other"
+    assert classify("POST", "/jatos/api/v1/study") == "import"
+    assert classify("GET", "/jatos/api/v1/studies/7") == "export"
+    assert classify("PUT", "/jatos/api/v1/results/delete") == "results"
+    assert classify("POST", "/jatos/api/v1/studies/7/studyCodes") == "codes"
+    assert classify("PATCH", "/jatos/api/v1/batches/3") == "components"
+    assert classify("GET", "/publix/abcdefghijk") == "publix"
+    assert classify("POST", "/_standin/runs/3/finish") == "control"
     assert upload_target(None, "f.txt", trim=False) == "f.txt"
     assert upload_target("/", "f.txt", trim=False) == "f.txt"
     assert upload_target("d/", "f.txt", trim=False) == "d/f.txt"
@@ -989,7 +997,18 @@ def test_command_line_serve_prints_one_json_line_and_stops_on_sigterm(tmp_path: 
         try:
             assert proc.stdout is not None
             line = json.loads(proc.stdout.readline())
-            assert set(line) == {"url", "token", "study_id", "study_uuid"}
+            assert set(line) == {
+                "url",
+                "token",
+                "study_id",
+                "study_uuid",
+                "batch_id",
+                "component_ids",
+                "study_code",
+                "study_link",
+                "personality",
+                "api_version",
+            }
             assert line["url"].startswith("http://127.0.0.1:")
             r = requests.get(
                 f"{line['url']}/jatos/api/v1/studies/{line['study_id']}/assets/structure",

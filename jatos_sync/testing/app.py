@@ -1,10 +1,13 @@
-"""The JATOS application of the stand-in: routes, authentication, actions, error bodies.
+"""The JATOS application of the stand-in: routing, request bodies, authentication, error
+rendering, and the token and asset actions.
 
-Owns what happens between "a request arrived" and "this is the answer" for the asset API
-of JATOS_ASSETS_API.md: Play's route table per version, the auth order of §1, the study
-lookup and membership/lock checks, the upload body (streamed to a temp file with the
-`multipart` package), and rendering of `ApiError`s per personality. It does no socket I/O
-(see `transport.py`) and injects no faults.
+Owns what happens between "a request arrived" and "this is the answer": Play's route table
+per version (`routes.py`), the auth order of docs/jatos-api.md §2, the study lookup and
+membership/lock checks, reading bodies (uploads and archives streamed to temp files with the
+`multipart` package, JSON bodies in memory), and rendering `ApiError`s per personality
+(§8). The other areas' actions live in `studies.py`, `components.py`, `codes.py`,
+`results.py` and `control.py`; they use the helpers here. No socket I/O (`transport.py`)
+and no injected faults beyond what `results.py` asks of `faults.py`.
 """
 
 from __future__ import annotations
@@ -13,33 +16,47 @@ import html
 import json
 import mimetypes
 import os
-import re
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qsl
 
 from jatos_sync.testing import assets, wire
+from jatos_sync.testing.faults import Faults
 from jatos_sync.testing.personality import ApiError, ErrorKind, Personality
+from jatos_sync.testing.props import input_from_body
+from jatos_sync.testing.routes import API_PREFIX, Route, classify, routes_for
+from jatos_sync.testing.runs import Runs
 from jatos_sync.testing.state import JatosState, Study, Token, User, now_ms
 from jatos_sync.testing.tokens import token_checksum, token_hash
 from jatos_sync.testing.wire import Request, Response, html_response
 
-API_PREFIX = "/jatos/api/v1"
+__all__ = [
+    "API_PREFIX",
+    "Area",
+    "Call",
+    "JatosApp",
+    "Site",
+    "classify",
+    "raise_first_error",
+    "upload_target",
+]
+
 _STREAM_CHUNK = 64 * 1024
+_MAX_JSON_BODY = 64 * 1024 * 1024
 
 ROOT_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>JATOS</title></head>"
     b"<body><h1>JATOS</h1><p>Local stand-in server for tests.</p></body></html>\n"
 )
 _CLEAR_SESSION = "PLAY_SESSION=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/"
-_FLATTEN_VALUES = {"true": True, "false": False, "1": True, "0": False}
+_PLAY_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 
 class _EarlyResponseError(Exception):
-    """Answer with this response now (redirects and session-cookie denials, §1.2)."""
+    """Answer with this response now (redirects and session-cookie denials, §2)."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status)
@@ -48,82 +65,159 @@ class _EarlyResponseError(Exception):
 
 @dataclass
 class UploadPart:
-    """The `studyAssetsFile` part of an upload, already on disk."""
+    """A file part of a multipart body (or a raw body), already on disk."""
 
     filename: str
     tmp_path: Path
     size: int
 
 
-@dataclass(frozen=True)
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    action: str
-    group: str  # role group of §1.4: "token", "properties" or "assets"
+@dataclass
+class Body:
+    """A request body as the action sees it: a file part, a raw file, or small bytes."""
+
+    content_type: str = ""
+    part: UploadPart | None = None  # multipart file part, or the whole raw body
+    data: bytes = b""  # JSON bodies and anything else that is read into memory
+    multipart: bool = False
+
+    def discard(self) -> None:
+        if self.part is not None:
+            self.part.tmp_path.unlink(missing_ok=True)
 
 
 @dataclass
-class _Call:
+class Call:
     """Everything an action needs once routing, body parsing and auth are done."""
 
     req: Request
     params: Mapping[str, str | None]
-    user: User
-    token: Token
-    part: UploadPart | None
+    user: User | None
+    token: Token | None
+    body: Body = field(default_factory=Body)
+
+    @property
+    def part(self) -> UploadPart | None:
+        return self.body.part
 
     @property
     def study_ref(self) -> str:
-        # Play decodes single-segment parts such as `:id` (§1.5).
+        # Play decodes single-segment parts such as `:id` (§2).
         return wire.decode_path_segment(self.params.get("id") or "")
+
+    def segment(self, name: str) -> str:
+        return wire.decode_path_segment(self.params.get(name) or "")
 
     @property
     def filepath(self) -> str | None:
         return self.params.get("fp")
 
+    @property
+    def username(self) -> str:
+        return self.user.username if self.user is not None else ""
 
-def routes_for(p: Personality) -> list[Route]:
-    """The API routes of one version, in Play's declaration order (§0 table, §2.6, §4.2)."""
-    study = re.escape(API_PREFIX) + r"/studies/(?P<id>[^/]+)"
-    table: list[tuple[str, str, str, str]] = [
-        ("GET", re.escape(API_PREFIX + "/admin/token"), "token_info", "token"),
-        ("GET", re.escape(API_PREFIX + "/studies/properties"), "all_properties", "properties"),
-        ("GET", study + "/properties", "study_properties", "properties"),
-    ]
-    if p.has_structure_route:  # 3.8.1: `…/assets/structure` falls through to download
-        table.append(("GET", study + "/assets/structure", "structure", "assets"))
-    table += [
-        # `*filepath` compiles to `.+`: an empty wildcard has no route (§3 table).
-        ("GET", study + "/assets/(?P<fp>.+)", "download", "assets"),
-        ("POST", study + "/" + re.escape(p.upload_root_route), "upload", "assets"),
-        ("POST", study + "/assets/(?P<fp>.+)", "upload", "assets"),
-        ("DELETE", study + "/assets/(?P<fp>.+)", "delete", "assets"),
-    ]
-    return [Route(m, re.compile(rx, re.DOTALL), a, g) for m, rx, a, g in table]
+    def query(self) -> list[tuple[str, str]]:
+        return parse_qsl(self.req.query, keep_blank_values=True)
+
+    def query_value(self, name: str) -> str | None:
+        """The first value of `name` in the query string (Play's single-value binding)."""
+        return next((v for k, v in self.query() if k == name), None)
+
+    def query_bool(self, name: str, default: bool) -> bool:
+        """Play's Boolean binder: true/false/1/0, anything else a client error."""
+        value = self.query_value(name)
+        if value is None:
+            return default
+        parsed = _PLAY_BOOLEANS.get(value.strip())
+        if parsed is None:
+            raise ApiError(
+                ErrorKind.BAD_REQUEST,
+                detail=f"Cannot parse parameter {name} as Boolean: should be true, false, 0 "
+                f"or 1 (got {value!r})",
+            )
+        return parsed
+
+    def raw_json(self) -> Any:
+        """3.10's `getJsonFromBody`: the body as JSON whatever its Content-Type; an empty
+        body is INVALID_REQUEST, malformed JSON INVALID_JSON (§8)."""
+        if not self.body.data:
+            raise ApiError(ErrorKind.INVALID_REQUEST, detail="Request body is empty")
+        try:
+            return json.loads(self.body.data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(ErrorKind.INVALID_JSON, detail=str(exc)) from None
+
+    def json_object(self, input_name: str) -> dict[str, Any]:
+        """`raw_json` + 3.10's `normalizeJsonInputField` for the input field `input_name`."""
+        body = self.raw_json()
+        if not isinstance(body, dict):
+            raise ApiError(ErrorKind.INVALID_JSON, detail="Request body is not a JSON object")
+        return input_from_body(body, input_name)
+
+    def json_body(self) -> Any:
+        """The body as JSON if it was sent as `application/json`, else None (Play's
+        `asJson()`); malformed JSON is Play's 400."""
+        if not self.body.content_type.startswith("application/json") or not self.body.data:
+            return None
+        try:
+            return json.loads(self.body.data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(ErrorKind.INVALID_JSON, detail=f"Invalid Json: {exc}") from None
 
 
-_KIND_PATTERNS: list[tuple[str | None, re.Pattern[str], str]] = [
-    (None, re.compile(r"/jatos/api/v1/admin/token/?$"), "token"),
-    (None, re.compile(r"/jatos/api/v1/studies/(?:[^/]+/)?properties/?$"), "properties"),
-    ("GET", re.compile(r"/jatos/api/v1/studies/[^/]+/assets/structure$"), "list"),
-    ("GET", re.compile(r"/jatos/api/v1/studies/[^/]+/assets/."), "download"),
-    ("POST", re.compile(r"/jatos/api/v1/studies/[^/]+/assets(?:/.*)?$", re.DOTALL), "upload"),
-    ("DELETE", re.compile(r"/jatos/api/v1/studies/[^/]+/assets/."), "delete"),
-]
+class Site(Protocol):
+    """What the application needs from the server around it."""
+
+    @property
+    def assets_root(self) -> Path: ...
+
+    @property
+    def uploads_root(self) -> Path: ...
+
+    @property
+    def faults(self) -> Faults: ...
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def path_separator(self) -> str: ...
+
+    @property
+    def keepalive_s(self) -> float: ...
+
+    def tmp_dir(self) -> Path: ...
+
+    def wait(self, seconds: float) -> bool: ...
 
 
-def classify(method: str, path: str) -> str:
-    """The request kind of `RequestRecord.kind` (from the URL shape, for every version)."""
-    verb = "GET" if method == "HEAD" else method
-    for want, pattern, kind in _KIND_PATTERNS:
-        if (want is None or want == verb) and pattern.search(path):
-            return kind
-    return "other"
+Action = Callable[[Call], Response]
+
+
+class Area:
+    """One area of the API (studies, components, codes, results, control): its actions,
+    over the application's helpers."""
+
+    def __init__(self, app: JatosApp) -> None:
+        self.app = app
+        self.p = app.personality
+        self.state = app.state
+
+    def actions(self) -> dict[str, Action]:
+        raise NotImplementedError
+
+
+def raise_first_error(errors: list[tuple[str, str]], *, with_field: bool = True) -> None:
+    """The first validation error as JATOS reports it: 3.10's `validateProps`
+    ("Error in field 'title' - Missing title"), or 3.8/3.9's bare message (§10)."""
+    if errors:
+        key, message = errors[0]
+        detail = f"Error in field '{key}' - {message}" if with_field else message
+        raise ApiError(ErrorKind.VALIDATION, detail=detail)
 
 
 def upload_target(filepath: str | None, filename: str, *, trim: bool) -> str:
-    """The asset path an upload is stored at (§4.2, identical in all versions + HEAD trim)."""
+    """The asset path an upload is stored at (§5, identical in all versions + HEAD trim)."""
     if filepath is None or filepath == "":
         return filename
     decoded = wire.java_url_decode(filepath)
@@ -142,15 +236,7 @@ class _Fields(dict[str, str]):
         return ""
 
 
-def _drop_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
-    return value
-
-
-def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
+def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     mtype, _, rest = value.partition(";")
     params: dict[str, str] = {}
     for item in rest.split(";"):
@@ -158,12 +244,6 @@ def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
         if sep:
             params[key.strip().lower()] = val.strip().strip('"')
     return mtype.strip().lower(), params
-
-
-def _discard(*parts: UploadPart | None) -> None:
-    for part in parts:
-        if part is not None:
-            part.tmp_path.unlink(missing_ok=True)
 
 
 class JatosApp:
@@ -176,35 +256,44 @@ class JatosApp:
         *,
         prefix: str,
         api_allowed: bool,
-        upload_tmp_dir: Callable[[], Path],
+        site: Site,
     ) -> None:
+        from jatos_sync.testing import codes, components, control, results, studies
+
         self.state = state
         self.personality = personality
         self.prefix = prefix
-        self.api_allowed = api_allowed  # jatos.api.allowed (§1.3)
+        self.api_allowed = api_allowed  # jatos.api.allowed (§2)
         # A JATOS on macOS or Windows: its disk ignores letter case (docs/jatos-api.md §9).
         self.case_insensitive = False
-        self._upload_tmp_dir = upload_tmp_dir
+        self.site = site
+        self.runs = Runs(state, lambda: site.uploads_root)
         self._routes = routes_for(personality)
         # Play's global Jackson mapper switches to NON_NULL after the first structure call
-        # (§2.1 note): later JSON responses omit null fields.
-        self._omit_nulls = False
-        self._actions: dict[str, Callable[[_Call], Response]] = {
+        # (§3 note): later JSON responses (and exported .jas files) omit null fields.
+        self.omit_nulls = False
+        self._actions: dict[str, Action] = {
             "token_info": self._token_info,
-            "all_properties": self._all_properties,
-            "study_properties": self._study_properties,
             "structure": self._structure,
             "download": self._download,
             "upload": self._upload,
             "delete": self._delete,
         }
+        for area in (
+            studies.StudyActions(self),
+            components.ComponentActions(self),
+            codes.CodeActions(self),
+            results.ResultActions(self),
+            control.ControlActions(self),
+        ):
+            self._actions.update(area.actions())
 
     # ------------------------------------------------------------------ entry points
 
     def handle(self, req: Request) -> Response:
         """Answer `req`. Raises `wire.BodyTooLargeError(by_proxy=True)` for the transport;
         JATOS's own body limit becomes the version's 413."""
-        part: UploadPart | None = None
+        body = Body()
         try:
             self._csrf_check(req)
             route, params = self._route(req)
@@ -213,10 +302,13 @@ class JatosApp:
                 if "/jatos/api/" in req.path:
                     raise ApiError(ErrorKind.ROUTE_NOT_FOUND)
                 return html_response(200, ROOT_PAGE)
-            # Play parses the body before any action code runs, auth included (§4.3).
-            part = self._read_body(req, upload=route.action == "upload")
-            user, token = self._authenticate(req, route.group)
-            return self._actions[route.action](_Call(req, params, user, token, part))
+            # Play parses the body before any action code runs, auth included (§5).
+            body = self._read_body(req, route)
+            user: User | None = None
+            token: Token | None = None
+            if route.group not in {"publix", "control"}:
+                user, token = self._authenticate(req, route.group)
+            return self._actions[route.action](Call(req, params, user, token, body))
         except ApiError as exc:
             req.body.drain()
             return self.render_error(req, exc)
@@ -229,10 +321,10 @@ class JatosApp:
             req.body.drain()
             return self.render_error(req, ApiError(ErrorKind.TOO_LARGE))
         finally:
-            _discard(part)
+            body.discard()
 
     def render_error(self, req: Request, exc: ApiError) -> Response:
-        """The error as this version sends it: text, empty, JSON envelope or HTML (§7)."""
+        """The error as this version sends it: text, empty, JSON envelope or HTML (§8)."""
         shape = self.personality.error_shape(exc.kind)
         fields = _Fields(exc.fields)
         fields.setdefault("uri", req.target)
@@ -249,9 +341,9 @@ class JatosApp:
             error: dict[str, Any] = {"code": shape.code}
             if message:
                 error["message"] = message
-            return self._json(shape.status, {"apiVersion": self.api_version, "error": error})
+            return self.json(shape.status, {"apiVersion": self.api_version, "error": error})
         if not message:
-            return Response(shape.status)  # e.g. 3.9 delete of a directory (§5)
+            return Response(shape.status)  # e.g. 3.9 delete of a directory (§6)
         return Response(
             shape.status, [("Content-Type", "text/plain; charset=utf-8")], message.encode()
         )
@@ -268,52 +360,62 @@ class JatosApp:
             if not path.startswith(self.prefix + "/"):
                 return None, {}
             path = path[len(self.prefix) :]
-        method = "GET" if req.method == "HEAD" else req.method
-        for route in self._routes:
-            if route.method == method:
-                match = route.pattern.fullmatch(path)
-                if match:
-                    return route, match.groupdict()
+        # Play serves HEAD from a HEAD route, or else from the GET route.
+        methods = ["HEAD", "GET"] if req.method == "HEAD" else [req.method]
+        for method in methods:
+            for route in self._routes:
+                if route.method == method:
+                    match = route.pattern.fullmatch(path)
+                    if match:
+                        return route, match.groupdict()
         return None, {}
 
     def _csrf_check(self, req: Request) -> None:
         # Play's CSRF filter protects requests that carry cookies; any Authorization header
-        # bypasses it since 3.9.5; it is disabled in 3.8 (§1.6).
+        # bypasses it since 3.9.5; it is disabled in 3.8 (§2).
         if not self.personality.csrf_filter or req.method in {"GET", "HEAD", "OPTIONS"}:
             return
         if req.header("Cookie") and req.header("Authorization") is None:
             raise ApiError(ErrorKind.CLIENT_FORBIDDEN)
 
+    def token_user(self, req: Request, roles: Iterable[str] | None) -> tuple[User, Token] | None:
+        """The user of a valid Bearer token (steps 2-7 of §2), None for no Bearer header;
+        `roles` None accepts any role."""
+        auth = req.header("Authorization")
+        if auth is None or "Bearer" not in auth:
+            return None
+        if not self.api_allowed:
+            raise ApiError(ErrorKind.API_DISABLED)
+        full = wire.java_trim(auth.replace("Bearer", ""))
+        cleaned = full.replace("jap_", "")
+        if len(cleaned) < 31:
+            raise ApiError(ErrorKind.INTERNAL)  # substring(0, 31) throws (§2 edge case)
+        if full[-6:] != token_checksum(cleaned[:31]):
+            raise ApiError(ErrorKind.INVALID_TOKEN)
+        with self.state.lock:
+            token = self.state.tokens.get(token_hash(full))
+            user = self.state.users.get(token.username) if token is not None else None
+            if (
+                token is None
+                or user is None
+                or not token.active
+                or not user.active
+                or (roles is not None and not set(roles).intersection(user.roles))
+                or token.is_expired(now_ms())
+            ):
+                raise ApiError(ErrorKind.INVALID_TOKEN)  # one answer for steps 3-7
+            return user, token
+
     def _authenticate(self, req: Request, group: str) -> tuple[User, Token]:
-        """Session cookie first, then the Bearer token, in JATOS's order (§1.1-1.3)."""
+        """Session cookie first, then the Bearer token, in JATOS's order (§2)."""
         p = self.personality
         session = wire.cookie_value(req.header("Cookie"), "PLAY_SESSION")
         if session and group not in p.token_only:
-            # A stand-in has no valid sessions: the session method denies (§1.2).
+            # A stand-in has no valid sessions: the session method denies (§2).
             raise _EarlyResponseError(self._session_denied(req))
-        auth = req.header("Authorization")
-        if auth is not None and "Bearer" in auth:
-            if not self.api_allowed:
-                raise ApiError(ErrorKind.API_DISABLED)
-            full = wire.java_trim(auth.replace("Bearer", ""))
-            cleaned = full.replace("jap_", "")
-            if len(cleaned) < 31:
-                raise ApiError(ErrorKind.INTERNAL)  # substring(0, 31) throws (§1.1 edge case)
-            if full[-6:] != token_checksum(cleaned[:31]):
-                raise ApiError(ErrorKind.INVALID_TOKEN)
-            with self.state.lock:
-                token = self.state.tokens.get(token_hash(full))
-                user = self.state.users.get(token.username) if token is not None else None
-                if (
-                    token is None
-                    or user is None
-                    or not token.active
-                    or not user.active
-                    or not p.roles[group].intersection(user.roles)
-                    or token.is_expired(now_ms())
-                ):
-                    raise ApiError(ErrorKind.INVALID_TOKEN)  # one answer for steps 3-7
-                return user, token
+        found = self.token_user(req, p.roles[group])
+        if found is not None:
+            return found
         if p.missing_token_redirects(req.header("Accept"), req.header("X-Requested-With")):
             raise _EarlyResponseError(self._redirect(p.signin_path))
         raise ApiError(ErrorKind.AUTH_FAILED)
@@ -333,31 +435,39 @@ class JatosApp:
     def _redirect(self, path: str) -> Response:
         return Response(303, [("Location", self.prefix + path)])
 
-    def _study_for(self, call: _Call, *, modifying: bool = False) -> Study:
-        """`getStudyFromIdOrUuid`, membership, and for uploads/deletes the lock (§1.4-§1.5, §6)."""
-        raw = call.study_ref
-        study_id = wire.parse_java_long(wire.java_trim(raw))
+    def find_study(self, ref: str) -> Study:
+        """`getStudyFromIdOrUuid`: a Java long is an ID, anything else a UUID (§2)."""
+        study_id = wire.parse_java_long(wire.java_trim(ref))
         with self.state.lock:
             if study_id is not None:
                 study = self.state.studies.get(study_id)
                 if study is None:
-                    raise ApiError(ErrorKind.STUDY_NOT_FOUND_ID, id=raw)
-            else:
-                found = self.state.study_by_uuid(raw)
-                if found is None:
-                    raise ApiError(ErrorKind.STUDY_NOT_FOUND_UUID, id=raw)
-                study = found
-            if call.user.username not in study.members:
-                raise ApiError(ErrorKind.NO_ACCESS, study_id=str(study.id))
-            if modifying and self.personality.checks_lock and study.locked:
-                raise ApiError(ErrorKind.STUDY_LOCKED, study_id=str(study.id))
-            return study
+                    raise ApiError(ErrorKind.STUDY_NOT_FOUND_ID, id=ref)
+                return study
+            found = self.state.study_by_uuid(ref)
+            if found is None:
+                raise ApiError(ErrorKind.STUDY_NOT_FOUND_UUID, id=ref)
+            return found
 
-    # ------------------------------------------------------------------ actions
+    def check_access(self, study: Study, call: Call, *, unlocked: bool = False) -> Study:
+        """Membership (403 NO_ACCESS) and, for writes, the lock (403 STUDY_LOCKED) (§7)."""
+        if call.username not in study.members:
+            raise ApiError(ErrorKind.NO_ACCESS, study_id=str(study.id))
+        if unlocked and study.locked:
+            raise ApiError(ErrorKind.STUDY_LOCKED, study_id=str(study.id))
+        return study
 
-    def _token_info(self, call: _Call) -> Response:
+    def study_for(self, call: Call, *, unlocked: bool = False) -> Study:
+        """The study of the `{id}` path part, accessible (and unlocked for writes)."""
+        with self.state.lock:
+            return self.check_access(self.find_study(call.study_ref), call, unlocked=unlocked)
+
+    # ------------------------------------------------------------------ token and assets
+
+    def _token_info(self, call: Call) -> Response:
         token, user = call.token, call.user
-        if self.personality.json_model == "classic":  # §9.4, 3.8/3.9
+        assert token is not None and user is not None
+        if self.personality.json_model == "classic":  # §2, 3.8/3.9
             data: dict[str, Any] = {
                 "id": token.id,
                 "name": token.name,
@@ -368,7 +478,7 @@ class JatosApp:
                 "isExpired": token.is_expired(now_ms()),
                 "isAdminToken": "ADMIN" in user.roles,
             }
-        else:  # §9.4, HEAD
+        else:  # §2, 3.10
             data = {
                 "id": token.id,
                 "name": token.name,
@@ -381,42 +491,22 @@ class JatosApp:
                 "roles": list(user.roles),
                 "active": token.active,
             }
-        return self._json_data(data)
+        return self.json_data(data)
 
-    def _all_properties(self, call: _Call) -> Response:
-        with self.state.lock:
-            studies = self.state.studies_of(call.user.username)
-            return self._json_data([self._study_json(s) for s in studies])
-
-    def _study_properties(self, call: _Call) -> Response:
-        with self.state.lock:
-            return self._json_data(self._study_json(self._study_for(call)))
-
-    def _structure(self, call: _Call) -> Response:
-        study = self._study_for(call)
-        flatten = False
-        for key, value in parse_qsl(call.req.query, keep_blank_values=True):
-            if key == "flatten":
-                parsed = _FLATTEN_VALUES.get(value.strip())
-                if parsed is None:  # Play's Boolean binder refuses it → client error
-                    raise ApiError(
-                        ErrorKind.BAD_REQUEST,
-                        detail=f"Cannot parse parameter flatten as Boolean: should be true, "
-                        f"false, 0 or 1 (got {value!r})",
-                    )
-                flatten = parsed
-                break
+    def _structure(self, call: Call) -> Response:
+        study = self.study_for(call)
+        flatten = call.query_bool("flatten", False)
         data = assets.structure(
             study.assets_dir,
             study.dir_name,
             dir_suffix=self.personality.dir_path_suffix,
             flatten=flatten,
         )
-        self._omit_nulls = True
-        return self._json_data(data)
+        self.omit_nulls = True
+        return self.json_data(data)
 
-    def _download(self, call: _Call) -> Response:
-        study = self._study_for(call)
+    def _download(self, call: Call) -> Response:
+        study = self.study_for(call)
         rel = self._case(study, self._decoded_path(call.filepath or ""))
         f, size = assets.open_download(study.assets_dir, rel, self.personality.legal_path)
         name = rel.rsplit("/", 1)[-1]
@@ -431,9 +521,9 @@ class JatosApp:
             stream_len=size,
         )
 
-    def _upload(self, call: _Call) -> Response:
+    def _upload(self, call: Call) -> Response:
         p = self.personality
-        study = self._study_for(call, modifying=True)
+        study = self.study_for(call, unlocked=p.checks_lock)
         if call.part is None:
             raise ApiError(ErrorKind.MISSING_FILE)
         try:
@@ -448,24 +538,24 @@ class JatosApp:
         if not p.success_messages:
             return Response(200)
         if replaced:
-            return self._json_message(200, "File overwritten successfully")
-        return self._json_message(201, "File uploaded successfully")
+            return self.json_message(200, "File overwritten successfully")
+        return self.json_message(201, "File uploaded successfully")
 
-    def _delete(self, call: _Call) -> Response:
+    def _delete(self, call: Call) -> Response:
         p = self.personality
-        study = self._study_for(call, modifying=True)
+        study = self.study_for(call, unlocked=p.checks_lock)
         rel = self._case(study, self._decoded_path(call.filepath or ""))
         assets.delete_file(study.assets_dir, rel, p.legal_path)
         if not p.success_messages:
             return Response(200)
-        return self._json_message(200, "File deleted successfully")
+        return self.json_message(200, "File deleted successfully")
 
     def _case(self, study: Study, rel: str) -> str:
         return assets.fold_case(study.assets_dir, rel) if self.case_insensitive else rel
 
     @staticmethod
     def _decoded_path(filepath: str) -> str:
-        # Play does not decode wildcards; JATOS applies URLDecoder, then strips one "/" (§3).
+        # Play does not decode wildcards; JATOS applies URLDecoder, then strips one "/" (§4).
         try:
             return wire.java_url_decode(filepath).removeprefix("/")
         except wire.MalformedEscapeError:
@@ -473,19 +563,62 @@ class JatosApp:
 
     # ------------------------------------------------------------------ request body
 
-    def _read_body(self, req: Request, *, upload: bool) -> UploadPart | None:
-        """Drain the body, or stream an upload's `studyAssetsFile` part to a temp file."""
-        mtype, params = _parse_content_type(req.header("Content-Type") or "")
-        if not upload or mtype != "multipart/form-data":
+    def _read_body(self, req: Request, route: Route) -> Body:
+        """Drain the body, stream a file part or a raw body to a temp file, or read a small
+        body into memory, as the route needs."""
+        ctype = req.header("Content-Type") or ""
+        mtype, params = parse_content_type(ctype)
+        body = Body(content_type=mtype)
+        if route.body == "none":
             req.body.drain()
-            return None  # not multipart → "File missing" after the auth checks (§4.1)
-        boundary = params.get("boundary")
-        if not boundary:
-            req.body.drain()
-            raise ApiError(ErrorKind.BAD_REQUEST, detail="Missing boundary header")
-        return self._stream_multipart(req.body, boundary)
+            return body
+        if mtype == "multipart/form-data" and route.body in {"upload", "import"}:
+            boundary = params.get("boundary")
+            if not boundary:
+                req.body.drain()
+                raise ApiError(ErrorKind.BAD_REQUEST, detail="Missing boundary header")
+            name = "studyAssetsFile" if route.body == "upload" else "study"
+            body.multipart = True
+            body.part = self._stream_multipart(req.body, boundary, name)
+            return body
+        if route.body == "raw" or (route.body == "import" and mtype != "application/json"):
+            body.part = self._stream_raw(req.body)
+            return body
+        if route.body in {"json", "import"}:
+            body.data = self._read_small(req.body)
+            return body
+        req.body.drain()  # an upload that is not multipart: "File missing" later (§5)
+        return body
 
-    def _stream_multipart(self, body: wire.RequestBody, boundary: str) -> UploadPart | None:
+    def _read_small(self, stream: wire.RequestBody) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := stream.read(_STREAM_CHUNK):
+            size += len(chunk)
+            if size > _MAX_JSON_BODY:
+                raise wire.BodyTooLargeError(by_proxy=False)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _stream_raw(self, stream: wire.RequestBody) -> UploadPart | None:
+        fd, name = tempfile.mkstemp(dir=self.site.tmp_dir(), prefix="raw-")
+        part = UploadPart("", Path(name), 0)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(_STREAM_CHUNK):
+                    out.write(chunk)
+                    part.size += len(chunk)
+        except BaseException:
+            part.tmp_path.unlink(missing_ok=True)
+            raise
+        if part.size == 0:
+            part.tmp_path.unlink(missing_ok=True)
+            return None
+        return part
+
+    def _stream_multipart(
+        self, body: wire.RequestBody, boundary: str, part_name: str
+    ) -> UploadPart | None:
         import multipart  # PyPI "multipart"; imported late to keep `import` of this package light
 
         found: UploadPart | None = None
@@ -495,10 +628,10 @@ class JatosApp:
             parser = multipart.PushMultipartParser(boundary)
             for event in parser.parse_blocking(body.read, _STREAM_CHUNK):
                 if isinstance(event, multipart.MultipartSegment):
-                    # Only a *file* part (with a filename) named studyAssetsFile counts (§4.1).
-                    wanted = event.name == "studyAssetsFile" and event.filename is not None
+                    # Only a *file* part (with a filename) of the wanted name counts (§5).
+                    wanted = event.name == part_name and event.filename is not None
                     if found is None and wanted:
-                        fd, name = tempfile.mkstemp(dir=self._upload_tmp_dir(), prefix="upload-")
+                        fd, name = tempfile.mkstemp(dir=self.site.tmp_dir(), prefix="upload-")
                         out = os.fdopen(fd, "wb")
                         current = UploadPart(str(event.filename), Path(name), 0)
                 elif event is None:
@@ -531,45 +664,20 @@ class JatosApp:
 
     # ------------------------------------------------------------------ JSON
 
-    def _json(self, status: int, payload: dict[str, Any]) -> Response:
-        if self._omit_nulls:
-            payload = _drop_nulls(payload)
+    def json(self, status: int, payload: Any) -> Response:
+        if self.omit_nulls:
+            payload = wire.drop_nulls(payload)
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return Response(status, [("Content-Type", "application/json")], body)
 
-    def _json_data(self, data: Any) -> Response:
-        return self._json(200, {"apiVersion": self.api_version, "data": data})
+    def json_data(self, data: Any, status: int = 200) -> Response:
+        return self.json(status, {"apiVersion": self.api_version, "data": data})
 
-    def _json_message(self, status: int, message: str) -> Response:
-        return self._json(status, {"apiVersion": self.api_version, "message": message})
+    def json_message(self, status: int, message: str) -> Response:
+        return self.json(status, {"apiVersion": self.api_version, "message": message})
 
-    def _study_json(self, study: Study) -> dict[str, Any]:
-        """The `JsonForApi` view of a study (§9.2), with no components."""
-        classic = self.personality.json_model == "classic"
-        data: dict[str, Any] = {"id": study.id, "uuid": study.uuid, "title": study.title}
-        if not classic:
-            data["description"] = None
-        data.update(
-            {
-                "descriptionHash": None,
-                "locked": study.locked,
-                "active": True,
-                "groupStudy": False,
-                "linearStudy": False,
-                "allowPreview": False,
-                "dirName": study.dir_name,
-                "comments": None,
-                ("jsonData" if classic else "studyInput"): None,
-                "endRedirectUrl": None,
-                "studyEntryMsg": None,
-                "components": [],
-                "batches": [{"id": study.batch_id, "uuid": study.batch_uuid}],
-            }
-        )
-        members = sorted(study.members)
-        if classic:
-            data["members"] = [{"username": m} for m in members]
-        else:
-            users = self.state.users
-            data["members"] = [{"id": users[m].id, "username": m} for m in members if m in users]
-        return data
+
+def _discard(*parts: UploadPart | None) -> None:
+    for part in parts:
+        if part is not None:
+            part.tmp_path.unlink(missing_ok=True)

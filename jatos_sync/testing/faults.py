@@ -1,8 +1,10 @@
-"""Injected network and proxy faults for the stand-in server.
+"""Injected network, proxy and results-stream faults for the stand-in server.
 
-Owns the fault settings and the per-request decision (drop, proxy error, …) plus the HTML
-bodies a reverse proxy or SSO gateway would send. It knows nothing about JATOS routes and
-does no I/O.
+Owns the fault settings and the per-request decision (drop, proxy error, …), the HTML
+bodies a reverse proxy or SSO gateway would send, and the faults of JATOS's streamed result
+archives (a zip that ends early while the answer is still 200; silence that JATOS's
+30-second keep-alive fills with a space byte, docs/jatos-api.md §14). It knows nothing about
+JATOS routes and does no I/O.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ SIGN_IN_PAGE = (
 
 
 @dataclass(frozen=True)
+class Truncation:
+    """End the next results zip after `after_entries` entries: `valid` closes the archive
+    (what a database error inside JATOS's stream produces), otherwise the bytes just stop."""
+
+    after_entries: int
+    valid: bool
+
+
+@dataclass(frozen=True)
 class FaultAction:
     """What to do with one request instead of (or before) answering it normally."""
 
@@ -67,6 +78,10 @@ class Faults:
     * `proxy_max_body_bytes`: bodies above this get nginx's HTML 413 and the connection is
       closed without the body being processed;
     * `login_redirect`: every request gets a 302 to `/login` (an SSO gateway in front).
+    * `truncate_results_next(n, after_entries, valid)`: the next `n` results zips end
+      early but still answer 200 (the stream just ends);
+    * `results_stall_s`: a pause before every entry of a results zip; pauses longer than the
+      server's keep-alive interval get a space byte injected, as JATOS's does;
     * `seed`: makes the random choices reproducible.
     """
 
@@ -82,6 +97,8 @@ class Faults:
         self._rng = random.Random()
         self._fail_next: list[int] = []
         self._drop_next = 0
+        self.results_stall_s: float = 0.0
+        self._truncations: list[Truncation] = []
 
     @property
     def seed(self) -> int | None:
@@ -103,9 +120,23 @@ class Faults:
         with self._lock:
             self._drop_next += n
 
+    def truncate_results_next(
+        self, n: int = 1, *, after_entries: int = 0, valid: bool = False
+    ) -> None:
+        """End the next `n` results zips after `after_entries` entries (still 200)."""
+        with self._lock:
+            self._truncations.extend([Truncation(after_entries, valid)] * n)
+
+    def take_truncation(self) -> Truncation | None:
+        """Consume one scheduled truncation, if any (called once per results zip)."""
+        with self._lock:
+            return self._truncations.pop(0) if self._truncations else None
+
     def reset(self) -> None:
         """Back to no faults at all (the seed is kept)."""
         with self._lock:
+            self.results_stall_s = 0.0
+            self._truncations.clear()
             self.latency_s = 0.0
             self.error_rate = 0.0
             self.error_status = 503
@@ -135,5 +166,6 @@ class Faults:
             f"error_status={self.error_status}, drop_rate={self.drop_rate}, "
             f"proxy_max_body_bytes={self.proxy_max_body_bytes}, "
             f"login_redirect={self.login_redirect}, pending_fail={len(self._fail_next)}, "
-            f"pending_drop={self._drop_next})"
+            f"pending_drop={self._drop_next}, results_stall_s={self.results_stall_s}, "
+            f"pending_truncations={len(self._truncations)})"
         )

@@ -1,71 +1,37 @@
-"""Per-version behaviour of the stand-in server, as data (JATOS_ASSETS_API.md §11).
+"""Per-version behaviour of the stand-in server, as data (docs/jatos-api.md §1).
 
-Owns the differences between JATOS 3.8.1, 3.9.8 and 3.10.5: routes, error bodies and
-status codes, path rules, auth quirks, JSON shapes. The server code asks a `Personality`
-instead of branching on version strings. No I/O here.
+Owns the differences between JATOS 3.8.1, 3.8.2, 3.9.8 and 3.10.5: which endpoints exist,
+error bodies and status codes, path rules, auth quirks, JSON shapes, import, study code and
+result-export quirks. The server code asks a `Personality` instead of branching on version
+strings. No I/O here. `ApiError`, `ErrorKind` and `ErrorShape` live in `error_shapes.py` and
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from jatos_sync.testing.error_shapes import (
+    CLASSIC_ERRORS,
+    CLASSIC_ERRORS_38,
+    ENVELOPE_ERRORS,
+    ApiError,
+    ErrorKind,
+    ErrorShape,
+)
 
-class ErrorKind(enum.Enum):
-    """Every error situation the stand-in can answer; rendered per personality."""
-
-    API_DISABLED = enum.auto()
-    INVALID_TOKEN = enum.auto()
-    AUTH_FAILED = enum.auto()
-    INTERNAL = enum.auto()
-    ROUTE_NOT_FOUND = enum.auto()
-    STUDY_NOT_FOUND_ID = enum.auto()
-    STUDY_NOT_FOUND_UUID = enum.auto()
-    NO_ACCESS = enum.auto()
-    STUDY_LOCKED = enum.auto()
-    ASSETS_DIR_MISSING = enum.auto()
-    FILE_NOT_FOUND = enum.auto()
-    DOWNLOAD_BAD_PATH = enum.auto()
-    MISSING_FILE = enum.auto()
-    UPLOAD_BAD_PATH = enum.auto()
-    UPLOAD_WRONG_TYPE = enum.auto()
-    UPLOAD_IO = enum.auto()
-    DELETE_IS_DIR = enum.auto()
-    DELETE_BAD_PATH = enum.auto()
-    DELETE_IO = enum.auto()
-    LISTING_IO = enum.auto()
-    LISTING_DIR_UNREADABLE = enum.auto()
-    TOO_LARGE = enum.auto()
-    BAD_REQUEST = enum.auto()
-    CLIENT_FORBIDDEN = enum.auto()
-
-
-class ApiError(Exception):
-    """Answer the request with the error `kind`; `fields` fill the message template."""
-
-    def __init__(self, kind: ErrorKind, **fields: str) -> None:
-        super().__init__(kind.name)
-        self.kind = kind
-        self.fields = fields
-
-
-@dataclass(frozen=True)
-class ErrorShape:
-    """Status, error code (JSON personalities only) and message template.
-
-    The template is filled with `str.format_map` from fields such as `{uri}`, `{method}`,
-    `{id}`, `{study_id}`, `{path}`, `{detail}`. An empty message means an empty body (§7.1).
-    `html_when_accept` names a substring of `Accept` that makes the generic 500 an HTML page.
-    """
-
-    status: int
-    code: str
-    message: str
-    html_when_accept: str | None = None
+__all__ = [
+    "PERSONALITIES",
+    "ApiError",
+    "ErrorKind",
+    "ErrorShape",
+    "Personality",
+    "get_personality",
+]
 
 
 def _media_ranges(accept: str | None) -> list[str]:
@@ -77,161 +43,127 @@ def _media_ranges(accept: str | None) -> list[str]:
 
 def play_accepts_html(accept: str | None, requested_with: str | None) -> bool:
     """Play's `request.accepts("text/html")`: true if `Accept` is absent, `*/*`, `text/*`
-    or lists `text/html` (§1.2). 3.8.x ignores `X-Requested-With`."""
+    or lists `text/html` (docs/jatos-api.md §2). 3.8.x ignores `X-Requested-With`."""
     ranges = _media_ranges(accept)
     return not ranges or any(r in {"*/*", "*", "text/*", "text/html"} for r in ranges)
 
 
 def play_accepts_html_not_ajax(accept: str | None, requested_with: str | None) -> bool:
-    """3.9.x `denied`: HTML request and not `X-Requested-With: XMLHttpRequest` (§1.2)."""
+    """3.9.x `denied`: HTML request and not `X-Requested-With: XMLHttpRequest` (§2)."""
     return play_accepts_html(accept, requested_with) and requested_with != "XMLHttpRequest"
 
 
 def lists_text_html(accept: str | None, requested_with: str | None) -> bool:
-    """3.10 `isHtmlRequest`: only an `Accept` header that literally lists `text/html` (§1.2)."""
+    """3.10 `isHtmlRequest`: only an `Accept` header that literally lists `text/html` (§2)."""
     return "text/html" in _media_ranges(accept)
 
 
 RedirectRule = Callable[[str | None, str | None], bool]
 
-_CLASSIC_ERRORS: Mapping[ErrorKind, ErrorShape] = {
-    # §1.3
-    ErrorKind.API_DISABLED: ErrorShape(403, "", "JATOS' current settings do not allow API usage"),
-    ErrorKind.INVALID_TOKEN: ErrorShape(401, "", "Invalid api token"),
-    ErrorKind.AUTH_FAILED: ErrorShape(403, "", "Failed authentication"),
-    # §1.1 edge case, §7.1 generic branch
-    ErrorKind.INTERNAL: ErrorShape(
-        500,
-        "",
-        "Internal JATOS error during {uri}. Check logs to get more information.",
-        html_when_accept="html",
-    ),
-    ErrorKind.ROUTE_NOT_FOUND: ErrorShape(404, "", "Requested page {uri} couldn't be found."),
-    # §1.4
-    ErrorKind.STUDY_NOT_FOUND_ID: ErrorShape(404, "", "Couldn't find study with ID {id}"),
-    ErrorKind.STUDY_NOT_FOUND_UUID: ErrorShape(404, "", "Couldn't find study with UUID {id}"),
-    ErrorKind.NO_ACCESS: ErrorShape(403, "", "No access to study with ID {study_id}"),
-    # §6
-    ErrorKind.STUDY_LOCKED: ErrorShape(
-        403, "", "Study with ID {study_id} is locked. Unlock it if you want to make changes."
-    ),
-    # §2, §3
-    ErrorKind.ASSETS_DIR_MISSING: ErrorShape(404, "", "Study assets directory couldn't be found"),
-    ErrorKind.FILE_NOT_FOUND: ErrorShape(404, "", "File '{path}' couldn't be found."),
-    ErrorKind.DOWNLOAD_BAD_PATH: ErrorShape(404, "", "File '{path}' couldn't be found."),
-    # §4.1, §4.3
-    ErrorKind.MISSING_FILE: ErrorShape(400, "", "File missing"),
-    ErrorKind.UPLOAD_BAD_PATH: ErrorShape(400, "", "Error writing file"),
-    ErrorKind.UPLOAD_WRONG_TYPE: ErrorShape(400, "", "Error writing file"),
-    ErrorKind.UPLOAD_IO: ErrorShape(400, "", "Error writing file"),
-    # §5: these 400s have an empty body
-    ErrorKind.DELETE_IS_DIR: ErrorShape(400, "", ""),
-    ErrorKind.DELETE_BAD_PATH: ErrorShape(400, "", ""),
-    ErrorKind.DELETE_IO: ErrorShape(400, "", ""),
-    # §2.4: 3.9.7+ answers an IOException with its message
-    ErrorKind.LISTING_IO: ErrorShape(500, "", "{detail}"),
-    # ≤3.10.1: `File.listFiles()` returns null → NullPointerException → generic 500 (§2.4)
-    ErrorKind.LISTING_DIR_UNREADABLE: ErrorShape(
-        500,
-        "",
-        "Internal JATOS error during {uri}. Check logs to get more information.",
-        html_when_accept="html",
-    ),
-    # §4.1, §7.1 Play client errors
-    ErrorKind.TOO_LARGE: ErrorShape(
-        413, "", "Request entity too large: You probably tried to upload a file that is too large"
-    ),
-    ErrorKind.BAD_REQUEST: ErrorShape(400, "", "bad request"),
-    ErrorKind.CLIENT_FORBIDDEN: ErrorShape(403, "", "You're not allowed to access this resource."),
-}
-
-_ENVELOPE_ERRORS: Mapping[ErrorKind, ErrorShape] = {
-    # §1.3, §7.2, §7.3
-    ErrorKind.API_DISABLED: ErrorShape(
-        403, "AUTH_ERROR", "JATOS' current settings do not allow API usage"
-    ),
-    ErrorKind.INVALID_TOKEN: ErrorShape(401, "INVALID_API_TOKEN", "Invalid api token"),
-    ErrorKind.AUTH_FAILED: ErrorShape(401, "AUTH_ERROR", "Failed authentication"),
-    ErrorKind.INTERNAL: ErrorShape(
-        500, "UNEXPECTED_ERROR", "Unexpected error", html_when_accept="text/html"
-    ),
-    ErrorKind.ROUTE_NOT_FOUND: ErrorShape(
-        404, "NOT_FOUND", "Requested page {method} {uri} couldn't be found."
-    ),
-    ErrorKind.STUDY_NOT_FOUND_ID: ErrorShape(404, "NOT_FOUND", "Study doesn't exist."),
-    ErrorKind.STUDY_NOT_FOUND_UUID: ErrorShape(404, "NOT_FOUND", "Study doesn't exist."),
-    ErrorKind.NO_ACCESS: ErrorShape(403, "NO_ACCESS", "No access to study."),
-    ErrorKind.STUDY_LOCKED: ErrorShape(403, "STUDY_LOCKED", "Study locked"),
-    ErrorKind.ASSETS_DIR_MISSING: ErrorShape(
-        404, "NOT_FOUND", "Study assets directory couldn't be found"
-    ),
-    ErrorKind.FILE_NOT_FOUND: ErrorShape(404, "NOT_FOUND", "File '{path}' couldn't be found."),
-    # §3: the IOException escapes the controller
-    ErrorKind.DOWNLOAD_BAD_PATH: ErrorShape(500, "IO_ERROR", "IO error: {detail}"),
-    ErrorKind.MISSING_FILE: ErrorShape(400, "MISSING_FILE", "File missing"),
-    ErrorKind.UPLOAD_BAD_PATH: ErrorShape(400, "VALIDATION_ERROR", "Invalid path: {path}"),
-    ErrorKind.UPLOAD_WRONG_TYPE: ErrorShape(
-        400, "FILE_ALREADY_EXISTS", "File already exists but is of a different type"
-    ),
-    ErrorKind.UPLOAD_IO: ErrorShape(500, "UNSPECIFIED", "Error writing file"),
-    ErrorKind.DELETE_IS_DIR: ErrorShape(500, "UNSPECIFIED", "Error writing file"),
-    ErrorKind.DELETE_BAD_PATH: ErrorShape(500, "UNSPECIFIED", "Error writing file"),
-    ErrorKind.DELETE_IO: ErrorShape(500, "UNSPECIFIED", "Error writing file"),
-    ErrorKind.LISTING_IO: ErrorShape(500, "IO_ERROR", "IO error: {detail}"),
-    ErrorKind.LISTING_DIR_UNREADABLE: ErrorShape(500, "IO_ERROR", "IO error: {detail}"),
-    ErrorKind.TOO_LARGE: ErrorShape(413, "TOO_LARGE", "Request entity too large"),
-    ErrorKind.BAD_REQUEST: ErrorShape(400, "CLIENT_ERROR", "{detail}"),
-    ErrorKind.CLIENT_FORBIDDEN: ErrorShape(
-        403, "NO_ACCESS", "You're not allowed to access this resource."
-    ),
-}
-
-# 3.8.x-3.9.6 answer an IOException in the listing with the generic 500 (§2.4).
-_ERRORS_381: Mapping[ErrorKind, ErrorShape] = {
-    **_CLASSIC_ERRORS,
-    ErrorKind.LISTING_IO: _CLASSIC_ERRORS[ErrorKind.INTERNAL],
-}
-
-# REGEX_LEGAL_IN_PATH of 3.10.5, applied to the relative path (§4.4, §11.2).
+# REGEX_LEGAL_IN_PATH of 3.10.5, applied to the relative path (docs/jatos-api.md §5, §9).
 LEGAL_IN_PATH_310 = re.compile(r'[^\x00-\x1F\x7F\\<>:"|?*]+')
 
-_ALL_ROLES = frozenset({"USER"})
+# Worker types (docs/jatos-api.md §13, §14).
+WORKER_TYPES = frozenset(
+    {
+        "Jatos",
+        "PersonalSingle",
+        "PersonalMultiple",
+        "GeneralSingle",
+        "GeneralMultiple",
+        "MT",
+        "MTSandbox",
+    }
+)
+
+# Optional endpoint families; a personality lists the ones its release has (§1).
+Family = Literal[
+    "delete_study",  # DELETE /studies/{id} (3.8.6+)
+    "create_39",  # POST /studies/create (3.9.7+; deprecated in 3.10)
+    "studies_post",  # POST /studies: import or create by Content-Type (3.10)
+    "head_study",  # HEAD /studies/{id} (3.10, ADMIN)
+    "patch_properties",  # PATCH /studies/{id}/properties (3.10)
+    "components_39",  # POST …/components/create, DELETE …/components/{cid} (3.9.7+)
+    "components_310",  # /studies/{id}/components, /components/{id} (3.10)
+    "batches",  # /studies/{id}/batches, /batches/{id} (3.10)
+    "study_codes_post",  # POST /studies/{id}/studyCodes, /studyCodes/{code} (3.10)
+    "results_delete_post",  # POST /results/delete (3.10)
+]
 
 
 @dataclass(frozen=True)
 class Personality:
-    """What distinguishes one JATOS release from another for the asset API (§11.1)."""
+    """What distinguishes one JATOS release from another (docs/jatos-api.md §1, §15)."""
 
     name: str
-    api_version: str  # §0
-    json_errors: bool  # §7
+    api_version: str  # §1
+    json_errors: bool  # §8
     errors: Mapping[ErrorKind, ErrorShape]
-    has_structure_route: bool  # §0: absent in 3.8.1
-    upload_root_route: Literal["assets/", "assets"]  # §4.2 "Routes for no filepath"
-    dir_path_suffix: str  # §2.3
-    checks_lock: bool  # §6
-    csrf_filter: bool  # §1.6
-    signin_path: str  # §1.2
-    missing_token_redirects: RedirectRule  # §1.2
-    session_deny_status: int  # AJAX answer of the session-cookie method (§1.2)
+    has_structure_route: bool  # §1: absent in 3.8.1
+    upload_root_route: Literal["assets/", "assets"]  # §5 "Routes for no filepath"
+    dir_path_suffix: str  # §3
+    checks_lock: bool  # §7: assets upload/delete (3.8.6+)
+    csrf_filter: bool  # §2
+    signin_path: str  # §2
+    missing_token_redirects: RedirectRule  # §2
+    session_deny_status: int  # AJAX answer of the session-cookie method (§2)
     session_deny_message: str
-    upload_mode: Literal["create_target_dirs", "parents_only"]  # §4.3
-    legal_path: re.Pattern[str] | None  # §4.4
-    trims_upload_path: bool  # §4.2
-    content_disposition: Literal["inline", "attachment"]  # §3
-    json_model: Literal["classic", "3.10"]  # token info §9.4, study JSON §9.2
-    success_messages: bool  # upload/delete: 201/200 JSON message vs 200 empty body (§4.3, §5)
-    roles: Mapping[str, frozenset[str]]  # endpoint group -> any-of roles (§1.4)
-    token_only: frozenset[str]  # endpoint groups that skip session-cookie auth (§1.4)
+    upload_mode: Literal["create_target_dirs", "parents_only"]  # §5
+    legal_path: re.Pattern[str] | None  # §5
+    trims_upload_path: bool  # §5
+    content_disposition: Literal["inline", "attachment"]  # §4
+    json_model: Literal["classic", "3.10"]  # token info, study/component/batch JSON (§10)
+    success_messages: bool  # upload/delete: 201/200 JSON message vs 200 empty body (§5, §6)
+    roles: Mapping[str, frozenset[str]]  # endpoint group -> any-of roles (§7)
+    token_only: frozenset[str]  # endpoint groups that skip session-cookie auth (§2)
+    families: frozenset[Family]  # optional endpoints (§1)
+    # --- studies, archives, components (§10-§12)
+    import_answer: Literal["info", "envelope"]  # un-enveloped info JSON vs study envelope
+    import_answer_has_id: bool  # `id` in the info JSON (3.9.7+)
+    import_new_with_keep_flags: Literal["ignore", "fail", "import"]  # new UUID + keep flag
+    import_raw_body: bool  # a raw zip body is accepted (3.10)
+    import_validates_parts: bool  # components and batches validated on import (3.9+)
+    root_files_count_as_dirs: bool  # `findDirectories` bug of 3.8/3.9
+    jas_needs_ids: bool  # 3.8.2: no random uuid/dirName for a .jas without them
+    jas_input_key: Literal["jsonData", "studyInput"]  # what an export writes
+    jas_reads_input_aliases: bool  # studyInput/componentInput/batchInput read (3.10)
+    unzip_failure: str  # the cause named when unpacking fails
+    not_a_study: str  # the cause named without exactly one .jas
+    entry_msg_max_bytes: int | None  # studyEntryMsg limit (3.9+)
+    checks_worker_types: bool  # batch validation refuses unknown types (3.10)
+    export_short_title_fails: bool  # File.createTempFile prefix rule (3.8/3.9)
+    archive_suffix_configurable: bool  # jatos.studyArchive.suffix (3.9+)
+    default_worker_types: frozenset[str]  # a new batch's allowedWorkerTypes (§13)
+    codes_api: Literal["classic", "3.10"]  # study code parameters and checks (§13)
+    # --- results (§14)
+    results_archive_suffix: str  # combined zip: jrzip (3.8.2) / zip
+    metadata_group_id_text: bool  # groupId is a string (3.8.2)
+    metadata_quota_and_comment: bool  # isQuotaReached, comment (3.9+)
+    result_path_os_separator: bool  # metadata `path` uses the server's separator (≤3.9)
+    plain_text_sorted: bool  # asPlainText in ascending CR ID order (3.9+)
+    plain_text_inline: bool  # text/plain, attachment only with download=true (3.10)
+    metadata_download_flag: bool  # ?download= on /results/metadata (3.10)
+    selector_uuid_bug: bool  # componentUuids reads studyUuids (3.8/3.9)
+    selector_drops_bad_numbers: bool  # non-numeric query values dropped (3.10) or 500
+    results_delete_lists_ids: bool  # delete answers the deleted CR IDs (3.10)
+    unknown_result_file_cr: ErrorKind  # single file with an unknown componentResultId
 
     def error_shape(self, kind: ErrorKind) -> ErrorShape:
         return self.errors[kind]
 
+    def has(self, family: Family) -> bool:
+        return family in self.families
+
+
+_USER = frozenset({"USER"})
 
 _CLASSIC_ROLES: Mapping[str, frozenset[str]] = {
-    "token": _ALL_ROLES,
-    "properties": _ALL_ROLES,
-    "assets": _ALL_ROLES,
+    "token": _USER,
+    "properties": _USER,
+    "assets": _USER,
+    "read": _USER,
+    "write": _USER,
+    "admin": frozenset({"ADMIN"}),
 }
 
 _SESSION_MSG_SIGN_IN = "You are not allowed to access this page. Please sign in."
@@ -240,7 +172,7 @@ PERSONALITY_39 = Personality(
     name="3.9",
     api_version="1.0.1",
     json_errors=False,
-    errors=_CLASSIC_ERRORS,
+    errors=CLASSIC_ERRORS,
     has_structure_route=True,
     upload_root_route="assets/",
     dir_path_suffix="/",
@@ -258,28 +190,72 @@ PERSONALITY_39 = Personality(
     success_messages=False,
     roles=_CLASSIC_ROLES,
     token_only=frozenset(),
+    families=frozenset({"delete_study", "create_39", "components_39"}),
+    import_answer="info",
+    import_answer_has_id=True,
+    import_new_with_keep_flags="fail",
+    import_raw_body=False,
+    import_validates_parts=True,
+    root_files_count_as_dirs=True,
+    jas_needs_ids=False,
+    jas_input_key="jsonData",
+    jas_reads_input_aliases=False,
+    unzip_failure="Unpacking ZIP archive failed",
+    not_a_study="Study is invalid",
+    entry_msg_max_bytes=1000,
+    checks_worker_types=False,
+    export_short_title_fails=True,
+    archive_suffix_configurable=True,
+    default_worker_types=frozenset({"Jatos", "PersonalMultiple", "PersonalSingle"}),
+    codes_api="classic",
+    results_archive_suffix="zip",
+    metadata_group_id_text=False,
+    metadata_quota_and_comment=True,
+    result_path_os_separator=True,
+    plain_text_sorted=True,
+    plain_text_inline=False,
+    metadata_download_flag=False,
+    selector_uuid_bug=True,
+    selector_drops_bad_numbers=False,
+    results_delete_lists_ids=False,
+    unknown_result_file_cr=ErrorKind.INTERNAL,
 )
 
-# 3.8.1 is 3.9 without the listing route, the lock check and the CSRF filter, with the
-# older sign-in page and apiVersion (API reference §0, §1.2, §6, §1.6).
-PERSONALITY_381 = dataclasses.replace(
+# 3.8.2 is 3.9 without the lock check on assets, the CSRF filter, DELETE study, create from
+# JSON and the component endpoints, with the older sign-in page, apiVersion and import and
+# results quirks (docs/jatos-api.md §1, §2, §7, §11, §14).
+PERSONALITY_382 = dataclasses.replace(
     PERSONALITY_39,
-    name="3.8.1",
+    name="3.8.2",
     api_version="1.0.0",
-    errors=_ERRORS_381,
-    has_structure_route=False,
+    errors=CLASSIC_ERRORS_38,
     checks_lock=False,
     csrf_filter=False,
     signin_path="/jatos/login",
     missing_token_redirects=play_accepts_html,
     session_deny_message="You are not allowed to access this page. Please log in.",
+    families=frozenset(),
+    import_answer_has_id=False,
+    import_new_with_keep_flags="ignore",
+    import_validates_parts=False,
+    jas_needs_ids=True,
+    unzip_failure="Import of study failed",
+    entry_msg_max_bytes=None,
+    archive_suffix_configurable=False,
+    results_archive_suffix="jrzip",
+    metadata_group_id_text=True,
+    metadata_quota_and_comment=False,
+    plain_text_sorted=False,
 )
+
+# 3.8.1 is 3.8.2 without the listing route (`git diff v3.8.1 v3.8.2`, §1).
+PERSONALITY_381 = dataclasses.replace(PERSONALITY_382, name="3.8.1", has_structure_route=False)
 
 PERSONALITY_310 = Personality(
     name="3.10",
     api_version="1.1.0",
     json_errors=True,
-    errors=_ENVELOPE_ERRORS,
+    errors=ENVELOPE_ERRORS,
     has_structure_route=True,
     upload_root_route="assets",
     dir_path_suffix="",
@@ -298,13 +274,59 @@ PERSONALITY_310 = Personality(
     roles={
         "token": frozenset({"VIEWER", "USER", "ADMIN"}),
         "properties": frozenset({"VIEWER", "USER"}),
-        "assets": frozenset({"USER"}),
+        "assets": _USER,
+        "read": frozenset({"VIEWER", "USER"}),
+        "write": _USER,
+        "admin": frozenset({"ADMIN"}),
     },
     token_only=frozenset({"token"}),
+    families=frozenset(
+        {
+            "delete_study",
+            "create_39",
+            "studies_post",
+            "head_study",
+            "patch_properties",
+            "components_310",
+            "batches",
+            "study_codes_post",
+            "results_delete_post",
+        }
+    ),
+    import_answer="envelope",
+    import_answer_has_id=True,
+    import_new_with_keep_flags="import",
+    import_raw_body=True,
+    import_validates_parts=True,
+    root_files_count_as_dirs=False,
+    jas_needs_ids=False,
+    jas_input_key="studyInput",
+    jas_reads_input_aliases=True,
+    unzip_failure="Unpacking ZIP archive failed",
+    not_a_study="File is not a valid JATOS study",
+    entry_msg_max_bytes=1000,
+    checks_worker_types=True,
+    export_short_title_fails=False,
+    archive_suffix_configurable=True,
+    default_worker_types=frozenset({"PersonalMultiple", "PersonalSingle"}),
+    codes_api="3.10",
+    results_archive_suffix="zip",
+    metadata_group_id_text=False,
+    metadata_quota_and_comment=True,
+    result_path_os_separator=False,
+    plain_text_sorted=True,
+    plain_text_inline=True,
+    metadata_download_flag=True,
+    selector_uuid_bug=False,
+    selector_drops_bad_numbers=True,
+    results_delete_lists_ids=True,
+    unknown_result_file_cr=ErrorKind.NOT_FOUND,
 )
 
 PERSONALITIES: Mapping[str, Personality] = {
     "3.8.1": PERSONALITY_381,
+    "3.8": PERSONALITY_382,
+    "3.8.2": PERSONALITY_382,
     "3.9": PERSONALITY_39,
     "3.9.8": PERSONALITY_39,
     "3.10": PERSONALITY_310,
@@ -313,7 +335,7 @@ PERSONALITIES: Mapping[str, Personality] = {
 
 
 def get_personality(name: str) -> Personality:
-    """The personality for `name` ("3.8.1", "3.9", "3.10"); ValueError for anything else."""
+    """The personality for `name` ("3.8.1", "3.8.2", "3.9", "3.10", …); ValueError else."""
     try:
         return PERSONALITIES[name]
     except KeyError:

@@ -14,6 +14,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -177,9 +178,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(Response(400, body=b"bad request", close=True))
                 return
             headers = cast("dict[str, str]", self.headers)
-            self._exchange(
-                self.server.backend, Request(self.command, target, path, query, headers, self._body)
+            request = Request(
+                self.command, target, path, query, headers, self._body, str(self.client_address[0])
             )
+            self._exchange(self.server.backend, request)
         except OSError:  # the client went away, or close() cut the connection
             self.close_connection = True
         finally:
@@ -260,20 +262,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(response.status)
             for name, value in response.headers:
                 self.send_header(name, value)
-            length = response.stream_len if response.stream is not None else len(response.body)
-            self.send_header("Content-Length", str(length))
+            if response.chunks is not None:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                length = response.stream_len if response.stream is not None else len(response.body)
+                self.send_header("Content-Length", str(length))
             if response.close:
                 self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
-                if response.stream is not None:
+                if response.chunks is not None:
+                    self._send_chunks(response.chunks)
+                elif response.stream is not None:
                     shutil.copyfileobj(response.stream, self.wfile, _COPY_CHUNK)
                 elif response.body:
                     self.wfile.write(response.body)
         finally:
             if response.stream is not None:
                 response.stream.close()
+            if response.chunks is not None and hasattr(response.chunks, "close"):
+                response.chunks.close()
         return response.status
+
+    def _send_chunks(self, chunks: Iterator[bytes]) -> None:
+        """Chunked transfer coding; the stream may end early (a truncated answer still ends
+        with a proper last chunk, as Play's chunked results do)."""
+        for chunk in chunks:
+            if chunk:
+                self.wfile.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
     def _drop(self) -> None:
         """Close without any response (a crashed proxy or a network cut)."""

@@ -1,24 +1,25 @@
 """HTTP wire details of the stand-in server that JATOS inherits from Java and Play.
 
-Owns: `java.net.URLDecoder` semantics (§3), Java's `String.trim`, the streaming request-body
-reader (Content-Length or chunked, with size limits), the download `Content-Disposition`
-encoding, cookie parsing, and the `Request`/`Response` values passed between the transport
-and the JATOS application. Knows nothing about JATOS routes or state.
+Owns: `java.net.URLDecoder` semantics (docs/jatos-api.md §4), Java's `String.trim`, the
+streaming request-body reader (Content-Length or chunked, with size limits), the download
+`Content-Disposition` encoding, cookie parsing, Jackson's NON_NULL writing, and the
+`Request`/`Response` values passed between the transport and the JATOS application. Knows
+nothing about JATOS routes or state.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _HEX_PAIR = re.compile(r"[+-]?[0-9A-Fa-f]+")
 
 
 class MalformedEscapeError(ValueError):
-    """`URLDecoder` threw `IllegalArgumentException` (→ 500 in JATOS, §3)."""
+    """`URLDecoder` threw `IllegalArgumentException` (→ 500 in JATOS, docs/jatos-api.md §4)."""
 
 
 def java_url_decode(text: str) -> str:
@@ -241,6 +242,7 @@ class Request:
     query: str
     headers: Mapping[str, str]
     body: RequestBody
+    client_host: str = ""  # the peer's address (the stand-in's control API is loopback-only)
 
     def header(self, name: str) -> str | None:
         value = self.headers.get(name)
@@ -249,7 +251,8 @@ class Request:
 
 @dataclass
 class Response:
-    """An answer: a byte body or an open file to stream (`stream`, `stream_len`)."""
+    """An answer: a byte body, an open file to stream (`stream`, `stream_len`), or chunks
+    sent with `Transfer-Encoding: chunked` and no Content-Length (`chunks`)."""
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -257,6 +260,16 @@ class Response:
     stream: BinaryIO | None = None
     stream_len: int = 0
     close: bool = False
+    chunks: Iterator[bytes] | None = None
+
+
+def drop_nulls(value: Any) -> Any:
+    """A JSON value without null object members, as Jackson's NON_NULL writes it."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
 
 
 def html_response(status: int, page: bytes, *, close: bool = False) -> Response:
