@@ -55,6 +55,9 @@ def error_of(text: str, *, path: Path = NAME, mode: int = 0o600) -> str:
     return str(info.value)
 
 
+# The declared defaults of watch: (debounce 0.3 s, delete_delay 2 s, reconcile 10 min, …).
+DEFAULT_WATCH = WatchConfig(0.3, 2.0, 600.0, "auto", 1.0)
+
 MINIMAL = """\
 server:
   url: https://jatos.example.org
@@ -113,7 +116,7 @@ def test_product_example_parses_exactly(tmp_path: Path) -> None:
             ),
         ),
         state_dir=None,
-        watch=WatchConfig(),
+        watch=DEFAULT_WATCH,
     )
 
 
@@ -124,7 +127,7 @@ def test_minimal_document_gets_every_default(tmp_path: Path) -> None:
     assert config.server.inline_token is None
     assert (config.server.timeout_s, config.server.retries, config.server.concurrency) == (30, 4, 4)
     assert config.server.verify_tls is True
-    assert config.watch == WatchConfig(0.3, 2.0, 600.0, "auto", 1.0)
+    assert config.watch == DEFAULT_WATCH
     (mapping,) = config.mappings
     assert mapping.name == "sample-project"  # the folder's base name
     assert (mapping.delete, mapping.backup, mapping.ignore) == (True, True, ())
@@ -294,7 +297,7 @@ mappings:
     config = parse(text)
     assert config.server.token_env == JATOS_ENV
     assert config.server.timeout_s == 30.0
-    assert config.watch == WatchConfig()
+    assert config.watch == DEFAULT_WATCH
     assert config.state_dir is None
     assert config.mappings[0].delete is True
     assert config.mappings[0].ignore == ()
