@@ -1,13 +1,13 @@
 """Reading `jatos-sync.yaml`: YAML nodes → plain data → the declaration → `Config`.
 
-`yaml.compose()` with the safe loader gives nodes with line marks; this module walks them
-itself (never `yaml.load`: no Python object is built from tags), honours merge keys, and
-descends only where the declaration (config_spec.py) expects a mapping or a list, so
-aliases cannot inflate what it builds. It records the key and value node of every key path;
-`msgspec.convert` then checks the data, and its failing path (`$.mappings[0].study`) leads
-back to the line, while the declared type at that path says what was expected. Last, values
-are resolved: paths, URL, inline token, `defaults:` merged into each mapping, clashes.
-It must not talk to the server, create anything, or put a token into a message.
+`yaml.compose()` (safe loader) gives nodes with line marks; this module walks them itself
+(never `yaml.load`: no object is built from a tag), honours merge keys, and descends only
+where the declaration (config_spec.py) expects a mapping or a list, so aliases cannot
+inflate what it builds. It keeps the nodes of every key path: when `msgspec.convert`
+rejects the data, its path (`$.mappings[0].study`) leads back to the line, and the declared
+type at that path says what was expected. Last, values are resolved (paths, URL, inline
+token, `defaults:` merged into each mapping, clashes). It must not talk to the server,
+create anything, or put a token into a message.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 import msgspec
 import pathspec
 import yaml
-from yaml.constructor import SafeConstructor
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from jatos_sync import config_spec as spec
 from jatos_sync.config import NODE_BUDGET, TOKEN_PREFIX, Config, MappingConfig, ServerConfig
-from jatos_sync.config import WatchConfig, _keep_out, _quote, check_token_format
+from jatos_sync.config import Token, WatchConfig, _keep_out, _quote, check_token_format
 from jatos_sync.errors import ConfigError
 
 KeyPath = tuple[str | int, ...]
@@ -47,8 +47,8 @@ def read(text: str, *, path: Path, mode: int) -> Config:
         raise reader.error(
             None,
             (),
-            "the file is empty; expected server: and mappings:, "
-            "or write a new one with `jatos-sync init`",
+            "the file is empty; expected server: and mappings:, or "
+            "write a new one with `jatos-sync init`",
         )
     reader.nodes[()] = (root, root)
     try:
@@ -86,8 +86,6 @@ class _Reader:
                 "and aliases (*)",
             )
 
-    # -- YAML ----------------------------------------------------------------------------
-
     def compose(self, text: str) -> Node | None:
         try:
             return yaml.compose(text, Loader=yaml.SafeLoader)
@@ -108,7 +106,7 @@ class _Reader:
             raise self.error(
                 text.count("\n", 0, exc.position) + 1,
                 (),
-                f"YAML cannot contain "
+                "YAML cannot contain "
                 f"the character U+{code:04X} (a control character or an unpaired "
                 "surrogate); remove it",
             ) from None
@@ -123,24 +121,24 @@ class _Reader:
             data: dict[str, object] = {}
             for name, (key, value) in self.flatten(node, path, set()).items():
                 self.nodes[(*path, name)] = (key, value)
-                field = _step(declared, name)
+                field = _step(declared, name)  # None: an unknown key, which msgspec names
                 if field is None or not _is_null(value):  # `key:` takes the default
-                    data[name] = None if field is None else self.build(value, (*path, name), field)
+                    data[name] = field and self.build(value, (*path, name), field)
             return data
         if isinstance(node, SequenceNode) and (item := _step(declared, 0)) is not None:
             for i, child in enumerate(node.value):
                 self.visit(child)
                 self.nodes[(*path, i)] = (child, child)
             return [self.build(child, (*path, i), item) for i, child in enumerate(node.value)]
-        if isinstance(node, ScalarNode) and node.tag != _STR:
-            try:  # null, bool, int, float; a date, !!binary or a custom tag fits no key
-                return SafeConstructor().construct_object(node)
-            except yaml.constructor.ConstructorError:
-                return node
-            except (ValueError, ArithmeticError, LookupError, TypeError):  # `!!int abc`, 9999…
-                kind = "true or false" if node.tag == _BOOL else "a number (too large or malformed)"
-                raise self.at(path, f"cannot read {_quote(str(node.value))} as {kind}") from None
-        return str(node.value) if isinstance(node, ScalarNode) else node
+        if not isinstance(node, ScalarNode) or node.tag == _STR:
+            return str(node.value) if isinstance(node, ScalarNode) else node
+        try:  # null, bool, int, float; a date, !!binary or a custom tag fits no key
+            return SafeConstructor().construct_object(node)
+        except ConstructorError:
+            return node
+        except (ValueError, ArithmeticError, LookupError, TypeError):  # `!!int abc`, 9999…
+            kind = "true or false" if node.tag == _BOOL else "a number (too large or malformed)"
+            raise self.at(path, f"cannot read {_quote(str(node.value))} as {kind}") from None
 
     def flatten(self, node: MappingNode, path: KeyPath, active: set[int]) -> dict[str, Any]:
         """Key name → (key node, value node), resolving merge keys (`<<: *anchor`)."""
@@ -166,52 +164,43 @@ class _Reader:
                         merged.setdefault(name, entry)  # earlier sources win (YAML merge spec)
             elif not isinstance(key, ScalarNode):
                 raise self.error(key, path, f"keys must be plain names, got {_describe(key)}")
-            elif str(key.value) in explicit:
-                first = _line(explicit[str(key.value)][0])
-                raise self.error(
-                    key, (*path, key.value), f"duplicate key (first given on line {first})"
-                )
+            elif (name := str(key.value)) in explicit:
+                first = _line(explicit[name][0])
+                raise self.error(key, (*path, name), f"duplicate key (first given on line {first})")
             else:
-                explicit[str(key.value)] = (key, value)
+                explicit[name] = (key, value)
         active.discard(id(node))
         return {**merged, **explicit}
-
-    # -- checking against the declaration ----------------------------------------------
 
     def check(self, data: object) -> spec.File:
         try:
             checked = msgspec.convert(data, spec.File, dec_hook=spec.decode)
         except msgspec.ValidationError as exc:
-            text, at, where = str(exc).rpartition(" - at `")
+            problem, at, where = str(exc).rpartition(" - at `")
             path = tuple(n or int(i) for n, i in re.findall(r"\.(\w+)|\[(\d+)\]", where))
-            raise self.explain(path if at else (), text if at else str(exc)) from None
-        bad = next(_out_of_range(checked, ()), None)
-        if bad is not None:
-            raise self.explain(bad, "")
+            raise self.explain(path if at else (), problem if at else str(exc)) from None
+        for path in _out_of_range(checked, ()):
+            raise self.explain(path, "")
         return checked
 
     def explain(self, path: KeyPath, problem: str) -> ConfigError:
         """A message for msgspec's `problem` at `path`, in the words of the declaration."""
         if problem.startswith("Object contains unknown field"):
             known = list(spec.fields(_struct(_type_at(path)) or spec.File))
-            keys = [p for p in self.nodes if p[:-1] == path and p and p[-1] not in known]
+            keys = [p for p in self.nodes if p and p[:-1] == path and p[-1] not in known]
             key = min(keys, key=lambda p: _line(self.nodes[p][0]))
             return self.error(self.nodes[key][0], key, _unknown(str(key[-1]), known))
         if problem.startswith("Object missing required field"):
             path = (*path, problem.split("`")[1])
-            if path not in self.nodes:
-                expected = _expected(_type_at(path))
-                message = f"required key is missing; expected {expected}"
-                return self.error(self.nodes[path[:-1]][0], path, message)
+            if path not in self.nodes:  # absent, rather than present and empty
+                expected = f"required key is missing; expected {_expected(_type_at(path))}"
+                return self.error(self.nodes[path[:-1]][0], path, expected)
         node, declared = self.nodes[path][1], _type_at(path)
-        options, extra = spec.parts(declared)[0], spec.extra(declared)
-        secret = bool(extra.get("secret"))
+        secret = bool(spec.extra(declared).get("secret"))
         got = "an empty list" if "length >=" in problem else _describe(node, secret=secret)
-        quoted = node.tag == _STR and str(node.value).strip().lower() in _BOOL_WORDS
-        hint = " (remove the quotes)" if bool in options and quoted else ""
+        quoted = node.tag == _STR and node.value.strip().lower() in ("true", "false", "yes", "no")
+        hint = " (remove the quotes)" if quoted and bool in spec.parts(declared)[0] else ""
         return self.at(path, f"expected {_expected(declared)}, got {got}{hint}")
-
-    # -- resolving values ------------------------------------------------------------------
 
     def resolve(self, file: spec.File, absolute: Path) -> Config:
         s, w = file.server, file.watch
@@ -223,7 +212,7 @@ class _Reader:
                 "JATOS_TOKEN)",
             )
         ca_bundle = self.path(("server", "ca_bundle"), s.ca_bundle)
-        if ca_bundle is not None and not _exists(ca_bundle):
+        if ca_bundle is not None and not os.path.exists(ca_bundle):
             raise self.at(("server", "ca_bundle"), f"{ca_bundle} does not exist")
         token = None if s.token is None else self.inline_token(s.token)
         token_file = self.path(("server", "token_file"), s.token_file)
@@ -238,15 +227,20 @@ class _Reader:
             s.verify_tls,
             ca_bundle,
         )
-        watch = WatchConfig(
-            w.debounce, w.delete_delay, w.reconcile_interval, w.polling, w.poll_interval
-        )
         mappings: list[MappingConfig] = []
         for i, entry in enumerate(file.mappings):
             mappings.append(self.mapping(("mappings", i), entry, file.defaults, mappings))
         secrets = [absolute, *([token_file] if token_file else [])]
-        kept_out = tuple(_keep_out(m, secrets) for m in mappings)
-        return Config(absolute, server, kept_out, self.path(("state_dir",), file.state_dir), watch)
+        watch = WatchConfig(
+            w.debounce, w.delete_delay, w.reconcile_interval, w.polling, w.poll_interval
+        )
+        return Config(
+            absolute,
+            server,
+            tuple(_keep_out(m, secrets) for m in mappings),
+            self.path(("state_dir",), file.state_dir),
+            watch,
+        )
 
     def url(self, raw: str) -> str:
         key = ("server", "url")
@@ -271,8 +265,7 @@ class _Reader:
             raise self.at(key, bad)
         if parts.query or parts.fragment or "?" in raw or "#" in raw:
             raise self.at(key, "the URL must not contain a ?query or #fragment; give the base URL")
-        prefix = parts.path.rstrip("/")
-        base = f"{parts.scheme.lower()}://{parts.netloc}"
+        base, prefix = f"{parts.scheme.lower()}://{parts.netloc}", parts.path.rstrip("/")
         if (cut := prefix.lower().find("/jatos/api")) >= 0:
             raise self.at(
                 key,
@@ -280,7 +273,7 @@ class _Reader:
             )
         return base + prefix
 
-    def inline_token(self, value: str) -> Any:
+    def inline_token(self, value: str) -> Token:
         key = ("server", "token")
         if self.mode & 0o077:
             raise self.at(
@@ -296,8 +289,7 @@ class _Reader:
     def mapping(
         self, at: KeyPath, entry: spec.Mapping, defaults: spec.Policy, done: list[MappingConfig]
     ) -> MappingConfig:
-        folder = self.path((*at, "folder"), entry.folder)
-        assert folder is not None  # a required key
+        folder = self.path((*at, "folder"), entry.folder) or Path()
         name = folder.name if entry.name is None else entry.name
         if (problem := _name_problem(name)) is not None and entry.name is None:
             raise self.at(
@@ -307,30 +299,30 @@ class _Reader:
             )
         if problem is not None:
             raise self.at((*at, "name"), f"{_quote(name)} cannot be a name: {problem}")
-        given = {k for k in spec.fields(spec.Policy) if not _is_null(self.nodes.get((*at, k)))}
-        policy = {
-            k: getattr(entry if k in given else defaults, k) for k in spec.fields(spec.Policy)
-        }
-        ignore = self.patterns(("defaults", "ignore"), defaults.ignore) + (
-            self.patterns((*at, "ignore"), entry.ignore) if "ignore" in given else ()
-        )
-        line = _line(self.nodes[at][1])
+        keys = spec.fields(spec.Policy)
+        given = {k for k in keys if not _is_null(self.nodes.get((*at, k), (None, None))[1])}
+        policy = {k: getattr(entry if k in given else defaults, k) for k in keys}
+        ignore = self.patterns(("defaults", "ignore"), defaults.ignore)
+        ignore += self.patterns((*at, "ignore"), entry.ignore) if "ignore" in given else ()
         result = MappingConfig(
             name,
             folder,
-            str(entry.study),
+            entry.study,
             ignore,
             policy["delete"],
             policy["backup"],
             policy["max_delete"],
             policy["max_delete_percent"],
-            line,
+            _line(self.nodes[at][1]),
         )
         for index, other in enumerate(done):
             where = f"mappings[{index}] (line {other.line})"
             if other.name == name:
-                named = (*at, "name") if entry.name is not None else at
-                how = "the name" if entry.name is not None else "the name taken from its folder,"
+                named, how = (
+                    ((*at, "name"), "the name")
+                    if entry.name is not None
+                    else (at, "the name taken from its folder,")
+                )
                 raise self.at(
                     named,
                     f"{how} {_quote(name)} is already used by {where}; give "
@@ -345,38 +337,37 @@ class _Reader:
         return result
 
     def patterns(self, at: KeyPath, value: str | tuple[str, ...]) -> tuple[str, ...]:
-        items = (
-            [(at, value)]
-            if isinstance(value, str)
-            else [((*at, i), p) for i, p in enumerate(value)]
+        found = (
+            {at: value} if isinstance(value, str) else {(*at, i): p for i, p in enumerate(value)}
         )
-        for where, pattern in items:
+        for where, pattern in found.items():
             if (problem := _pattern_problem(pattern)) is not None:
                 raise self.at(
                     where, f"{_quote(pattern)} is not a valid gitignore pattern: {problem}"
                 )
-        return tuple(p for _, p in items)
+        return tuple(found.values())
 
     def path(self, at: KeyPath, text: str | None) -> Path | None:
         """`text` as an absolute, normalised path: `~` expanded, relative to the file's folder."""
-        if text is None:
-            return None
-        if "\x00" in text:
+        if text is not None and "\x00" in text:
             raise self.at(at, "a path cannot contain a NUL character")
         try:
-            return Path(os.path.normpath(self.base_dir / Path(text).expanduser()))
+            return (
+                None
+                if text is None
+                else Path(os.path.normpath(self.base_dir / Path(text).expanduser()))
+            )
         except RuntimeError:
             raise self.at(
-                at, f"cannot expand ~ in {_quote(text)}: unknown user or no home directory"
+                at, f"cannot expand ~ in {_quote(str(text))}: unknown user or no home directory"
             ) from None
 
 
-# -- what the declaration says ---------------------------------------------------------------
-
-_BOOL_WORDS = ("true", "false", "yes", "no")
+# -- what the declaration says -----------------------------------------------------------------
 
 
-def _struct(declared: Any) -> type[msgspec.Struct] | None:
+def _struct(declared: Any) -> Any:
+    """The declared class (`Server`, `Mapping` …) among the options of `declared`, or None."""
     kinds = [o for o in spec.parts(declared)[0] if isinstance(o, type)]
     return next((o for o in kinds if issubclass(o, msgspec.Struct)), None)
 
@@ -384,9 +375,8 @@ def _struct(declared: Any) -> type[msgspec.Struct] | None:
 def _step(declared: Any, key: str | int) -> Any:
     """The declared type one key below `declared`, or None where nothing is declared."""
     if isinstance(key, str):
-        struct = _struct(declared)
-        field = None if struct is None else spec.fields(struct).get(key)
-        return None if field is None else field.type
+        field = spec.fields(_struct(declared)).get(key) if _struct(declared) else None
+        return field and field.type
     lists = [o for o in spec.parts(declared)[0] if get_origin(o) in (list, tuple)]
     return get_args(lists[0])[0] if lists else None
 
@@ -399,53 +389,49 @@ def _type_at(path: KeyPath) -> Any:
 
 
 def _expected(declared: Any) -> str:
-    """What a key must hold, in words: from its type and limits, or from its description."""
-    options, extra = spec.parts(declared)[0], spec.extra(declared)
+    """What a key must hold, in words: from its type and limits, else its description."""
+    kind, extra, struct = spec.parts(declared)[0][0], spec.extra(declared), _struct(declared)
     low, high = spec.limits(declared)
-    kind = options[0]
     if "expected" in extra:
         return str(extra["expected"])
     if kind is bool:
         return "true or false"
     if kind is int:
         return (
-            f"a whole number from {low} to {high}"
-            if high is not None
-            else (f"a whole number of {low} or more")
+            f"a whole number {f'from {low} to {high}' if high is not None else f'of {low} or more'}"
         )
     if kind is spec.Seconds:
         return (
-            f"a duration from {_seconds(low)} to {_seconds(high)}: a number of seconds "
-            'such as 30, or text such as "500ms", "30s", "2m"'
+            f"a duration from {_seconds(low)} to {_seconds(high)}: a number of seconds such as "
+            '30, or text such as "500ms", "30s", "2m"'
         )
     if kind is spec.Percent:
         return f"a percentage from {low:g} to {high:g}"
     if get_origin(kind) is Literal:
         return "one of " + ", ".join(get_args(kind))
-    if (struct := _struct(declared)) is not None:
+    if struct is not None:
         required = [f"{n}:" for n, f in spec.fields(struct).items() if f.required]
-        keys = " and ".join(required) if required else ", ".join(spec.fields(struct))
+        keys = " and ".join(required) or ", ".join(spec.fields(struct))
         return f"a mapping {'with' if required else 'of'} {keys}"
     return str(extra.get("description", "text"))
 
 
-def _homes() -> dict[str, str]:
-    """Where each key belongs, for a key written at the wrong level."""
+def _unknown(name: str, known: list[str]) -> str:
+    """Where a key that is unknown here belongs, or the key that was probably meant."""
     places: dict[str, list[str]] = {
         n: ["at the top level of the file"] for n in spec.fields(spec.File)
     }
     for section, field in spec.fields(spec.File).items():
-        struct = _struct(field.type) or _struct(_step(field.type, 0))
-        where = f"under {section}:" if _struct(field.type) else f"in an entry of {section}:"
-        for key in spec.fields(struct) if struct else ():
-            places.setdefault(key, []).insert(0, where)  # mappings: before defaults:
-    return {k: v[0] + "".join(f" (or {p})" for p in v[1:]) for k, v in places.items()}
-
-
-def _unknown(name: str, known: list[str]) -> str:
-    home = _homes().get(name)
-    if home is not None:
-        return f"unknown key here; {name} belongs {home}"
+        inner = _struct(field.type) or _struct(_step(field.type, 0))
+        for key in spec.fields(inner) if inner else ():  # mappings: first, then defaults:
+            entry = "under" if _struct(field.type) else "in an entry of"
+            places.setdefault(key, []).insert(0, f"{entry} {section}:")
+    if name in places:
+        return (
+            f"unknown key here; {name} belongs "
+            + " (or ".join(places[name])
+            + ")" * (len(places[name]) - 1)
+        )
     close = difflib.get_close_matches(name.lower().replace("-", "_"), known, n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean '{close[0]}'?"
@@ -453,59 +439,44 @@ def _unknown(name: str, known: list[str]) -> str:
 
 
 def _out_of_range(value: msgspec.Struct, path: KeyPath) -> Iterator[KeyPath]:
-    """Key paths whose number lies outside the limits declared for a custom number type."""
+    """Key paths whose number is outside the limits declared for a custom number type."""
     for name, field in spec.fields(type(value)).items():
-        item = getattr(value, name)
-        low, high = spec.limits(field.type)
+        item, (low, high) = getattr(value, name), spec.limits(field.type)
         if isinstance(item, float) and not (low or 0) <= item <= (item if high is None else high):
             yield (*path, name)
-        for i, child in enumerate(item if isinstance(item, list) else [item]):
+        for i, child in enumerate(item) if isinstance(item, list) else [(None, item)]:
             if isinstance(child, msgspec.Struct):
-                yield from _out_of_range(
-                    child, (*path, name, i) if isinstance(item, list) else (*path, name)
-                )
+                yield from _out_of_range(child, (*path, name) if i is None else (*path, name, i))
 
 
-# -- words -----------------------------------------------------------------------------------
+# -- words -------------------------------------------------------------------------------------
 
 
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1 if node.start_mark is not None else 1
 
 
-def _is_null(node: Node | tuple[Node, Node] | None) -> bool:
-    value = node[1] if isinstance(node, tuple) else node
-    return value is None or (isinstance(value, ScalarNode) and value.tag == _NULL)
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):
-        return False
+def _is_null(node: Node | None) -> bool:
+    return node is None or (isinstance(node, ScalarNode) and node.tag == _NULL)
 
 
 def _label(path: KeyPath) -> str:
     """`mappings[0].study`; a key that is not a plain name is shown quoted, never a token."""
-    out = ""
+    label = ""
     for key in path:
-        plain = (
-            isinstance(key, str)
-            and re.fullmatch(r"[A-Za-z0-9_-]+", key)
-            and TOKEN_PREFIX not in key
-        )
-        out += (
-            f".{key}" if plain else f"[{key}]" if isinstance(key, int) else f"[{_quote(str(key))}]"
-        )
-    return out.lstrip(".")
+        if isinstance(key, int):
+            label += f"[{key}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", key) and TOKEN_PREFIX not in key:
+            label += f".{key}"
+        else:
+            label += f"[{_quote(key)}]"
+    return label.lstrip(".")
 
 
 def _describe(node: Node, *, secret: bool = False) -> str:
     """What the file holds at `node`, for "expected X, got Y"."""
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
+    if not isinstance(node, ScalarNode):
+        return "a mapping" if isinstance(node, MappingNode) else "a list"
     tag, raw = node.tag, str(node.value)
     if tag == _NULL:
         return "nothing (an empty value)"
@@ -516,40 +487,43 @@ def _describe(node: Node, *, secret: bool = False) -> str:
     if tag in (_BOOL, _TAG + "int", _TAG + "float"):
         shown = raw if len(raw) <= 40 else raw[:37] + "…"
         if tag == _BOOL and raw not in ("true", "false"):
-            meaning = "true" if raw.lower() in ("yes", "on", "true") else "false"
-            return f"{shown} (which YAML reads as {meaning})"
+            return f"{shown} (which YAML reads as {str(raw.lower() in ('yes', 'on')).lower()})"
         return shown
     if tag == _TAG + "timestamp":
         return f"the date {_quote(raw)}"
     return f"{_quote(raw)} tagged {tag.replace(_TAG, '!!')}"
 
 
-def _seconds(value: float | None) -> str:
-    value = value or 0.0
+def _seconds(value: float) -> str:
     if value >= 3600 and value % 3600 == 0:
         return f"{value / 3600:g} h"
-    if value >= 60 and value % 60 == 0:
-        return f"{value / 60:g} min"
-    return f"{value:g} s"
+    return f"{value / 60:g} min" if value >= 60 and value % 60 == 0 else f"{value:g} s"
 
 
 def _name_problem(name: str) -> str | None:
-    checks = [
-        (not name, "it is empty"),
-        (len(name) > 100, "it is longer than 100 characters"),
-        (name != name.strip(), "it starts or ends with a space"),
-        (not name.isprintable(), "it contains a control character"),
-        ("/" in name or "\\" in name, "it contains a slash"),
-        (name.startswith("-"), "it starts with '-', which the command line reads as an option"),
-    ]
-    return next((why for failed, why in checks if failed), None)
+    return next(
+        (
+            why
+            for bad, why in [
+                (not name, "it is empty"),
+                (len(name) > 100, "it is longer than 100 characters"),
+                (name != name.strip(), "it starts or ends with a space"),
+                (not name.isprintable(), "it contains a control character"),
+                ("/" in name or "\\" in name, "it contains a slash"),
+                (
+                    name.startswith("-"),
+                    "it starts with '-', which the command line reads as an option",
+                ),
+            ]
+            if bad
+        ),
+        None,
+    )
 
 
 def _pattern_problem(pattern: str) -> str | None:
-    if "\n" in pattern or "\r" in pattern:
-        return "a pattern is one line"
-    if "\x00" in pattern:
-        return "it contains a NUL character"
+    if "\n" in pattern or "\r" in pattern or "\x00" in pattern:
+        return "a pattern is one line" if "\x00" not in pattern else "it contains a NUL character"
     try:
         with warnings.catch_warnings():
             # `re` warns (FutureWarning) about constructs pathspec cannot translate, such as
