@@ -44,6 +44,8 @@ _COPY_AGAIN = "copy it again from JATOS: your user menu → API tokens"
 # stand for an enormous tree (a "billion laughs" document); the budget stops the walk early.
 NODE_BUDGET = 100_000
 _MAX_CONFIG_BYTES = 1024 * 1024
+# The JSON Schema of the file (derived from config_spec.py by config_doc.py), for editors.
+SCHEMA_PATH = Path(__file__).with_name("jatos-sync.schema.json")
 _MAX_TOKEN_FILE_BYTES = 4096
 _TOKEN_BODY = re.compile(r"[A-Za-z0-9]{31}")  # _TOKEN_RANDOM_LENGTH characters
 

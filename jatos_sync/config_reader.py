@@ -29,8 +29,18 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from jatos_sync import config_spec as spec
-from jatos_sync.config import NODE_BUDGET, TOKEN_PREFIX, Config, MappingConfig, ServerConfig
-from jatos_sync.config import Token, WatchConfig, _keep_out, _quote, check_token_format
+from jatos_sync.config import (
+    NODE_BUDGET,
+    TOKEN_PREFIX,
+    Config,
+    MappingConfig,
+    ServerConfig,
+    Token,
+    WatchConfig,
+    _keep_out,
+    _quote,
+    check_token_format,
+)
 from jatos_sync.errors import ConfigError
 
 KeyPath = tuple[str | int, ...]
@@ -120,15 +130,15 @@ class _Reader:
         if isinstance(node, MappingNode) and _struct(declared) is not None:
             data: dict[str, object] = {}
             for name, (key, value) in self.flatten(node, path, set()).items():
-                self.nodes[(*path, name)] = (key, value)
+                self.nodes[where := (*path, name)] = (key, value)
                 field = _step(declared, name)  # None: an unknown key, which msgspec names
                 if field is None or not _is_null(value):  # `key:` takes the default
-                    data[name] = field and self.build(value, (*path, name), field)
+                    data[name] = field and self.build(value, where, field)
             return data
         if isinstance(node, SequenceNode) and (item := _step(declared, 0)) is not None:
             for i, child in enumerate(node.value):
                 self.visit(child)
-                self.nodes[(*path, i)] = (child, child)
+                self.nodes[where := (*path, i)] = (child, child)
             return [self.build(child, (*path, i), item) for i, child in enumerate(node.value)]
         if not isinstance(node, ScalarNode) or node.tag == _STR:
             return str(node.value) if isinstance(node, ScalarNode) else node
@@ -193,14 +203,14 @@ class _Reader:
         if problem.startswith("Object missing required field"):
             path = (*path, problem.split("`")[1])
             if path not in self.nodes:  # absent, rather than present and empty
-                expected = f"required key is missing; expected {_expected(_type_at(path))}"
-                return self.error(self.nodes[path[:-1]][0], path, expected)
+                missing = f"required key is missing; expected {expected(_type_at(path))}"
+                return self.error(self.nodes[path[:-1]][0], path, missing)
         node, declared = self.nodes[path][1], _type_at(path)
-        secret = bool(spec.extra(declared).get("secret"))
+        secret = bool(spec.info(declared).get("secret"))
         got = "an empty list" if "length >=" in problem else _describe(node, secret=secret)
         quoted = node.tag == _STR and node.value.strip().lower() in ("true", "false", "yes", "no")
         hint = " (remove the quotes)" if quoted and bool in spec.parts(declared)[0] else ""
-        return self.at(path, f"expected {_expected(declared)}, got {got}{hint}")
+        return self.at(path, f"expected {expected(declared)}, got {got}{hint}")
 
     def resolve(self, file: spec.File, absolute: Path) -> Config:
         s, w = file.server, file.watch
@@ -388,12 +398,12 @@ def _type_at(path: KeyPath) -> Any:
     return declared
 
 
-def _expected(declared: Any) -> str:
+def expected(declared: Any) -> str:
     """What a key must hold, in words: from its type and limits, else its description."""
-    kind, extra, struct = spec.parts(declared)[0][0], spec.extra(declared), _struct(declared)
+    kind, info, struct = spec.parts(declared)[0][0], spec.info(declared), _struct(declared)
     low, high = spec.limits(declared)
-    if "expected" in extra:
-        return str(extra["expected"])
+    if "expected" in info:
+        return str(info["expected"])
     if kind is bool:
         return "true or false"
     if kind is int:
@@ -413,7 +423,7 @@ def _expected(declared: Any) -> str:
         required = [f"{n}:" for n, f in spec.fields(struct).items() if f.required]
         keys = " and ".join(required) or ", ".join(spec.fields(struct))
         return f"a mapping {'with' if required else 'of'} {keys}"
-    return str(extra.get("description", "text"))
+    return str(info.get("description", "text"))
 
 
 def _unknown(name: str, known: list[str]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
 
 from msgspec import Meta, Struct
 from msgspec.structs import FieldInfo
@@ -29,8 +29,9 @@ TEXT_FORMS = {  # what the custom types below accept as text (also their JSON Sc
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 if TYPE_CHECKING:  # to the rest of the program, the values they decode to
-    Seconds = Percent = float
-    StudyRef = str
+    Seconds: TypeAlias = float
+    Percent: TypeAlias = float
+    StudyRef: TypeAlias = str
 else:
 
     class Seconds(float):
@@ -71,7 +72,7 @@ def decode(kind: type, value: object) -> object:
 def _d(description: str, expected: str = "", *, secret: bool = False, **checks: Any) -> Meta:
     """A key's meaning; `minimum`/`maximum` bound the custom number types (ge/le cannot)."""
     extra = {k: v for k, v in (("expected", expected), ("secret", secret)) if v}
-    bounds = {k: checks.pop(k) for k in ("minimum", "maximum") if k in checks}
+    bounds: dict[str, Any] = {k: checks.pop(k) for k in ("minimum", "maximum") if k in checks}
     return Meta(description=description, extra=extra, extra_json_schema=bounds, **checks)
 
 
@@ -208,7 +209,7 @@ def parts(declared: Any) -> tuple[list[Any], list[Meta]]:
     return [declared], []
 
 
-def extra(declared: Any) -> dict[str, Any]:
+def info(declared: Any) -> dict[str, Any]:
     """A declared type's description and extra; the outermost Meta wins."""
     found: dict[str, Any] = {}
     for meta in parts(declared)[1]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import stat
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from jatos_sync.config import (
     NODE_BUDGET,
+    SCHEMA_PATH,
     TOKEN_PREFIX,
     Config,
     MappingConfig,
@@ -45,8 +48,14 @@ def make_token() -> str:
     return TOKEN_PREFIX + random_part + checksum
 
 
+SCHEMA = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+
+
 def parse(text: str, *, path: Path = NAME, mode: int = 0o600) -> Config:
-    return parse_config(text, path=path, mode=mode)
+    """`parse_config`; every document it accepts must also be valid under the JSON Schema."""
+    config = parse_config(text, path=path, mode=mode)
+    SCHEMA.validate(yaml.safe_load(text))
+    return config
 
 
 def error_of(text: str, *, path: Path = NAME, mode: int = 0o600) -> str:
