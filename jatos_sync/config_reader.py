@@ -299,7 +299,7 @@ class _Reader:
     def mapping(
         self, at: KeyPath, entry: spec.Mapping, defaults: spec.Policy, done: list[MappingConfig]
     ) -> MappingConfig:
-        folder = self.path((*at, "folder"), entry.folder) or Path()
+        folder = self.path((*at, "folder"), entry.folder) or Path()  # required: never None
         name = folder.name if entry.name is None else entry.name
         if (problem := _name_problem(name)) is not None and entry.name is None:
             raise self.at(
@@ -309,21 +309,21 @@ class _Reader:
             )
         if problem is not None:
             raise self.at((*at, "name"), f"{_quote(name)} cannot be a name: {problem}")
-        keys = spec.fields(spec.Policy)
-        given = {k for k in keys if not _is_null(self.nodes.get((*at, k), (None, None))[1])}
-        policy = {k: getattr(entry if k in given else defaults, k) for k in keys}
-        ignore = self.patterns(("defaults", "ignore"), defaults.ignore)
-        ignore += self.patterns((*at, "ignore"), entry.ignore) if "ignore" in given else ()
+        given = [
+            k
+            for k in spec.fields(spec.Policy)
+            if not _is_null(self.nodes.get((*at, k), (None, None))[1])
+        ]
+        policy = {
+            k: getattr(entry if k in given else defaults, k) for k in spec.fields(spec.Policy)
+        }
+        policy["ignore"] = self.patterns(("defaults", "ignore"), defaults.ignore)  # …then its own
+        policy["ignore"] += (
+            self.patterns((*at, "ignore"), entry.ignore) if "ignore" in given else ()
+        )
+        line = _line(self.nodes[at][1])
         result = MappingConfig(
-            name,
-            folder,
-            entry.study,
-            ignore,
-            policy["delete"],
-            policy["backup"],
-            policy["max_delete"],
-            policy["max_delete_percent"],
-            _line(self.nodes[at][1]),
+            name=name, folder=folder, study=str(entry.study), line=line, **policy
         )
         for index, other in enumerate(done):
             where = f"mappings[{index}] (line {other.line})"

@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jatos_sync import config_spec as spec
 from jatos_sync.config import (
     NODE_BUDGET,
     SCHEMA_PATH,
@@ -1090,3 +1091,38 @@ def test_arbitrary_structured_documents_give_a_config_or_a_config_error(document
         assert isinstance(result, Config)
         return
     assert message.startswith("/nonexistent-dir/jatos-sync.yaml")
+
+
+# ------------------------------------------------------------------------------------------
+# Every declared limit is enforced and reported, for keys added later too
+# ------------------------------------------------------------------------------------------
+
+SECTIONS = {
+    "server": (spec.Server, server),
+    "watch": (spec.Watch, None),
+    "mappings[0]": (spec.Mapping, mapping),
+}
+LIMITED = [
+    (section, name, spec.limits(field.type))
+    for section, (struct, _) in SECTIONS.items()
+    for name, field in spec.fields(struct).items()
+    if spec.limits(field.type) != (None, None)
+]
+
+
+@pytest.mark.parametrize(("section", "name", "limits"), LIMITED)
+def test_every_declared_limit_is_enforced_with_file_line_and_key(
+    section: str, name: str, limits: tuple[float, float | None]
+) -> None:
+    low, high = limits
+    value = int(high * 2) if high is not None else int(low) - 1
+    if section == "watch":
+        document, line = S + f"watch:\n  {name}: {value}\n" + M, 4
+    else:
+        write = SECTIONS[section][1]
+        assert write is not None
+        document, line = write(f"{name}: {value}"), 3 if section == "server" else 6
+    message = error_of(document)
+    assert message.startswith(f"jatos-sync.yaml:{line}: {section}.{name}: expected "), message
+    assert message.endswith(f", got {value}"), message
+    assert len(LIMITED) >= 9  # retries, concurrency, timeout, 4 watch durations, 2 deletion limits
