@@ -9,6 +9,7 @@ fast). It must not read files or know YAML: config_reader.py does that.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from types import UnionType
@@ -192,6 +193,7 @@ class File(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     ]
 
 
+@functools.cache
 def fields(struct: type) -> dict[str, FieldInfo]:
     """The fields of a declared class, its own before inherited ones (`name, folder, …`)."""
     infos = {f.name: f for f in _fields(struct)}
