@@ -50,7 +50,6 @@ _MAX_TOKEN_FILE_BYTES = 4096
 _TOKEN_BODY = re.compile(r"[A-Za-z0-9]{31}")  # _TOKEN_RANDOM_LENGTH characters
 
 
-
 class Token:
     """An API token. Only `reveal()` gives the secret; every other view hides it."""
 
@@ -118,7 +117,6 @@ def check_token_format(value: str, *, source: str) -> Token:
     return Token(token)
 
 
-
 @dataclass(frozen=True)
 class ServerConfig:
     url: str  # base URL, no trailing "/", may have a path prefix
@@ -177,7 +175,6 @@ class Config:
             )
         wanted = set(names)
         return tuple(m for m in self.mappings if m.name in wanted)
-
 
 
 def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
