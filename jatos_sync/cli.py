@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     service.add_arguments(commands.add_parser("watch", help="daemon: reconcile, then follow edits"))
 
+    config = commands.add_parser("config", help="about the configuration file itself")
+    config.set_defaults(config_help=config.format_help)
+    config_commands = config.add_subparsers(dest="config_command", parser_class=_Parser)
+    config_commands.add_parser("schema", help="print the JSON Schema of jatos-sync.yaml")
+
     check = commands.add_parser("check", help="config, token, access and lock, per mapping")
     check.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     check.add_argument("mappings", nargs="*", metavar="MAPPING")
@@ -150,6 +155,7 @@ def main(
         "pull": _cmd_pull,
         "init": _cmd_init,
         "demo": _cmd_demo,
+        "config": _cmd_config,
     }[args.command]
     try:
         return handler(ctx)
@@ -461,6 +467,17 @@ def _cmd_check(ctx: _Context) -> int:
 
 def _cmd_demo(ctx: _Context) -> int:
     return demo.run(ctx.args, out=ctx.out, sync=ctx.runner("sync"), watch=ctx.runner("watch"))
+
+
+def _cmd_config(ctx: _Context) -> int:
+    """`config schema` prints the JSON Schema; `config` alone, its help."""
+    if ctx.args.config_command != "schema":
+        print(ctx.args.config_help(), end="", file=ctx.out)
+        return 0
+    from jatos_sync.config_doc import schema_text  # imports msgspec: only for this command
+
+    print(schema_text(), end="", file=ctx.out)
+    return 0
 
 
 def _cmd_pull(ctx: _Context) -> int:

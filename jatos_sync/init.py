@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from jatos_sync.client import host_is_loopback
 from jatos_sync.config import (
     DEFAULT_TOKEN_ENV,
+    SCHEMA_PATH,
     Token,
     check_token_format,
     default_config_path,
@@ -203,6 +204,7 @@ def render_config(answers: Answers, *, config_path: Path, today: date | None = N
     title = f" ({_comment(answers.study_title)})" if answers.study_title else ""
     ignore = "[" + ", ".join(yaml_quote(p) for p in answers.ignore) + "]"
     lines = [
+        f"# yaml-language-server: $schema={SCHEMA_PATH.as_uri()}",
         f"# jatos-sync configuration, written by `jatos-sync init` on {written}.",
         "# Test it with `jatos-sync check`; see what a sync would do with `jatos-sync status`.",
         "# Lines starting with # are comments; remove the # of an optional setting to use it.",

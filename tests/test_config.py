@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import stat
@@ -11,13 +12,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jatos_sync import config_spec as spec
 from jatos_sync.config import (
     NODE_BUDGET,
+    SCHEMA_PATH,
     TOKEN_PREFIX,
     Config,
     MappingConfig,
@@ -45,8 +49,14 @@ def make_token() -> str:
     return TOKEN_PREFIX + random_part + checksum
 
 
+SCHEMA = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+
+
 def parse(text: str, *, path: Path = NAME, mode: int = 0o600) -> Config:
-    return parse_config(text, path=path, mode=mode)
+    """`parse_config`; every document it accepts must also be valid under the JSON Schema."""
+    config = parse_config(text, path=path, mode=mode)
+    SCHEMA.validate(yaml.safe_load(text))
+    return config
 
 
 def error_of(text: str, *, path: Path = NAME, mode: int = 0o600) -> str:
@@ -54,6 +64,9 @@ def error_of(text: str, *, path: Path = NAME, mode: int = 0o600) -> str:
         parse(text, path=path, mode=mode)
     return str(info.value)
 
+
+# The declared defaults of watch: (debounce 0.3 s, delete_delay 2 s, reconcile 10 min, …).
+DEFAULT_WATCH = WatchConfig(0.3, 2.0, 600.0, "auto", 1.0)
 
 MINIMAL = """\
 server:
@@ -113,7 +126,7 @@ def test_product_example_parses_exactly(tmp_path: Path) -> None:
             ),
         ),
         state_dir=None,
-        watch=WatchConfig(),
+        watch=DEFAULT_WATCH,
     )
 
 
@@ -124,7 +137,7 @@ def test_minimal_document_gets_every_default(tmp_path: Path) -> None:
     assert config.server.inline_token is None
     assert (config.server.timeout_s, config.server.retries, config.server.concurrency) == (30, 4, 4)
     assert config.server.verify_tls is True
-    assert config.watch == WatchConfig(0.3, 2.0, 600.0, "auto", 1.0)
+    assert config.watch == DEFAULT_WATCH
     (mapping,) = config.mappings
     assert mapping.name == "sample-project"  # the folder's base name
     assert (mapping.delete, mapping.backup, mapping.ignore) == (True, True, ())
@@ -294,7 +307,7 @@ mappings:
     config = parse(text)
     assert config.server.token_env == JATOS_ENV
     assert config.server.timeout_s == 30.0
-    assert config.watch == WatchConfig()
+    assert config.watch == DEFAULT_WATCH
     assert config.state_dir is None
     assert config.mappings[0].delete is True
     assert config.mappings[0].ignore == ()
@@ -1078,3 +1091,38 @@ def test_arbitrary_structured_documents_give_a_config_or_a_config_error(document
         assert isinstance(result, Config)
         return
     assert message.startswith("/nonexistent-dir/jatos-sync.yaml")
+
+
+# ------------------------------------------------------------------------------------------
+# Every declared limit is enforced and reported, for keys added later too
+# ------------------------------------------------------------------------------------------
+
+SECTIONS = {
+    "server": (spec.Server, server),
+    "watch": (spec.Watch, None),
+    "mappings[0]": (spec.Mapping, mapping),
+}
+LIMITED = [
+    (section, name, spec.limits(field.type))
+    for section, (struct, _) in SECTIONS.items()
+    for name, field in spec.fields(struct).items()
+    if spec.limits(field.type) != (None, None)
+]
+
+
+@pytest.mark.parametrize(("section", "name", "limits"), LIMITED)
+def test_every_declared_limit_is_enforced_with_file_line_and_key(
+    section: str, name: str, limits: tuple[float, float | None]
+) -> None:
+    low, high = limits
+    value = int(high * 2) if high is not None else int(low) - 1
+    if section == "watch":
+        document, line = S + f"watch:\n  {name}: {value}\n" + M, 4
+    else:
+        write = SECTIONS[section][1]
+        assert write is not None
+        document, line = write(f"{name}: {value}"), 3 if section == "server" else 6
+    message = error_of(document)
+    assert message.startswith(f"jatos-sync.yaml:{line}: {section}.{name}: expected "), message
+    assert message.endswith(f", got {value}"), message
+    assert len(LIMITED) >= 9  # retries, concurrency, timeout, 4 watch durations, 2 deletion limits
