@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from jatos_sync import __version__, demo, service
+from jatos_sync import __version__, demo
 from jatos_sync import init as init_cmd
 from jatos_sync import pull as pull_cmd
 from jatos_sync.check import (
@@ -29,6 +29,8 @@ from jatos_sync.check import (
 )
 from jatos_sync.client import JatosClient
 from jatos_sync.config import Config, default_config_path, load_config, load_token
+from jatos_sync.daemon import supervisor
+from jatos_sync.daemon.status import read_status
 from jatos_sync.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
@@ -102,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_cmd)
 
-    service.add_arguments(commands.add_parser("watch", help="daemon: reconcile, then follow edits"))
+    supervisor.add_arguments(
+        commands.add_parser("watch", help="daemon: reconcile, then follow edits")
+    )
 
     check = commands.add_parser("check", help="config, token, access and lock, per mapping")
     check.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -256,7 +260,7 @@ def _cmd_sync(ctx: _Context) -> int:
 
 
 def _cmd_watch(ctx: _Context) -> int:
-    return service.run(
+    return supervisor.run(
         ctx.args,
         config_path=ctx.config_path,
         environ=ctx.environ,
@@ -267,7 +271,7 @@ def _cmd_watch(ctx: _Context) -> int:
 def _cmd_status(ctx: _Context) -> int:
     config = ctx.config()
     results = _run_passes(ctx, config, dry_run=True, allow_mass_delete=False)
-    daemon = service.read_status(ctx.store(config))
+    daemon = read_status(ctx.store(config))
     _report(ctx, results, dry_run=True, daemon=daemon)
     if daemon is not None and not ctx.args.json:
         _print_daemon(daemon, ctx.out)

@@ -13,7 +13,7 @@ Owns three things:
   "inotify limits and network file systems"), and when the inotify limits are exhausted.
 
 It must not talk to the server, decide what to upload or delete, run passes or start
-threads of its own beyond the observer's (service.py does all that).
+threads of its own beyond the observer's (the daemon package does all that).
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jatos_sync.service import Daemon
+from jatos_sync.daemon.supervisor import Daemon
 from tests.conftest import make_world
-from tests.test_service import Lab, asset_requests, running, wait_for
+from tests.daemon_lab import Lab, asset_requests, running, wait_for
 
 world_at = contextlib.contextmanager(make_world)
 OLD = b"<html>old version</html>\n"

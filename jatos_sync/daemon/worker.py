@@ -1,57 +1,38 @@
-"""`jatos-sync watch`: the daemon's lifecycle — mappings, signals, sd_notify, reload, status.
+"""One mapping followed by its own thread: watcher → debouncer → passes, paused and retried.
 
-Every mapping runs in its own worker thread with its own MappingSync, Debouncer,
+Every mapping runs in its own `MappingWorker` with its own MappingSync, Debouncer,
 FolderWatcher and client, so a slow, locked or unreachable study never delays another. A
 worker starts with a full reconcile, then turns file-system changes into quick passes that
 send only the requests the changed paths need. It reconciles fully every
 `watch.reconcile_interval` (not much more often: JATOS reads every file of the study to
-answer a listing, JATOS_ASSETS_API.md §2.2), after lost events, when its folder comes back,
+answer a listing, docs/jatos-api.md §3), after lost events, when its folder comes back,
 when its server comes back and on SIGHUP. Errors about the whole study or server pause
-that mapping, which is retried with capped backoff (PRODUCT.md §5: the daemon keeps
-running). The main thread supervises: it reloads the configuration, writes the status file,
-talks to systemd and stops everything on SIGTERM/SIGINT within a bounded time.
+that mapping, which is retried with capped backoff (the daemon keeps running).
 
-It must not decide what to sync (plan.py), parse HTTP (client.py) or import watchdog
-(watch.py). Signal handlers only set flags; all work happens in the loops.
+Owns `Timings` (the daemon's pacing), `backoff_s`, the `Inbox` from the watcher's thread
+and the worker's loop. It must not decide what to sync (plan.py), parse HTTP (client.py),
+import watchdog (watch.py), write the status file or talk to systemd (the supervisor does).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
-import json
 import math
 import os
-import signal
 import stat
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import structlog
 
-from jatos_sync.check import warn_about_token, warn_before_connecting
 from jatos_sync.client import JatosClient
-from jatos_sync.config import Config, MappingConfig, Token, WatchConfig, load_config, load_token
-from jatos_sync.errors import (
-    EXIT_OK,
-    AuthError,
-    ConfigError,
-    JatosSyncError,
-    SafetyStop,
-    ServerUnavailableError,
-)
+from jatos_sync.config import MappingConfig, WatchConfig
+from jatos_sync.daemon.status import MappingStatus
+from jatos_sync.errors import AuthError, ConfigError, JatosSyncError, SafetyStop
 from jatos_sync.ignore import IGNORE_FILE_NAME
-from jatos_sync.logs import redact
 from jatos_sync.model import RelPath
-from jatos_sync.notify import Heartbeat, Notifier, WatchdogPinger, summary_line
 from jatos_sync.scan import check_folder
 from jatos_sync.state import StateStore
 from jatos_sync.sync import MappingResult, MappingSync
@@ -65,9 +46,7 @@ from jatos_sync.watch import (
     default_observer_factory,
 )
 
-log = structlog.get_logger("jatos_sync.service")
-
-ClientFactory = Callable[[Config, Token], JatosClient]
+log = structlog.get_logger("jatos_sync.daemon")
 
 
 @dataclass(frozen=True)
@@ -91,31 +70,6 @@ class Timings:
 def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
     """`base_s`, doubled per earlier attempt (0, 1, 2, …), at most `max_s`."""
     return min(max_s, base_s * 2.0 ** min(attempt, 60))
-
-
-# ----------------------------------------------------------------------------- status
-
-
-@dataclass(frozen=True)
-class MappingStatus:
-    """One mapping as the status file and `systemctl status` show it."""
-
-    name: str
-    study: str
-    folder: str
-    state: str = "starting"  # starting | syncing | idle | paused | stopped
-    mode: Mode | None = None
-    pending: int = 0
-    oldest_pending_since: float | None = None  # on the daemon's clock
-    last_sync: float | None = None  # wall-clock time of the last successful pass
-    last_error: str | None = None
-    failing: int = 0  # files that failed and wait for a retry
-    withheld: int = 0  # deletions the deletion guard withheld
-    uploaded: int = 0  # since the daemon started
-    deleted: int = 0
-
-
-# ----------------------------------------------------------------------------- worker
 
 
 class Inbox:
@@ -531,401 +485,3 @@ def _folder_problem(folder: Path) -> SafetyStop:
     except SafetyStop as exc:
         return exc
     return SafetyStop(f"The mapping folder {folder} is not there; nothing was changed.")
-
-
-# ------------------------------------------------------------------------- the daemon
-
-
-class Daemon:
-    """All mappings of one configuration, supervised from the thread that calls `run()`.
-
-    `request_stop()` and `request_reload()` only set flags, so signal handlers may call
-    them; the supervisor loop acts on them within one tick.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        *,
-        token: Token,
-        client_factory: ClientFactory,
-        names: Sequence[str] = (),
-        environ: Mapping[str, str] = os.environ,
-        observer_factory: ObserverFactory = default_observer_factory,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        timings: Timings = Timings(),
-        notifier: Notifier | None = None,
-    ) -> None:
-        self.config = config
-        self._names = tuple(names)
-        self._token = token
-        self._client_factory = client_factory
-        self._environ = environ
-        self._observer_factory = observer_factory
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._timings = timings
-        self._notifier = notifier if notifier is not None else Notifier(environ, clock=clock)
-        self._store = StateStore(config.state_dir)
-        self.workers: dict[str, MappingWorker] = {}
-        self._stop_requested = False
-        self._reload_requested = False
-        self._ready = False  # systemd was told READY=1 (after every mapping's first pass)
-        self._changed = threading.Event()
-        self._started_at = wall_clock()
-        self._last_status_write = -math.inf
-        self._status_warned = False
-
-    def request_stop(self) -> None:
-        self._stop_requested = True
-
-    def request_reload(self) -> None:
-        self._reload_requested = True
-
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Start every mapping and supervise until a stop is requested (or `stop` is set)."""
-        stop = stop or threading.Event()
-        heartbeat = Heartbeat(
-            max_age_s=self._notifier.watchdog_interval_s() or 30.0, clock=self._clock
-        )
-        pinger_stop = threading.Event()
-        pinger = WatchdogPinger(self._notifier, healthy=heartbeat, stop=pinger_stop)
-        previous = read_status(self._store)
-        if previous is not None and previous.get("pid") != os.getpid():
-            log.warning(
-                "another_daemon_running",
-                pid=previous.get("pid"),
-                hint="two daemons for the same mappings upload everything twice; stop one",
-            )
-        for mapping in self.config.select(self._names):
-            self._start_worker(mapping)
-        log.info("watch_running", mappings=len(self.workers), pid=os.getpid())
-        pinger.start()
-        try:
-            while not (self._stop_requested or stop.is_set()):
-                heartbeat.beat()
-                if self._reload_requested:
-                    self._reload_requested = False
-                    self._reload()
-                if not self._ready and all(
-                    w.first_pass_done.is_set() for w in self.workers.values()
-                ):
-                    self._ready = True
-                    self._notifier.ready(self._summary())
-                    log.info("watch_ready", mappings=len(self.workers))
-                self._write_status()
-                stop.wait(self._timings.tick_s)
-        finally:
-            self._notifier.stopping()
-            log.info("watch_stopping", mappings=len(self.workers))
-            self._stop_workers(list(self.workers.values()))
-            self._write_status(final=True)
-            pinger_stop.set()
-            pinger.join(self._timings.stop_timeout_s)
-            self._notifier.close()
-            log.info("watch_stopped")
-
-    # -------------------------------------------------------------- workers
-
-    def _start_worker(self, mapping: MappingConfig) -> None:
-        worker = MappingWorker(
-            mapping,
-            client=self._client_factory(self.config, self._token),
-            store=self._store,
-            watch=self.config.watch,
-            concurrency=self.config.server.concurrency,
-            observer_factory=self._observer_factory,
-            clock=self._clock,
-            wall_clock=self._wall_clock,
-            timings=self._timings,
-            on_change=self._changed.set,
-        )
-        self.workers[mapping.name] = worker
-        worker.start()
-
-    def _stop_workers(self, workers: list[MappingWorker]) -> None:
-        """Stop `workers` together; wait at most `stop_timeout_s` for all of them."""
-        for worker in workers:
-            worker.request_stop()
-        deadline = self._clock() + self._timings.stop_timeout_s
-        for worker in workers:
-            worker.join(max(0.0, deadline - self._clock()))
-            if worker.thread.is_alive():
-                log.warning("worker_abandoned", mapping=worker.mapping.name)
-
-    def _reload(self) -> None:
-        """SIGHUP: read the configuration again; keep what did not change."""
-        if self._ready:  # before the first READY=1, systemd still waits for that one
-            self._notifier.reloading()
-        try:
-            config = load_config(self.config.path)
-            mappings = config.select(self._names)
-            token = load_token(config.server, environ=self._environ)
-        except ConfigError as exc:
-            log.error("config_reload_failed", message=str(exc), hint="the old one stays in use")
-        else:
-            self._apply(config, mappings, token)
-        if self._ready:
-            self._notifier.ready(self._summary())
-
-    def _apply(self, config: Config, mappings: Sequence[MappingConfig], token: Token) -> None:
-        """Switch to a new, valid configuration."""
-        old = self.config
-        restart_all = (
-            config.server != old.server
-            or config.state_dir != old.state_dir
-            or config.watch != old.watch
-        )
-        new_token = token != self._token
-        self._token = token
-        if config.state_dir != old.state_dir:
-            self._write_status(final=True)  # no daemon runs on the old state directory
-            self._store = StateStore(config.state_dir)
-        wanted = {m.name: m for m in mappings}
-        leaving = [
-            worker
-            for name, worker in self.workers.items()
-            if restart_all or name not in wanted or not _same(worker.mapping, wanted[name])
-        ]
-        self._stop_workers(leaving)
-        for worker in leaving:
-            del self.workers[worker.mapping.name]
-        kept = list(self.workers)
-        for worker in self.workers.values():
-            if new_token:
-                worker.use_client(self._client_factory(config, token))
-            worker.request_rescan()
-        self.config = config
-        starting = [m for m in mappings if m.name not in self.workers]
-        for mapping in starting:
-            self._start_worker(mapping)
-        log.info(
-            "config_reloaded",
-            kept=kept,
-            restarted=[w.mapping.name for w in leaving if w.mapping.name in wanted],
-            started=[m.name for m in starting if m.name not in {w.mapping.name for w in leaving}],
-            stopped=[w.mapping.name for w in leaving if w.mapping.name not in wanted],
-            new_token=new_token,
-        )
-        self._changed.set()
-
-    # -------------------------------------------------------------- status
-
-    def _write_status(self, *, final: bool = False) -> None:
-        now = self._clock()
-        if not final and (
-            not self._changed.is_set()
-            or now - self._last_status_write < self._timings.status_interval_s
-        ):
-            return
-        self._changed.clear()
-        self._last_status_write = now
-        document = self._status_document(final=final)
-        try:
-            _write_json(self._store.status_path(), document)
-        except OSError as exc:
-            if not self._status_warned:
-                self._status_warned = True
-                log.warning(
-                    "status_not_written", path=str(self._store.status_path()), error=str(exc)
-                )
-        if not final:
-            self._notifier.status(self._summary())
-
-    def _status_document(self, *, final: bool = False) -> dict[str, Any]:
-        """What the status file holds (ages as of now; `read_status` refreshes them)."""
-        now, wall = self._clock(), self._wall_clock()
-        mappings = []
-        for worker in self.workers.values():
-            s = worker.status
-            since = (
-                None if s.oldest_pending_since is None else wall - (now - s.oldest_pending_since)
-            )
-            mappings.append(
-                {
-                    "name": s.name,
-                    "study": s.study,
-                    "folder": s.folder,
-                    "state": "stopped" if final else s.state,
-                    "mode": s.mode,
-                    "pending": s.pending,
-                    "oldest_pending_since": _iso(since),
-                    "oldest_pending_age_s": None if since is None else round(wall - since, 3),
-                    "last_sync": _iso(s.last_sync),
-                    "last_sync_age_s": None
-                    if s.last_sync is None
-                    else round(wall - s.last_sync, 3),
-                    "last_error": None if s.last_error is None else redact(s.last_error),
-                    "failing": s.failing,
-                    "withheld": s.withheld,
-                    "uploaded": s.uploaded,
-                    "deleted": s.deleted,
-                }
-            )
-        return {
-            "pid": os.getpid(),
-            "state": "stopped" if final else "running",
-            "config": str(self.config.path),
-            "started_at": _iso(self._started_at),
-            "updated_at": _iso(wall),
-            "mappings": mappings,
-        }
-
-    def _summary(self) -> str:
-        statuses = [w.status for w in self.workers.values()]
-        syncs = [s.last_sync for s in statuses if s.last_sync is not None]
-        return summary_line(
-            mappings=len(statuses),
-            pending=sum(s.pending for s in statuses),
-            paused=sum(s.state == "paused" for s in statuses),
-            last_sync_age_s=self._wall_clock() - max(syncs) if syncs else None,
-            errors=sum(s.failing for s in statuses),
-        )
-
-
-def _same(a: MappingConfig, b: MappingConfig) -> bool:
-    """The same mapping, wherever it stands in the file."""
-    return dataclasses.replace(a, line=0) == dataclasses.replace(b, line=0)
-
-
-def _iso(wall: float | None) -> str | None:
-    if wall is None:
-        return None
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    # Atomic (rename), not durable: a status file lost in a crash is simply rewritten, and
-    # an fsync twice a second would wear an SD card for nothing.
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, ensure_ascii=False, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def read_status(
-    store: StateStore, *, now: Callable[[], float] = time.time
-) -> dict[str, Any] | None:
-    """The status a running daemon keeps in `store`, with ages as of `now`; None when no
-    daemon is running (no file, a damaged one, a clean stop, or its process is gone)."""
-    try:
-        data = json.loads(store.status_path().read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("state") != "running":
-        return None
-    pid = data.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or not _pid_alive(pid):
-        return None
-    wall = now()
-    for mapping in data.get("mappings") or []:
-        if isinstance(mapping, dict):
-            mapping["oldest_pending_age_s"] = _age_s(mapping.get("oldest_pending_since"), wall)
-            mapping["last_sync_age_s"] = _age_s(mapping.get("last_sync"), wall)
-    return data
-
-
-def _age_s(stamp: object, wall: float) -> float | None:
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return round(wall - datetime.fromisoformat(stamp).timestamp(), 3)
-    except ValueError:
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if os.name != "posix":
-        return True  # no cheap, safe check on Windows (os.kill would signal the process)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, run by another user
-    return True
-
-
-# ---------------------------------------------------------------------------- entry point
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`watch [MAPPING ...]`."""
-    parser.add_argument(
-        "mappings", nargs="*", metavar="MAPPING", help="mappings to follow (default: all)"
-    )
-
-
-def run(
-    args: argparse.Namespace,
-    *,
-    config_path: Path,
-    environ: Mapping[str, str],
-    client_factory: ClientFactory,
-    stop: threading.Event | None = None,
-    observer_factory: ObserverFactory = default_observer_factory,
-    clock: Callable[[], float] = time.monotonic,
-) -> int:
-    """`jatos-sync watch`: run until SIGTERM/SIGINT (or `stop`); return the exit code.
-
-    Raises `ConfigError` (exit 2) when the configuration or token source is unusable, and the
-    client's error (exit 3 for a rejected token) when the server refuses the token before
-    anything ran. Later problems pause mappings instead.
-    """
-    config = load_config(config_path.absolute())
-    names = tuple(args.mappings)
-    config.select(names)
-    token = load_token(config.server, environ=environ)
-    warn_before_connecting(config.server.url)
-    with client_factory(config, token) as client:
-        try:
-            warn_about_token(client.token_info())
-        except ServerUnavailableError as exc:
-            # A server down at boot is normal for a service: the mappings wait for it.
-            log.warning("server_unreachable", error=str(exc), hint="mappings are retried")
-    daemon = Daemon(
-        config,
-        token=token,
-        client_factory=client_factory,
-        names=names,
-        environ=environ,
-        observer_factory=observer_factory,
-        clock=clock,
-    )
-    with _signal_handlers(daemon):
-        daemon.run(stop)
-    return EXIT_OK
-
-
-@contextlib.contextmanager
-def _signal_handlers(daemon: Daemon) -> Iterator[None]:
-    """SIGTERM/SIGINT stop, SIGHUP reloads — only in the main thread (Python allows
-    handlers nowhere else); the previous handlers come back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        daemon.request_stop()
-
-    def reload(_signum: int, _frame: FrameType | None) -> None:
-        daemon.request_reload()
-
-    wanted = {signal.SIGTERM: stop, signal.SIGINT: stop}
-    if hasattr(signal, "SIGHUP"):
-        wanted[signal.SIGHUP] = reload
-    previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

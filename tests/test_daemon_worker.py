@@ -1,0 +1,200 @@
+"""daemon/worker.py: one mapping followed against the real stand-in server — the initial
+pass, edits, pause and resume (locked study, outage, broken ignore file, vanished folder),
+lost events and periodic reconciles. The editor save patterns with real observers are in
+test_watch_real.py; faults in depth in test_chaos_daemon.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from watchdog.events import FileCreatedEvent
+
+from jatos_sync.daemon.status import read_status
+from jatos_sync.daemon.worker import MappingWorker, backoff_s
+from jatos_sync.state import StateStore
+from jatos_sync.watch import Mode
+from tests.daemon_lab import (
+    FAST,
+    FAST_WATCH,
+    Lab,
+    asset_requests,
+    idle,
+    make_lab,
+    running,
+    wait_for,
+)
+from tests.test_watch import FakeObserver
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    yield from make_lab(tmp_path)
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    assert [backoff_s(n, base_s=2.0, max_s=300.0) for n in range(10)] == [
+        2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0
+    ]  # fmt: skip
+    assert backoff_s(10_000, base_s=2.0, max_s=300.0) == 300.0
+
+
+def test_start_reconciles_fully_then_follows_edits(lab: Lab) -> None:
+    lab.put("index.html", "<html>1</html>")
+    lab.put("img/a.png", "png")
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the initial pass", lambda: len(lab.files()) == 2 and idle(lab)())
+        assert lab.server.count(kind="list") == 1
+        status = lab.status()
+        assert status["pid"] == os.getpid() and status["state"] == "running"
+        assert read_status(StateStore(lab.world.state_dir)) is not None
+        lab.server.clear_requests()
+        lab.put("img/a.png", "png2")
+        wait_for("the edit", lambda: lab.files().get("img/a.png") == b"png2")
+        wait_for("the status", lambda: lab.mapping_status().get("uploaded") == 3)
+        assert asset_requests(lab.server, "upload") == {"img/a.png": 1}
+        assert lab.server.count(kind="list") == 0
+        m = lab.mapping_status()
+        assert (m["mode"], m["state"], m["pending"], m["last_error"]) == ("events", "idle", 0, None)
+        assert m["last_sync"] is not None and m["oldest_pending_since"] is None
+    assert lab.status()["state"] == "stopped"
+    assert read_status(StateStore(lab.world.state_dir)) is None
+
+
+def test_a_locked_study_pauses_only_its_mapping(lab: Lab) -> None:
+    lab.add_mapping("locked", locked=True)
+    lab.write_config()
+    lab.put("a.js", "a")
+    lab.put("b.js", "b", name="locked")
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the free mapping", lambda: lab.files() == {"a.js": b"a"})
+        wait_for("the pause", lambda: lab.mapping_status("locked").get("state") == "paused")
+        assert "locked" in lab.mapping_status("locked")["last_error"]
+        lab.put("a.js", "a2")
+        lab.put("b.js", "b2", name="locked")
+        wait_for("the edit beside the paused mapping", lambda: lab.files() == {"a.js": b"a2"})
+        wait_for("pending", lambda: lab.mapping_status("locked").get("pending") == 1)
+        assert lab.files("locked") == {}
+        lab.server.set_locked(lab.studies["locked"], False)
+        wait_for("the unlocked study", lambda: lab.files("locked") == {"b.js": b"b2"})
+        wait_for("resumed", idle(lab, "locked"))
+
+
+def test_a_server_outage_in_the_middle_of_a_burst_loses_nothing(lab: Lab) -> None:
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the start", idle(lab))
+        for i in range(15):
+            lab.put(f"burst/f{i:02}.js", f"one {i}")
+        lab.server.kill()
+        for i in range(15, 30):
+            lab.put(f"burst/f{i:02}.js", f"two {i}")
+        wait_for("the pause", lambda: lab.mapping_status().get("state") == "paused")
+        assert "Cannot reach JATOS" in lab.mapping_status()["last_error"]
+        lab.put("burst/f00.js", "changed while the server was down")
+        lab.server.restart()
+        expected = {
+            f"burst/f{i:02}.js": (f"one {i}" if i < 15 else f"two {i}").encode() for i in range(30)
+        }
+        expected["burst/f00.js"] = b"changed while the server was down"
+        wait_for("everything", lambda: lab.files() == expected)
+        wait_for("resumed", idle(lab))
+
+
+def test_the_folder_deleted_pauses_without_deleting_and_resumes_when_back(lab: Lab) -> None:
+    lab.put("a.js", "a")
+    lab.put("sub/b.js", "b")
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the start", lambda: len(lab.files()) == 2 and idle(lab)())
+        for path in sorted(lab.world.folder.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        lab.world.folder.rmdir()
+        wait_for("the pause", lambda: lab.mapping_status().get("state") == "paused")
+        assert "does not exist" in lab.mapping_status()["last_error"]
+        assert lab.server.count(kind="delete") == 0
+        lab.put("a.js", "a")
+        lab.put("sub/b.js", "b2")
+        wait_for("the return", lambda: lab.files() == {"a.js": b"a", "sub/b.js": b"b2"})
+        wait_for("resumed", idle(lab))
+        lab.put("c.js", "c")
+        wait_for("watched again", lambda: lab.files().get("c.js") == b"c")
+    assert lab.server.count(kind="delete") == 0
+
+
+def test_a_lost_event_is_healed_by_the_rescan_after_an_overflow(lab: Lab) -> None:
+    observers: list[FakeObserver] = []
+
+    def factory(mode: Mode, interval_s: float) -> FakeObserver:
+        observers.append(FakeObserver(mode, interval_s))
+        return observers[-1]
+
+    daemon = lab.daemon(observer_factory=factory)
+    with running(daemon):
+        wait_for("the start", idle(lab))
+        lab.put("seen.js", "s")
+        lab.put("missed.js", "m")  # its event is lost
+        observers[-1].emit(FileCreatedEvent(str(lab.world.folder.resolve() / "seen.js")))
+        wait_for("the seen file", lambda: "seen.js" in lab.files())
+        assert "missed.js" not in lab.files() and lab.server.count(kind="list") == 1
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+        wait_for("the rescan", lambda: lab.files().get("missed.js") == b"m")
+        assert lab.server.count(kind="list") == 2
+
+
+def test_a_periodic_full_reconcile_finds_what_no_event_reported(lab: Lab) -> None:
+    lab.watch = FAST_WATCH + "  reconcile_interval: 1s\n"
+    lab.write_config()
+    daemon = lab.daemon(observer_factory=FakeObserver)  # it reports nothing at all
+    with running(daemon):
+        wait_for("the start", idle(lab))
+        lab.put("quiet.js", "q")
+        wait_for("the reconcile", lambda: lab.files() == {"quiet.js": b"q"}, timeout_s=5)
+        assert lab.server.count(kind="list") == 2
+
+
+def test_a_broken_jatosignore_pauses_until_an_edit_fixes_it(lab: Lab) -> None:
+    # A long backoff: only the edit of the ignore file can resume the mapping in time.
+    daemon = lab.daemon(timings=dataclasses.replace(FAST, pause_base_s=60.0))
+    with running(daemon):
+        wait_for("the start", idle(lab))
+        lab.put(".jatosignore", "*.txt\n\\\n")
+        lab.put("notes.txt", "n")
+        wait_for("the pause", lambda: lab.mapping_status().get("state") == "paused")
+        assert ".jatosignore" in lab.mapping_status()["last_error"]
+        lab.put(".jatosignore", "*.txt\n")
+        lab.put("a.js", "a")
+        wait_for("the fix", lambda: lab.files() == {"a.js": b"a"})
+        wait_for("resumed", idle(lab))
+
+
+def test_a_folder_missing_at_start_is_synced_once_it_appears(lab: Lab) -> None:
+    lab.world.folder.rmdir()
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the pause", lambda: lab.mapping_status().get("state") == "paused")
+        lab.put("a.js", "a")
+        wait_for("the sync", lambda: lab.files() == {"a.js": b"a"})
+
+
+def test_a_worker_reports_pending_changes_while_paused(lab: Lab) -> None:
+    lab.server.set_locked(lab.studies["exp"], True)
+    lab.put("a.js", "a")  # a locked study is readable: only the upload fails
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the pause", lambda: lab.mapping_status().get("state") == "paused")
+        lab.put("b.js", "b")
+        lab.put("c.js", "c")
+        wait_for("two pending", lambda: lab.mapping_status().get("pending") == 2)
+        m = lab.mapping_status()
+        assert m["oldest_pending_since"] is not None and m["oldest_pending_age_s"] >= 0
+        worker = daemon.workers["exp"]
+        assert isinstance(worker, MappingWorker) and worker.status.state == "paused"
