@@ -34,6 +34,7 @@ from jatos_sync.daemon.status import read_status
 from jatos_sync.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
+    InternalError,
     JatosSyncError,
     worst_exit_code,
 )
@@ -150,16 +151,24 @@ def main(
     try:
         return handler(ctx)
     except JatosSyncError as exc:
-        message = redact(str(exc))
-        log.error("command_failed", command=args.command, error=message, exit_code=exc.exit_code)
-        if getattr(args, "json", False):  # a script still gets its one JSON document
-            document = {"ok": False, "exit_code": exc.exit_code, "error": message, "mappings": []}
-            print(json.dumps(document, ensure_ascii=False), file=out)
-        print(f"jatos-sync: {message}", file=err)
-        return exc.exit_code
+        return _failed(args, exc, out=out, err=err)
     except KeyboardInterrupt:
         print("jatos-sync: interrupted", file=err)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the last resort: a bug is one line and exit 1, not a traceback
+        log.debug("internal_error", command=args.command, exc_info=exc)
+        return _failed(args, InternalError.wrapping(exc), out=out, err=err)
+
+
+def _failed(args: argparse.Namespace, exc: JatosSyncError, *, out: TextIO, err: TextIO) -> int:
+    """A command that stopped: one log event, one line on stderr, the JSON document."""
+    message = redact(str(exc))
+    log.error("command_failed", command=args.command, error=message, exit_code=exc.exit_code)
+    if getattr(args, "json", False):  # a script still gets its one JSON document
+        document = {"ok": False, "exit_code": exc.exit_code, "error": message, "mappings": []}
+        print(json.dumps(document, ensure_ascii=False), file=out)
+    print(f"jatos-sync: {message}", file=err)
+    return exc.exit_code
 
 
 def main_entry() -> None:

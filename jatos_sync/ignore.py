@@ -8,18 +8,25 @@ git: built-ins first, then `.jatosignore`, then the mapping's patterns, so a use
 re-include a built-in with `!pattern`. Only the server's own temp names
 (`SERVER_TEMP_RE`) are ignored unconditionally.
 
+A generated `.jatosignore` may hold thousands of lines. pathspec's fast RE2 backend puts
+all patterns into one automaton, and RE2 refuses to build one beyond its memory budget
+(about 3,000 typical lines); the rules are then split over several automata
+(`_SplitSpec`), which matches exactly as one would and stays fast (benchmarks/bench_ignore.py).
+
 Must not: walk the folder (beyond one look at its top level for a PsychoPy experiment),
 read file contents other than `.jatosignore`, or know anything about the server.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pathspec import GitIgnoreSpec
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 from jatos_sync.errors import ConfigError
 from jatos_sync.model import RelPath
@@ -111,6 +118,10 @@ PSYCHOPY_PATTERNS: tuple[str, ...] = ("/data/",)
 # (JATOS_ASSETS_API.md §8.2). Never sync such a name, in either direction; not overridable.
 SERVER_TEMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f-]{36}$")
 
+# Patterns per automaton. RE2 refuses a set beyond its memory budget: about 4,400 plain
+# paths or 2,900 globs of ~40 characters. A chunk that still fails is halved.
+CHUNK_PATTERNS = 1000
+
 
 def is_server_temp(path: RelPath | str) -> bool:
     """Whether the base name of `path` is one of JATOS's own upload temp names (§8.2)."""
@@ -124,10 +135,22 @@ def pattern_problem(pattern: str) -> str | None:
     For configuration validation, so that a bad pattern is reported with its file and key.
     """
     try:
-        GitIgnoreSpec.from_lines([pattern])
+        # Parsing only: whether a pattern is valid must not depend on the limits of the
+        # backend that matches many patterns at once.
+        _parsed(pattern)
     except (ValueError, re.error) as exc:
         return str(exc) or "invalid pattern"
     return None
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _parsed(line: str) -> GitIgnoreSpecPattern:
+    """One gitignore line as pathspec parses it (with a compiled Python regex).
+
+    Cached: a generated `.jatosignore` of 10,000 lines costs about a second to parse, and it
+    is read again for every full pass and by the watcher.
+    """
+    return GitIgnoreSpecPattern(line)
 
 
 class IgnoreRules:
@@ -137,10 +160,12 @@ class IgnoreRules:
     directory is ignored, whatever later patterns say about the path itself.
     """
 
-    def __init__(self, patterns: Sequence[str] = BUILTIN_PATTERNS) -> None:
+    def __init__(
+        self, patterns: Sequence[str] = BUILTIN_PATTERNS, *, chunk_size: int = CHUNK_PATTERNS
+    ) -> None:
         # Validated by the callers (`for_folder` with file and line); compile once.
         self.patterns: tuple[str, ...] = tuple(patterns)
-        self._spec = GitIgnoreSpec.from_lines(self.patterns)
+        self._spec = _SplitSpec(self.patterns, chunk_size=chunk_size)
 
     @classmethod
     def for_folder(cls, folder: Path, patterns: Sequence[str] = ()) -> IgnoreRules:
@@ -196,6 +221,55 @@ class IgnoreRules:
 
     def __repr__(self) -> str:
         return f"IgnoreRules({len(self.patterns)} patterns)"
+
+
+class _SplitSpec:
+    """A `GitIgnoreSpec` over any number of patterns, as one or several automata.
+
+    In gitignore order the last matching pattern decides (pathspec's GitIgnoreSpec adds a
+    rule between directory and file matches). Patterns in a chunk without a match take no
+    part in that decision: when only one chunk matches, its answer is the answer; when
+    several do (rare), their patterns are evaluated together, in order, by pathspec's
+    reference backend. So the result is exactly that of one automaton over all patterns.
+    """
+
+    def __init__(self, lines: Sequence[str], *, chunk_size: int) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+        patterns = [_parsed(line) for line in lines if line]
+        self._chunks: list[GitIgnoreSpec] = []
+        for start in range(0, max(1, len(patterns)), chunk_size):
+            self._compile(patterns[start : start + chunk_size])
+        self._merged: dict[tuple[int, ...], GitIgnoreSpec] = {}
+
+    def _compile(self, patterns: list[GitIgnoreSpecPattern]) -> None:
+        try:
+            self._chunks.append(GitIgnoreSpec(patterns))
+        except Exception:  # RE2 (or hyperscan) refused the set: too large for its budget
+            if len(patterns) == 1:
+                self._chunks.append(GitIgnoreSpec(patterns, backend="simple"))
+                return
+            half = len(patterns) // 2
+            self._compile(patterns[:half])
+            self._compile(patterns[half:])
+
+    def match_file(self, path: str) -> bool:
+        if len(self._chunks) == 1:
+            return self._chunks[0].match_file(path)
+        hits: list[int] = []
+        include: bool | None = None
+        for index, chunk in enumerate(self._chunks):
+            found = chunk.check_file(path).include
+            if found is not None:
+                hits.append(index)
+                include = found
+        if len(hits) <= 1:
+            return bool(include)
+        merged = self._merged.get(key := tuple(hits))
+        if merged is None:
+            patterns = [p for i in hits for p in self._chunks[i].patterns]
+            merged = self._merged[key] = GitIgnoreSpec(patterns, backend="simple")
+        return merged.match_file(path)
 
 
 def _has_psychopy_experiment(folder: Path) -> bool:

@@ -26,6 +26,7 @@ from jatos_sync.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_SAFETY,
+    InternalError,
     JatosSyncError,
     RemoteFileMissingError,
     SafetyStop,
@@ -185,6 +186,8 @@ class MappingSync:
             self._reconcile(result, plan, stop=stop, progress=progress)
         except JatosSyncError as exc:
             _record_error(result, exc)
+        except Exception as exc:  # a bug must not end the command or the daemon's worker
+            self._internal_error(result, exc)
         return result
 
     def quick_pass(
@@ -214,7 +217,17 @@ class MappingSync:
             self._reconcile(result, plan, stop=stop)
         except JatosSyncError as exc:
             _record_error(result, exc)
+        except Exception as exc:  # a bug must not end the daemon's worker
+            self._internal_error(result, exc)
         return result
+
+    def _internal_error(self, result: MappingResult, exc: Exception) -> None:
+        """An unexpected exception: the mapping's error (docs/safety.md, rule 13), with the
+        traceback logged at debug level (-v). What this object remembers of the server may
+        be half updated, so the next pass lists it again."""
+        self.forget_remote()
+        log.debug("internal_error", mapping=self.mapping.name, exc_info=exc)
+        _record_error(result, InternalError.wrapping(exc))
 
     def _plan(self, *, hold: Collection[RelPath] = (), allow_mass_delete: bool = False) -> Plan:
         local, remote, state, rules = self._local, self._remote, self._state, self._rules

@@ -4,6 +4,8 @@ reload (SIGHUP), a new token, a bounded stop, `run` and its exit codes, signals 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -15,15 +17,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from jatos_sync.cli import main
 from jatos_sync.daemon import supervisor
-from tests.daemon_lab import Lab, client_factory, idle, make_lab, running, wait_for
+from jatos_sync.sync import MappingSync
+from tests.daemon_lab import FAST, Lab, client_factory, idle, make_lab, running, wait_for
 
 
 @pytest.fixture
@@ -214,3 +218,80 @@ def test_systemd_hears_ready_after_the_first_pass_then_reload_watchdog_and_stop(
             until("STOPPING=1")
         finally:
             shutil.rmtree(directory)
+
+
+# ------------------------------------------------------------- a worker that dies anyway
+
+
+def test_a_worker_thread_that_dies_is_logged_restarted_and_starves_the_watchdog_meanwhile(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exceptions are caught in the worker; SystemExit (raised by a library) still ends its
+    thread. The supervisor notices, says so, and starts the mapping again after a backoff;
+    until then systemd's watchdog hears nothing (the daemon is not well)."""
+    real = MappingSync.full_pass
+    exits = [1]
+
+    def dying_pass(self: MappingSync, **kwargs: Any) -> Any:
+        if exits[0]:
+            exits[0] -= 1
+            raise SystemExit(3)
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(MappingSync, "full_pass", dying_pass)
+    directory = tempfile.mkdtemp(prefix="js-", dir="/tmp")  # AF_UNIX paths are short
+    path = os.path.join(directory, "notify")
+    lab.env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="100000")  # a ping every 50 ms
+    lab.put("a.js", "a")
+    timings = dataclasses.replace(FAST, pause_base_s=1.0)  # the first restart after 1 s
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, capture_logs() as logs:
+            sock.bind(path)
+            sock.settimeout(0.05)
+            daemon = lab.daemon(timings=timings)
+            with running(daemon):
+                wait_for("the death", lambda: any(e["event"] == "worker_died" for e in logs))
+                assert not daemon.workers_alive()
+                received_while(sock, lambda: True, timeout_s=0.2)  # what was sent before
+                pings = received_while(sock, lambda: not daemon.workers_alive())
+                assert pings.count("WATCHDOG=1") <= 1  # at most one sent just before
+                wait_for("the restart", lambda: lab.files() == {"a.js": b"a"})
+                wait_for("resumed", idle(lab))
+                assert "WATCHDOG=1" in received_while(sock, lambda: True, timeout_s=0.5)
+    finally:
+        shutil.rmtree(directory)
+    died = next(e for e in logs if e["event"] == "worker_died")
+    assert died["mapping"] == "exp" and "SystemExit" in died["error"]
+    assert any(e["event"] == "worker_restarted" for e in logs)
+
+
+def received_while(
+    sock: socket.socket, condition: Callable[[], bool], timeout_s: float = 10.0
+) -> list[str]:
+    """The notify lines that arrive while `condition()` holds, for at most `timeout_s`."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while condition() and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            lines.extend(sock.recv(4096).decode().split("\n"))
+    return lines
+
+
+def test_a_bug_during_a_reload_keeps_the_old_configuration_running(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the start", idle(lab))
+
+        def buggy(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(supervisor, "load_token", buggy)
+        with capture_logs() as logs:
+            daemon.request_reload()
+            wait_for("the report", lambda: any(e["event"] == "config_reload_failed" for e in logs))
+        failed = next(e for e in logs if e["event"] == "config_reload_failed")
+        assert "internal error: RuntimeError: a bug" in failed["message"]
+        lab.put("a.js", "a")
+        wait_for("syncing goes on", lambda: lab.files() == {"a.js": b"a"})

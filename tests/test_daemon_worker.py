@@ -5,19 +5,22 @@ test_watch_real.py; faults in depth in test_chaos_daemon.py."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from watchdog.events import FileCreatedEvent
 
+from jatos_sync import sync
 from jatos_sync.daemon.status import read_status
 from jatos_sync.daemon.worker import MappingWorker, backoff_s
 from jatos_sync.state import StateStore
-from jatos_sync.watch import Mode
+from jatos_sync.watch import FolderWatcher, Mode
 from tests.daemon_lab import (
     FAST,
     FAST_WATCH,
@@ -198,3 +201,82 @@ def test_a_worker_reports_pending_changes_while_paused(lab: Lab) -> None:
         assert m["oldest_pending_since"] is not None and m["oldest_pending_age_s"] >= 0
         worker = daemon.workers["exp"]
         assert isinstance(worker, MappingWorker) and worker.status.state == "paused"
+
+
+# ------------------------------------------------------- no exception ends a worker silently
+
+
+def test_a_generated_jatosignore_of_10000_lines_keeps_the_mapping_syncing(lab: Lab) -> None:
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the start", idle(lab))
+        lines = [f"build/chunk{i}/asset-{i:05}.js" for i in range(10_000)]
+        lab.put(".jatosignore", "\n".join(lines) + "\n")
+        lab.put("build/chunk7/asset-00007.js", "generated")
+        lab.put("index.html", "<html></html>")
+        wait_for("the upload", lambda: lab.files() == {"index.html": b"<html></html>"})
+        wait_for("idle again", idle(lab))
+        assert lab.mapping_status()["last_error"] is None
+        lab.put("build/chunk7/kept.js", "kept")
+        wait_for("the next edit", lambda: lab.files().get("build/chunk7/kept.js") == b"kept")
+        assert "build/chunk7/asset-00007.js" not in lab.files()
+        assert daemon.workers["exp"].thread.is_alive()
+
+
+@contextlib.contextmanager
+def broken(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> Iterator[list[bool]]:
+    """Make `owner.name` raise RuntimeError("a bug") while the yielded flag is [True]."""
+    real = getattr(owner, name)
+    flag = [True]
+
+    def buggy(*args: Any, **kwargs: Any) -> Any:
+        if flag[0]:
+            raise RuntimeError("a bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, buggy)
+    yield flag
+
+
+def paused_by_a_bug(lab: Lab) -> Callable[[], bool]:
+    def check() -> bool:
+        m = lab.mapping_status()
+        return m.get("state") == "paused" and "internal error: RuntimeError: a bug" in (
+            m.get("last_error") or ""
+        )
+
+    return check
+
+
+def test_a_bug_in_a_pass_pauses_the_mapping_which_is_retried_until_it_works(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the start", idle(lab))
+        with broken(monkeypatch, sync, "make_plan") as bug:
+            lab.put("a.js", "a")
+            wait_for("the pause", paused_by_a_bug(lab))
+            calls = lab.server.count(kind="list")
+            wait_for("a retry (a full pass)", lambda: lab.server.count(kind="list") > calls)
+            assert daemon.workers["exp"].thread.is_alive()
+            bug[0] = False
+        wait_for("the upload", lambda: lab.files() == {"a.js": b"a"})
+        wait_for("resumed", idle(lab))
+        assert lab.mapping_status()["last_error"] is None
+
+
+def test_a_bug_outside_a_pass_pauses_the_mapping_too(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with broken(monkeypatch, FolderWatcher, "start") as bug:
+        daemon = lab.daemon()
+        with running(daemon):
+            wait_for("the pause", paused_by_a_bug(lab))
+            assert daemon.workers["exp"].thread.is_alive()
+            bug[0] = False
+            lab.put("a.js", "a")
+            wait_for("the upload", lambda: lab.files() == {"a.js": b"a"})
+            wait_for("resumed", idle(lab))
+            lab.put("a.js", "a2")  # followed by events again
+            wait_for("the edit", lambda: lab.files() == {"a.js": b"a2"})

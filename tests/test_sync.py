@@ -5,11 +5,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from jatos_sync import plan, sync
 from jatos_sync.client import JatosClient
 from jatos_sync.config import Token, load_config
+from jatos_sync.errors import InternalError
 from jatos_sync.model import RelPath
 from jatos_sync.state import StateStore
 from jatos_sync.sync import MappingSync
@@ -206,3 +209,53 @@ def test_a_server_copy_deleted_meanwhile_is_simply_uploaded_again(world310: Worl
         assert world310.remote() == {"a.js": b"a2"}
     finally:
         syncer.client.close()
+
+
+# --------------------------------------------------------------- no bug ends a pass silently
+
+
+def add_mapping(world: World, tmp_path: Path) -> tuple[Path, Any]:
+    """A second mapping, "other", beside the world's "exp": its folder and study."""
+    other = tmp_path / "other"
+    other.mkdir()
+    study = world.server.add_study("Other", members=["alice"])
+    text = world.config_path.read_text(encoding="utf-8")
+    world.config_path.write_text(
+        text + f"  - name: other\n    folder: {other}\n    study: {study.id}\n", encoding="utf-8"
+    )
+    return other, study
+
+
+def test_a_bug_in_one_mapping_is_its_error_and_the_other_mappings_still_sync(
+    world310: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other, other_study = add_mapping(world310, tmp_path)
+    (other / "b.js").write_text("b")
+    world310.put("a.js", "a")
+    real_plan = plan.make_plan
+
+    def buggy_plan(local: Any, remote: Any, *args: Any, **kwargs: Any) -> Any:
+        if RelPath("a.js") in local.files:
+            raise RuntimeError("a bug")
+        return real_plan(local, remote, *args, **kwargs)
+
+    monkeypatch.setattr(sync, "make_plan", buggy_plan)
+    result = world310.run("sync", "--json")
+    assert result.code == 1
+    exp, second = result.json["mappings"]
+    assert exp["error"].startswith("internal error: RuntimeError: a bug")
+    assert exp["exit_code"] == 1 and second["exit_code"] == 0
+    assert world310.server.files(other_study) == {"b.js": b"b"}
+    assert "Traceback" not in result.err
+    verbose = world310.run("-v", "sync")
+    assert "Traceback" in verbose.err and "RuntimeError: a bug" in verbose.err
+
+
+def test_a_bug_in_a_quick_pass_is_its_error_and_the_next_pass_lists_again(
+    synced: World, syncer: MappingSync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync, "make_plan", lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
+    synced.put("js/a.js", "a2")
+    result = syncer.quick_pass([P("js/a.js")])
+    assert isinstance(result.error, InternalError) and "KeyError" in str(result.error)
+    assert not syncer.remote_known

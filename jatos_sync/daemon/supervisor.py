@@ -31,8 +31,8 @@ from jatos_sync.check import warn_about_token, warn_before_connecting
 from jatos_sync.client import JatosClient
 from jatos_sync.config import Config, MappingConfig, Token, load_config, load_token
 from jatos_sync.daemon.status import read_status, status_document, summary, write_status
-from jatos_sync.daemon.worker import MappingWorker, Timings
-from jatos_sync.errors import EXIT_OK, ConfigError, ServerUnavailableError
+from jatos_sync.daemon.worker import MappingWorker, Timings, backoff_s
+from jatos_sync.errors import EXIT_OK, ConfigError, InternalError, ServerUnavailableError
 from jatos_sync.notify import Heartbeat, Notifier, WatchdogPinger
 from jatos_sync.state import StateStore
 from jatos_sync.watch import ObserverFactory, default_observer_factory
@@ -82,12 +82,20 @@ class Daemon:
         self._started_at = wall_clock()
         self._last_status_write = -math.inf
         self._status_warned = False
+        # Workers whose thread ended on its own: when each is started again, and how often
+        # it was (for the backoff; forgotten once the mapping is idle again).
+        self._restart_at: dict[str, float] = {}
+        self._restarts: dict[str, int] = {}
 
     def request_stop(self) -> None:
         self._stop_requested = True
 
     def request_reload(self) -> None:
         self._reload_requested = True
+
+    def workers_alive(self) -> bool:
+        """Whether every mapping's worker thread runs (none died and awaits a restart)."""
+        return not any(worker.died for worker in list(self.workers.values()))
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Start every mapping and supervise until a stop is requested (or `stop` is set)."""
@@ -96,7 +104,12 @@ class Daemon:
             max_age_s=self._notifier.watchdog_interval_s() or 30.0, clock=self._clock
         )
         pinger_stop = threading.Event()
-        pinger = WatchdogPinger(self._notifier, healthy=heartbeat, stop=pinger_stop)
+        # systemd hears WATCHDOG=1 only while this loop turns and every worker thread runs.
+        pinger = WatchdogPinger(
+            self._notifier,
+            healthy=lambda: heartbeat() and self.workers_alive(),
+            stop=pinger_stop,
+        )
         previous = read_status(self._store)
         if previous is not None and previous.get("pid") != os.getpid():
             log.warning(
@@ -114,6 +127,7 @@ class Daemon:
                 if self._reload_requested:
                     self._reload_requested = False
                     self._reload()
+                self._tend_workers()
                 if not self._ready and all(
                     w.first_pass_done.is_set() for w in self.workers.values()
                 ):
@@ -150,6 +164,42 @@ class Daemon:
         self.workers[mapping.name] = worker
         worker.start()
 
+    def _tend_workers(self) -> None:
+        """Notice a worker thread that ended without being asked to, say so, and start its
+        mapping again after a backoff (docs/safety.md, rule 13)."""
+        now = self._clock()
+        for name in [n for n in self._restart_at if n not in self.workers]:
+            del self._restart_at[name]  # the mapping left with a reload
+        for name, worker in list(self.workers.items()):
+            if not worker.died:
+                if worker.status.state == "idle":
+                    self._restarts.pop(name, None)
+                continue
+            if name not in self._restart_at:
+                delay_s = backoff_s(
+                    self._restarts.get(name, 0),
+                    base_s=self._timings.pause_base_s,
+                    max_s=self._timings.pause_max_s,
+                )
+                self._restart_at[name] = now + delay_s
+                log.error(
+                    "worker_died",
+                    mapping=name,
+                    error=worker.status.last_error,
+                    restart_in_s=round(delay_s, 1),
+                )
+                self._changed.set()
+            elif now >= self._restart_at[name]:
+                del self._restart_at[name]
+                self._restarts[name] = self._restarts.get(name, 0) + 1
+                try:
+                    self._start_worker(worker.mapping)
+                except Exception as exc:  # tried again after a longer backoff
+                    error = InternalError.wrapping(exc)
+                    log.error("worker_restart_failed", mapping=name, error=str(error))
+                else:
+                    log.warning("worker_restarted", mapping=name)
+
     def _stop_workers(self, workers: list[MappingWorker]) -> None:
         """Stop `workers` together; wait at most `stop_timeout_s` for all of them."""
         for worker in workers:
@@ -170,8 +220,14 @@ class Daemon:
             token = load_token(config.server, environ=self._environ)
         except ConfigError as exc:
             log.error("config_reload_failed", message=str(exc), hint="the old one stays in use")
+        except Exception as exc:  # a bug must not end the daemon
+            message = str(InternalError.wrapping(exc))
+            log.error("config_reload_failed", message=message, hint="the old one stays in use")
         else:
-            self._apply(config, mappings, token)
+            try:
+                self._apply(config, mappings, token)
+            except Exception as exc:  # the supervisor goes on; dead workers are restarted
+                log.error("config_reload_failed", message=str(InternalError.wrapping(exc)))
         if self._ready:
             self._notifier.ready(self._summary())
 

@@ -30,7 +30,7 @@ import structlog
 from jatos_sync.client import JatosClient
 from jatos_sync.config import MappingConfig, WatchConfig
 from jatos_sync.daemon.status import MappingStatus
-from jatos_sync.errors import AuthError, ConfigError, JatosSyncError, SafetyStop
+from jatos_sync.errors import AuthError, ConfigError, InternalError, JatosSyncError, SafetyStop
 from jatos_sync.ignore import IGNORE_FILE_NAME
 from jatos_sync.model import RelPath
 from jatos_sync.scan import check_folder
@@ -205,12 +205,27 @@ class MappingWorker:
 
     # ------------------------------------------------------------------ the loop
 
+    @property
+    def died(self) -> bool:
+        """Whether the thread ended without being asked to (the supervisor restarts it)."""
+        return (
+            self.thread.ident is not None
+            and not self.thread.is_alive()
+            and not (self._stop.is_set())
+        )
+
     def _run(self) -> None:
         try:
-            self._loop()
-        except Exception as exc:  # a bug must not end this mapping's syncing silently
-            log.exception("worker_failed", mapping=self.mapping.name)
-            self._last_error = f"internal error: {exc!r}"
+            # The initial full pass is a rescan like any other: it waits until the folder
+            # is quiet, so it does not run in the middle of a build.
+            self._guarded(lambda: self._check_folder(self._clock()))
+            while not self._stop.is_set():
+                self._guarded(self._iteration)
+        except BaseException as exc:  # e.g. SystemExit raised by a library
+            # The thread ends; the supervisor notices and starts the mapping again.
+            self._state = "stopped"
+            self._last_error = f"the worker stopped: {InternalError.wrapping(exc)}"
+            log.error("worker_stopped", mapping=self.mapping.name, error=self._last_error)
         finally:
             self._watcher.stop()
             self._sync.client.close()
@@ -222,22 +237,35 @@ class MappingWorker:
             self.first_pass_done.set()
             self._publish()
 
-    def _loop(self) -> None:
-        # The initial full pass is a rescan like any other: it waits until the folder is
-        # quiet, so it does not run in the middle of a build.
-        self._check_folder(self._clock())
-        while not self._stop.is_set():
-            self._publish()
-            changes = self._inbox.take(self._timeout_s(self._clock()))
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run one step of the loop; an unexpected exception (a bug) pauses the mapping
+        with "internal error: …" and it is retried with backoff, like any other pause
+        (docs/safety.md, rule 13). The thread never ends because of it."""
+        try:
+            step()
+        except Exception as exc:
             now = self._clock()
-            for change in changes:
-                self._note(change, now)
-            if self._stop.is_set():
-                break
-            self._take_requests(now)
-            if now >= self._next_check:
-                self._check_folder(now)
-            self._step(now)
+            error = InternalError.wrapping(exc)
+            if self._last_error != str(error):
+                log.error("worker_failed", mapping=self.mapping.name, error=str(error))
+            log.debug("internal_error", mapping=self.mapping.name, exc_info=exc)
+            self._debouncer.rescan(now)  # whatever was pending: a full look once it resumes
+            self._pause(error, now)
+            # A bug that strikes on every turn of the loop must not spin it.
+            self._stop.wait(self._timings.folder_check_s)
+
+    def _iteration(self) -> None:
+        self._publish()
+        changes = self._inbox.take(self._timeout_s(self._clock()))
+        now = self._clock()
+        for change in changes:
+            self._note(change, now)
+        if self._stop.is_set():
+            return
+        self._take_requests(now)
+        if now >= self._next_check:
+            self._check_folder(now)
+        self._step(now)
 
     def _timeout_s(self, now: float) -> float:
         deadlines = [self._next_check]
