@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -20,6 +21,9 @@ from jatos_sync import sync
 from jatos_sync.daemon.status import read_status
 from jatos_sync.daemon.worker import MappingWorker, backoff_s
 from jatos_sync.state import StateStore
+from jatos_sync.testing import StandInServer
+from jatos_sync.testing.app import classify
+from jatos_sync.testing.wire import Request, Response
 from jatos_sync.watch import FolderWatcher, Mode
 from tests.daemon_lab import (
     FAST,
@@ -280,3 +284,70 @@ def test_a_bug_outside_a_pass_pauses_the_mapping_too(
             wait_for("resumed", idle(lab))
             lab.put("a.js", "a2")  # followed by events again
             wait_for("the edit", lambda: lab.files() == {"a.js": b"a2"})
+
+
+# ------------------------------------------------- a connection cut while a body is read
+
+
+class CutDownloads:
+    """Downloads from the stand-in end halfway through the announced length (the
+    connection closes): `remaining` times, or every time while it is negative."""
+
+    def __init__(self, server: StandInServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._real = server._app.handle
+        self.remaining = 0
+        self.cut = 0
+        monkeypatch.setattr(server._app, "handle", self._handle)
+
+    def _handle(self, req: Request) -> Response:
+        answer = self._real(req)
+        if classify(req.method, req.path) != "download" or answer.status != 200:
+            return answer
+        if self.remaining == 0:
+            return answer
+        self.remaining -= 1 if self.remaining > 0 else 0
+        self.cut += 1
+        data = answer.stream.read() if answer.stream is not None else answer.body
+        if answer.stream is not None:
+            answer.stream.close()
+        assert len(data) > 1, "too short to cut"
+        cut = io.BytesIO(data[: len(data) // 2])
+        return Response(200, answer.headers, stream=cut, stream_len=len(data), close=True)
+
+
+# Every upload over a file the server already has first checks the server's copy.
+CHECK_EVERY_COPY = dataclasses.replace(FAST, verify_after_s=0.0)
+
+
+def test_a_connection_cut_while_a_stale_server_copy_is_checked_is_retried(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cuts = CutDownloads(lab.server, monkeypatch)
+    lab.put("a.js", "// version 1\n")
+    daemon = lab.daemon(timings=CHECK_EVERY_COPY)
+    with running(daemon):
+        wait_for("the start", lambda: lab.files() == {"a.js": b"// version 1\n"} and idle(lab)())
+        cuts.remaining = 1
+        lab.put("a.js", "// version 2\n")
+        wait_for("the edit", lambda: lab.files() == {"a.js": b"// version 2\n"})
+        wait_for("idle", idle(lab))
+        assert cuts.cut == 1 and lab.mapping_status()["last_error"] is None
+        assert daemon.workers["exp"].thread.is_alive()
+
+
+def test_a_server_that_keeps_cutting_downloads_pauses_the_mapping_until_it_stops(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cuts = CutDownloads(lab.server, monkeypatch)
+    lab.put("a.js", "// version 1\n")
+    daemon = lab.daemon(timings=CHECK_EVERY_COPY)
+    with running(daemon):
+        wait_for("the start", lambda: lab.files() == {"a.js": b"// version 1\n"} and idle(lab)())
+        cuts.remaining = -1
+        lab.put("a.js", "// version 2\n")
+        wait_for("the pause", lambda: lab.mapping_status().get("state") == "paused")
+        assert "Cannot reach JATOS" in lab.mapping_status()["last_error"]
+        assert lab.files() == {"a.js": b"// version 1\n"}
+        cuts.remaining = 0
+        wait_for("the edit", lambda: lab.files() == {"a.js": b"// version 2\n"})
+        wait_for("resumed", idle(lab))
