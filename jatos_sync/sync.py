@@ -278,9 +278,8 @@ class MappingSync:
             for known in _at_or_below(dirty, list(entries)):
                 del entries[known]
         for path in dirty:
-            is_dir = folder.joinpath(*path.parts).is_dir()
-            if self._rules.is_ignored(path, is_dir=is_dir):
-                continue
+            # Classified as the full walk would (scan.classify): a path that cannot be read
+            # or synced any more is reported, never taken for gone.
             found = scan_folder(folder, self._rules, cache=cache, under=path)
             files.update(found.files)
             errors.update((p.path, p) for p in found.errors)

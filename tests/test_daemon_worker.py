@@ -351,3 +351,65 @@ def test_a_server_that_keeps_cutting_downloads_pauses_the_mapping_until_it_stops
         cuts.remaining = 0
         wait_for("the edit", lambda: lab.files() == {"a.js": b"// version 2\n"})
         wait_for("resumed", idle(lab))
+
+
+# ------------------------------------------------ "cannot read it" is never "it is gone"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: os.mkfifo(p),
+        lambda p: os.symlink("a.jss", p),  # a typo in the link's target
+        lambda p: os.symlink(p.name, p),  # a link to itself
+    ],
+    ids=["fifo", "dangling-link", "link-loop"],
+)
+def test_watch_keeps_the_server_copy_of_a_file_replaced_by_something_it_cannot_sync(
+    lab: Lab, make: Callable[[Path], None]
+) -> None:
+    lab.put("a.js", "a")
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the start", lambda: lab.files() == {"a.js": b"a"} and idle(lab)())
+        path = lab.world.folder / "a.js"
+        path.unlink()
+        make(path)
+        lab.put("zz.js", "after")  # its pass comes after the one for a.js
+        wait_for("the later edit", lambda: "zz.js" in lab.files())
+        wait_for("idle", idle(lab))
+        assert lab.files() == {"a.js": b"a", "zz.js": b"after"}
+        listed = lab.server.count(kind="list")
+        daemon.workers["exp"].request_rescan()  # and a full pass agrees
+        wait_for("the full pass", lambda: lab.server.count(kind="list") > listed and idle(lab)())
+        assert lab.files() == {"a.js": b"a", "zz.js": b"after"}
+    assert lab.server.count(kind="delete") == 0
+
+
+def test_a_subfolder_the_daemon_may_not_enter_fails_its_files_and_deletes_nothing(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab.put("sub/a.js", "a")
+    daemon = lab.daemon()
+    with running(daemon):
+        wait_for("the start", lambda: lab.files() == {"sub/a.js": b"a"} and idle(lab)())
+        real_stat = os.stat
+        inside = str(lab.world.folder / "sub") + os.sep
+        blocked = [True]
+
+        def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            if blocked[0] and os.fspath(path).startswith(inside):  # "sub" lost its x bit
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", stat)
+        lab.put("sub/a.js", "a2")
+        wait_for("the failure", lambda: lab.mapping_status().get("failing") == 1)
+        m = lab.mapping_status()
+        assert m["state"] == "idle" and "sub/a.js" in m["last_error"]
+        assert "permission denied" in m["last_error"]
+        assert lab.files() == {"sub/a.js": b"a"}
+        blocked[0] = False  # the folder is enterable again: the retry uploads
+        wait_for("the retry", lambda: lab.files() == {"sub/a.js": b"a2"})
+        wait_for("idle", idle(lab))
+    assert lab.server.count(kind="delete") == 0

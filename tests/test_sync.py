@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,48 @@ def test_a_bug_in_a_quick_pass_is_its_error_and_the_next_pass_lists_again(
     result = syncer.quick_pass([P("js/a.js")])
     assert isinstance(result.error, InternalError) and "KeyError" in str(result.error)
     assert not syncer.remote_known
+
+
+# ------------------------------------------------ "cannot read it" is never "it is gone"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: os.mkfifo(p),
+        lambda p: os.symlink("a.jss", p),  # a typo in the link's target
+        lambda p: os.symlink(p.name, p),  # a link to itself
+    ],
+    ids=["fifo", "dangling-link", "link-loop"],
+)
+def test_a_quick_pass_keeps_the_server_copy_of_a_file_that_became_unsyncable(
+    synced: World, syncer: MappingSync, make: Callable[[Path], None]
+) -> None:
+    path = synced.folder / "js" / "a.js"
+    path.unlink()
+    make(path)
+    result = syncer.quick_pass([P("js/a.js")])
+    assert result.deleted == [] and synced.server.count(kind="delete") == 0
+    assert [p.path for p in result.skipped] == [P("js/a.js")]
+    assert "js/a.js" in synced.remote()
+
+
+def test_a_quick_pass_under_a_folder_it_may_not_enter_fails_the_path_and_deletes_nothing(
+    synced: World, syncer: MappingSync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_stat = os.stat
+    inside = str(synced.folder / "js") + os.sep
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(path).startswith(inside):  # "js" lost its x bit for this user
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    result = syncer.quick_pass([P("js/a.js"), P("js/b.js")])
+    assert result.error is None
+    assert [(str(p.path), p.reason) for p in result.failed] == [
+        ("js/a.js", "could not read: permission denied; make it readable"),
+        ("js/b.js", "could not read: permission denied; make it readable"),
+    ]
+    assert result.deleted == [] and {"js/a.js", "js/b.js"} <= set(synced.remote())
