@@ -361,6 +361,8 @@ def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
         )
         if m.get("last_error"):
             print(f"    last error: {shown(redact(str(m['last_error'])))}", file=out)
+        for problem in m.get("not_followed") or []:
+            print(f"    not followed: {shown(str(problem))}", file=out)
 
 
 def shown(path: object) -> str:

@@ -413,3 +413,28 @@ def test_a_subfolder_the_daemon_may_not_enter_fails_its_files_and_deletes_nothin
         wait_for("the retry", lambda: lab.files() == {"sub/a.js": b"a2"})
         wait_for("idle", idle(lab))
     assert lab.server.count(kind="delete") == 0
+
+
+# ------------------------------------------------------------- what cannot be followed
+
+
+def test_a_linked_folder_that_cannot_be_watched_is_named_by_status(
+    lab: Lab, tmp_path: Path
+) -> None:
+    shared = (tmp_path / "shared").resolve()
+    shared.mkdir()
+    (shared / "words.csv").write_text("red\n")
+    os.symlink(shared, lab.world.folder / "stimuli")
+
+    def factory(mode: Mode, interval_s: float) -> FakeObserver:
+        denied = PermissionError(13, "Permission denied")
+        return FakeObserver(mode, interval_s, fail_paths={str(shared): denied})
+
+    daemon = lab.daemon(observer_factory=factory)
+    with running(daemon):
+        wait_for("the start", lambda: "stimuli/words.csv" in lab.files() and idle(lab)())
+        wait_for("the status", lambda: lab.mapping_status().get("not_followed"))
+        (problem,) = lab.mapping_status()["not_followed"]
+        assert problem.startswith(f"stimuli -> {shared}: cannot be watched (Permission denied)")
+        shown = lab.world.run("status")
+        assert f"not followed: stimuli -> {shared}: cannot be watched" in shown.out

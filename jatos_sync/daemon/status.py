@@ -40,6 +40,8 @@ class MappingStatus:
     last_sync: float | None = None  # wall-clock time of the last successful pass
     last_error: str | None = None
     failing: int = 0  # files that failed and wait for a retry
+    # Linked folders or files whose changes the watcher cannot follow, in words.
+    not_followed: tuple[str, ...] = ()
     withheld: int = 0  # deletions the deletion guard withheld
     uploaded: int = 0  # since the daemon started
     deleted: int = 0
@@ -77,6 +79,7 @@ def status_document(
                 "last_sync_age_s": None if s.last_sync is None else round(wall - s.last_sync, 3),
                 "last_error": None if s.last_error is None else redact(s.last_error),
                 "failing": s.failing,
+                "not_followed": list(s.not_followed),
                 "withheld": s.withheld,
                 "uploaded": s.uploaded,
                 "deleted": s.deleted,

@@ -328,6 +328,7 @@ class MappingWorker:
         identity = _identity(self.mapping.folder)
         if self._watched is not None:
             if identity == self._watched and self._watcher.alive():
+                self._watcher.poll()  # new links, and files with other names
                 return
             replaced = identity != self._watched
             self._watcher.stop()
@@ -474,6 +475,7 @@ class MappingWorker:
             last_sync=self._last_sync,
             last_error=self._last_error,
             failing=len(self._file_failures),
+            not_followed=self._watcher.not_followed if self._watched is not None else (),
             withheld=self._withheld,
             uploaded=self._uploaded,
             deleted=self._deleted,
