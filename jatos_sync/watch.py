@@ -691,7 +691,11 @@ class FolderWatcher:
         observer = self._observers.get(mode)
         if observer is None:
             observer = self._factory(mode, self.poll_interval_s)
-            observer.start()
+            try:
+                observer.start()
+            except BaseException:
+                _halt(observer, 5.0)
+                raise
             self._observers[mode] = observer
         return observer
 
@@ -732,10 +736,11 @@ class FolderWatcher:
         old = self._links
         self._links = links
         with self._hard_lock:
-            self._hard = {
-                rel: self._hard.get(rel, (path, signature(path)))
-                for rel, path in links.hard.items()
-            }
+            known, self._hard = self._hard, {}
+            for rel, path in links.hard.items():
+                before = known.get(rel)
+                same = before is not None and before[0] == path
+                self._hard[rel] = before if same and before else (path, signature(path))
         if problems != list(self.not_followed):
             for problem in problems:
                 log.warning("link_not_followed", mapping=self.name, problem=problem)

@@ -208,11 +208,8 @@ class MappingWorker:
     @property
     def died(self) -> bool:
         """Whether the thread ended without being asked to (the supervisor restarts it)."""
-        return (
-            self.thread.ident is not None
-            and not self.thread.is_alive()
-            and not (self._stop.is_set())
-        )
+        started, stopping = self.thread.ident is not None, self._stop.is_set()
+        return started and not stopping and not self.thread.is_alive()
 
     def _run(self) -> None:
         try:
