@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from jatos_sync import __version__, demo, service
+from jatos_sync import __version__, demo
 from jatos_sync import init as init_cmd
 from jatos_sync import pull as pull_cmd
 from jatos_sync.check import (
@@ -29,9 +29,12 @@ from jatos_sync.check import (
 )
 from jatos_sync.client import JatosClient
 from jatos_sync.config import Config, default_config_path, load_config, load_token
+from jatos_sync.daemon import supervisor
+from jatos_sync.daemon.status import read_status
 from jatos_sync.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
+    InternalError,
     JatosSyncError,
     worst_exit_code,
 )
@@ -110,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_cmd)
 
-    service.add_arguments(commands.add_parser("watch", help="daemon: reconcile, then follow edits"))
+    supervisor.add_arguments(
+        commands.add_parser("watch", help="daemon: reconcile, then follow edits")
+    )
 
     config = commands.add_parser("config", help="about the configuration file itself")
     config.set_defaults(config_help=config.format_help)
@@ -160,16 +165,24 @@ def main(
     try:
         return handler(ctx)
     except JatosSyncError as exc:
-        message = redact(str(exc))
-        log.error("command_failed", command=args.command, error=message, exit_code=exc.exit_code)
-        if getattr(args, "json", False):  # a script still gets its one JSON document
-            document = {"ok": False, "exit_code": exc.exit_code, "error": message, "mappings": []}
-            print(json.dumps(document, ensure_ascii=False), file=out)
-        print(f"jatos-sync: {message}", file=err)
-        return exc.exit_code
+        return _failed(args, exc, out=out, err=err)
     except KeyboardInterrupt:
         print("jatos-sync: interrupted", file=err)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the last resort: a bug is one line and exit 1, not a traceback
+        log.debug("internal_error", command=args.command, exc_info=exc)
+        return _failed(args, InternalError.wrapping(exc), out=out, err=err)
+
+
+def _failed(args: argparse.Namespace, exc: JatosSyncError, *, out: TextIO, err: TextIO) -> int:
+    """A command that stopped: one log event, one line on stderr, the JSON document."""
+    message = redact(str(exc))
+    log.error("command_failed", command=args.command, error=message, exit_code=exc.exit_code)
+    if getattr(args, "json", False):  # a script still gets its one JSON document
+        document = {"ok": False, "exit_code": exc.exit_code, "error": message, "mappings": []}
+        print(json.dumps(document, ensure_ascii=False), file=out)
+    print(f"jatos-sync: {message}", file=err)
+    return exc.exit_code
 
 
 def main_entry() -> None:
@@ -303,7 +316,7 @@ def _cmd_sync(ctx: _Context) -> int:
 
 
 def _cmd_watch(ctx: _Context) -> int:
-    return service.run(
+    return supervisor.run(
         ctx.args,
         config_path=ctx.config_path,
         environ=ctx.environ,
@@ -314,7 +327,7 @@ def _cmd_watch(ctx: _Context) -> int:
 def _cmd_status(ctx: _Context) -> int:
     config = ctx.config()
     results = _run_passes(ctx, config, dry_run=True, allow_mass_delete=False)
-    daemon = service.read_status(ctx.store(config))
+    daemon = read_status(ctx.store(config))
     _report(ctx, results, dry_run=True, daemon=daemon)
     if daemon is not None and not ctx.args.json:
         _print_daemon(daemon, ctx.out)
@@ -403,6 +416,8 @@ def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
         )
         if m.get("last_error"):
             print(f"    last error: {shown(redact(str(m['last_error'])))}", file=out)
+        for problem in m.get("not_followed") or []:
+            print(f"    not followed: {shown(str(problem))}", file=out)
 
 
 def shown(path: object) -> str:

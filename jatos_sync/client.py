@@ -13,6 +13,7 @@ message or a `repr`.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import http.cookiejar
 import ipaddress
 import json
@@ -29,6 +30,7 @@ from urllib.parse import quote, urlsplit
 import requests
 import requests.auth
 import structlog
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
@@ -68,6 +70,18 @@ API = "/jatos/api/v1"
 # restarting JATOS answers them. Other 4xx/5xx are answers about the request itself.
 RETRY_STATUSES = frozenset({502, 503, 504})
 CHUNK_BYTES = 1 << 20
+
+# What sending a request or reading its answer may raise: requests' own exceptions, the
+# urllib3 and http.client ones it lets through while a body is streamed, and OSError and
+# ValueError from the socket and the decoders underneath. All of them are translated by
+# `JatosClient._transport_failure`, wherever a request is made or a body is read.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+    ValueError,
+)
 
 
 @dataclass(frozen=True)
@@ -364,6 +378,7 @@ class JatosClient:
     def download(self, study: str, path: RelPath, dest: IO[bytes]) -> FileInfo:
         """Stream one file into `dest`; return its size and Adler-32 (§3)."""
         url = f"{API}/studies/{quote(study, safe='')}/assets/{encode_path(path)}"
+        what = f"download of {path}"
         for attempt in range(self.retries + 1):
             dest.seek(0)
             dest.truncate()
@@ -372,19 +387,19 @@ class JatosClient:
                     if response.status_code == 200:
                         size, checksum, strong = 0, 1, hashlib.sha256()
                         for chunk in response.iter_content(CHUNK_BYTES):
-                            dest.write(chunk)
+                            _store(dest, chunk, path)
                             size += len(chunk)
                             checksum = zlib.adler32(chunk, checksum)
                             strong.update(chunk)
                         return FileInfo(size, checksum, strong.digest()[:DIGEST_BYTES])
                     answer = _decode(response)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if attempt < self.retries:
-                    self._backoff(attempt, f"download of {path}", str(exc))
-                    continue
-                raise self._unreachable(exc) from exc
+            except JatosSyncError:
+                raise
+            except TRANSPORT_ERRORS as exc:
+                self._transport_failure(exc, attempt, what)
+                continue
             if answer.status in RETRY_STATUSES and attempt < self.retries:
-                self._backoff(attempt, f"download of {path}", str(answer.status))
+                self._backoff(attempt, what, str(answer.status))
                 continue
             self._check_file_answer(answer, path, study, action="download", size=None)
         raise ServerUnavailableError(f"{self.base_url}: the download of {path} kept failing")
@@ -436,20 +451,11 @@ class JatosClient:
             try:
                 with self._send(method, path, params=params, data=data, headers=headers) as r:
                     answer = _decode(r)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                cause = exc.__context__ or exc.__cause__
-                if isinstance(cause, JatosSyncError):  # raised by our reader mid-body
-                    raise cause from None
-                if attempt < self.retries:
-                    self._backoff(attempt, what, _short_reason(exc))
-                    continue
-                raise self._unreachable(exc) from exc
-            except requests.RequestException as exc:
-                if isinstance(exc.__context__, JatosSyncError):
-                    raise exc.__context__ from None
-                raise ServerUnavailableError(
-                    f"{self.base_url}: {what} failed: {_short_reason(exc)}"
-                ) from exc
+            except JatosSyncError:
+                raise
+            except TRANSPORT_ERRORS as exc:
+                self._transport_failure(exc, attempt, what)
+                continue
             log.debug(
                 "http_request",
                 method=method,
@@ -471,6 +477,21 @@ class JatosClient:
         if answer.status == 200 and isinstance(answer.json, dict) and "apiVersion" in answer.json:
             return answer
         raise self._general_error(answer, what)
+
+    def _transport_failure(self, exc: Exception, attempt: int, what: str) -> None:
+        """An exception from sending a request or reading its answer (`TRANSPORT_ERRORS`):
+        return to try again after the backoff, or raise it translated into our errors."""
+        ours = _our_error(exc)
+        if ours is not None:  # raised by our own body reader, and wrapped on the way
+            raise ours from None
+        if not _is_transient(exc):
+            raise ServerUnavailableError(
+                f"{self.base_url}: {what} failed: {_short_reason(exc)}"
+            ) from exc
+        if attempt < self.retries:
+            self._backoff(attempt, what, _short_reason(exc))
+            return
+        raise self._unreachable(exc) from exc
 
     def _backoff(self, attempt: int, what: str, reason: str) -> None:
         # Exponential backoff with jitter, so that many clients do not retry in lockstep.
@@ -608,6 +629,57 @@ class JatosClient:
             raise RemoteFileMissingError(f"{what}: the file is not on the server ({msg}).")
         detail = msg or "no details from the server"
         raise FileSyncError(f"{what} failed: HTTP {status} ({detail}).")
+
+
+def _store(dest: IO[bytes], chunk: bytes, path: RelPath) -> None:
+    """Write a downloaded chunk; a local write error is ours, not the server's."""
+    try:
+        dest.write(chunk)
+    except (OSError, ValueError) as exc:
+        raise FileSyncError(f"{path}: could not store the downloaded copy: {exc}") from exc
+
+
+def _our_error(exc: BaseException) -> JatosSyncError | None:
+    """A JatosSyncError that `exc` was raised from or while handling (our reader of an
+    upload's body raises one mid-request, and requests or urllib3 wrap it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, JatosSyncError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether another try may work: the connection failed, timed out, or broke off while
+    the answer was read. Not: a malformed URL, header or redirect, or a local ValueError."""
+    if isinstance(
+        exc,
+        (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ),
+    ):
+        return True
+    if isinstance(exc, requests.RequestException):
+        return False  # InvalidURL, InvalidHeader, TooManyRedirects, …
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return isinstance(
+            exc,
+            (
+                urllib3.exceptions.ProtocolError,
+                urllib3.exceptions.TimeoutError,
+                urllib3.exceptions.DecodeError,
+                urllib3.exceptions.SSLError,
+                urllib3.exceptions.PoolError,
+                urllib3.exceptions.ProxyError,
+            ),
+        )
+    return isinstance(exc, (http.client.HTTPException, ConnectionError, TimeoutError))
 
 
 def _decode(response: requests.Response) -> ApiAnswer:

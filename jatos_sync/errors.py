@@ -110,3 +110,17 @@ class RemoteFileMissingError(FileSyncError):
 
 class TransientFileError(FileSyncError):
     """A per-file failure that a later retry may cure (e.g. 5xx, a dropped connection)."""
+
+
+class InternalError(JatosSyncError):
+    """An unexpected exception (a bug), caught where it would otherwise end a command or a
+    mapping silently (docs/safety.md, rule 13); the message starts with "internal error"."""
+
+    exit_code = EXIT_PARTIAL
+
+    @classmethod
+    def wrapping(cls, exc: BaseException) -> InternalError:
+        return cls(
+            f"internal error: {type(exc).__name__}: {exc}. This is a bug in jatos-sync; "
+            "please report it with the log (run with -v for the traceback)."
+        )

@@ -15,12 +15,18 @@ participant data when the folder holding it also holds a `*.psyexp`, at any dept
 directory that holds a `data` folder, cached while that directory is unchanged; so the
 scan, the watcher and the planner agree without knowing about PsychoPy.
 
+A generated `.jatosignore` may hold thousands of lines. pathspec's fast RE2 backend puts
+all patterns into one automaton, and RE2 refuses to build one beyond its memory budget
+(about 3,000 typical lines); the rules are then split over several automata
+(`_SplitSpec`), which matches exactly as one would and stays fast (benchmarks/bench_ignore.py).
+
 Must not: walk the folder (beyond listing a directory that holds a `data` folder), read
 file contents other than `.jatosignore`, or know anything about the server.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -28,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pathspec import GitIgnoreSpec
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 from jatos_sync.errors import ConfigError
 from jatos_sync.model import RelPath
@@ -171,6 +178,10 @@ _RACY_WINDOW_NS = 2_000_000_000
 # (JATOS_ASSETS_API.md §8.2). Never sync such a name, in either direction; not overridable.
 SERVER_TEMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f-]{36}$")
 
+# Patterns per automaton. RE2 refuses a set beyond its memory budget: about 4,400 plain
+# paths or 2,900 globs of ~40 characters. A chunk that still fails is halved.
+CHUNK_PATTERNS = 1000
+
 
 def is_server_temp(path: RelPath | str) -> bool:
     """Whether the base name of `path` is one of JATOS's own upload temp names (§8.2)."""
@@ -184,10 +195,22 @@ def pattern_problem(pattern: str) -> str | None:
     For configuration validation, so that a bad pattern is reported with its file and key.
     """
     try:
-        GitIgnoreSpec.from_lines([pattern])
+        # Parsing only: whether a pattern is valid must not depend on the limits of the
+        # backend that matches many patterns at once.
+        _parsed(pattern)
     except (ValueError, re.error) as exc:
         return str(exc) or "invalid pattern"
     return None
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _parsed(line: str) -> GitIgnoreSpecPattern:
+    """One gitignore line as pathspec parses it (with a compiled Python regex).
+
+    Cached: a generated `.jatosignore` of 10,000 lines costs about a second to parse, and it
+    is read again for every full pass and by the watcher.
+    """
+    return GitIgnoreSpecPattern(line)
 
 
 class IgnoreRules:
@@ -208,13 +231,15 @@ class IgnoreRules:
         folder: Path | None = None,
         overrides: Sequence[str] = (),
         clock_ns: Callable[[], int] = time.time_ns,
+        chunk_size: int = CHUNK_PATTERNS,
     ) -> None:
         # Validated by the callers (`for_folder` with file and line); compile once.
         self.patterns: tuple[str, ...] = (*patterns, *overrides)
         self.folder = folder
-        self._spec = GitIgnoreSpec.from_lines(self.patterns)
+        self._chunk_size = chunk_size
+        self._spec = _SplitSpec(self.patterns, chunk_size=chunk_size)
         self._overrides = tuple(overrides)
-        self._override_spec: GitIgnoreSpec | None = None  # compiled when first needed
+        self._override_spec: _SplitSpec | None = None  # compiled when first needed
         self._clock_ns = clock_ns
         # directory (relative, "" for the folder) -> (dev, ino, mtime_ns, holds a *.psyexp)
         self._psyexp_dirs: dict[str, tuple[int, int, int, bool]] = {}
@@ -298,8 +323,8 @@ class IgnoreRules:
         if not self._overrides:
             return False
         if self._override_spec is None:
-            self._override_spec = GitIgnoreSpec.from_lines(self._overrides)
-        return self._override_spec.check_file(rel).include is False
+            self._override_spec = _SplitSpec(self._overrides, chunk_size=self._chunk_size)
+        return self._override_spec.decides(rel) is False
 
     def _holds_psychopy_experiment(self, rel_dir: str) -> bool:
         """Whether the directory `rel_dir` (relative to the folder) holds a `*.psyexp`.
@@ -327,6 +352,59 @@ class IgnoreRules:
         else:
             self._psyexp_dirs.pop(rel_dir, None)  # changed just now: list it again next time
         return found
+
+
+class _SplitSpec:
+    """A `GitIgnoreSpec` over any number of patterns, as one or several automata.
+
+    In gitignore order the last matching pattern decides (pathspec's GitIgnoreSpec adds a
+    rule between directory and file matches). Patterns in a chunk without a match take no
+    part in that decision: when only one chunk matches, its answer is the answer; when
+    several do (rare), their patterns are evaluated together, in order, by pathspec's
+    reference backend. So the result is exactly that of one automaton over all patterns.
+    """
+
+    def __init__(self, lines: Sequence[str], *, chunk_size: int) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+        patterns = [_parsed(line) for line in lines if line]
+        self._chunks: list[GitIgnoreSpec] = []
+        for start in range(0, max(1, len(patterns)), chunk_size):
+            self._compile(patterns[start : start + chunk_size])
+        self._merged: dict[tuple[int, ...], GitIgnoreSpec] = {}
+
+    def _compile(self, patterns: list[GitIgnoreSpecPattern]) -> None:
+        try:
+            self._chunks.append(GitIgnoreSpec(patterns))
+        except Exception:  # RE2 (or hyperscan) refused the set: too large for its budget
+            if len(patterns) == 1:
+                self._chunks.append(GitIgnoreSpec(patterns, backend="simple"))
+                return
+            half = len(patterns) // 2
+            self._compile(patterns[:half])
+            self._compile(patterns[half:])
+
+    def match_file(self, path: str) -> bool:
+        return bool(self.decides(path))
+
+    def decides(self, path: str) -> bool | None:
+        """True: ignored; False: re-included by a `!` pattern; None: no pattern matches."""
+        if len(self._chunks) == 1:
+            return self._chunks[0].check_file(path).include
+        hits: list[int] = []
+        include: bool | None = None
+        for index, chunk in enumerate(self._chunks):
+            found = chunk.check_file(path).include
+            if found is not None:
+                hits.append(index)
+                include = found
+        if len(hits) <= 1:
+            return include
+        merged = self._merged.get(key := tuple(hits))
+        if merged is None:
+            patterns = [p for i in hits for p in self._chunks[i].patterns]
+            merged = self._merged[key] = GitIgnoreSpec(patterns, backend="simple")
+        return merged.check_file(path).include
 
 
 def _is_psychopy_experiment(entry: os.DirEntry[str]) -> bool:

@@ -2,9 +2,9 @@
 
 This module owns the datagrams sent to `$NOTIFY_SOCKET` and the watchdog ping thread, plus
 `summary_line`, the one-line STATUS text. It must not decide *when* the daemon is ready,
-healthy or reloading — `service.py` does — and it must never raise into the daemon: without a
-notify socket every call is a cheap no-op, and a send that fails (systemd gone, socket
-removed) is logged once and otherwise ignored.
+healthy or reloading — `daemon/supervisor.py` does — and it must never raise into the
+daemon: without a notify socket every call is a cheap no-op, and a send that fails (systemd
+gone, socket removed) is logged once and otherwise ignored.
 
 The protocol is small enough to speak directly (see sd_notify(3)): one AF_UNIX datagram of
 newline-separated `KEY=value` assignments, sent to the path in `$NOTIFY_SOCKET`, or to a

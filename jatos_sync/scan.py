@@ -1,13 +1,19 @@
 """Local folder -> `LocalSnapshot`: walk, ignore rules, Adler-32 checksums, checksum cache.
 
 Owns reading the synced folder: which regular files it holds, their size and the Adler-32
-checksum JATOS computes for them (JATOS_ASSETS_API.md §2.2), and why other entries cannot
-be synced. It translates OS errors into snapshot entries (`errors`, `unsyncable`) or into
-`SafetyStop` (the folder itself is unusable, PRODUCT.md §7). It must not talk to the server,
-decide what to upload or delete (that is `plan.py`), or write anything into the folder.
+checksum JATOS computes for them (docs/jatos-api.md §3), and why other entries cannot be
+synced. It translates OS errors into snapshot entries (`errors`, `unsyncable`) or into
+`SafetyStop` (the folder itself is unusable, docs/safety.md, rule 1). It must not talk to
+the server, decide what to upload or delete (that is `plan.py`), or write anything into the
+folder.
+
+Every entry, whether the walk meets it or a pass that follows file-system events asks about
+it (`scan_folder(under=…)`), is classified by one function, `classify`: a regular file, a
+directory, unsyncable (with the reason), unreadable (an error), or really gone. "Cannot
+read it" is never "it is gone" (docs/safety.md, rule 4).
 
 Symbolic links are followed, to files and to directories, wherever the target is, even
-outside the folder: JATOS follows links in its assets directory the same way (§2.4), and a
+outside the folder: JATOS follows links in its assets directory the same way (§3), and a
 link to a shared stimulus folder is a normal way to reuse files across studies. What gets
 uploaded is the target's content, as regular files. Links that form a directory loop and
 dangling links are reported in `unsyncable`; their paths therefore count as present, so the
@@ -24,6 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from jatos_sync.errors import FileSyncError, LocalFileChangedError, SafetyStop
 from jatos_sync.ignore import IgnoreRules
@@ -194,6 +201,134 @@ def _folder_stat(folder: Path) -> os.stat_result:
     return st
 
 
+class Entry(NamedTuple):
+    """What one directory entry is, symbolic links followed: the one classification that
+    the walk and `scan_folder(under=…)` share (`classify`).
+
+    kind: "file" (a regular file, `st` set), "dir" (a directory, `st` set), "unsyncable"
+    (there, but not syncable: a FIFO, socket or device, a broken link, a link loop, a name
+    that is not UTF-8; `reason`), "error" (it could not be looked at, e.g. permission
+    denied; `reason`), or "gone" (really not there). "Cannot read it" is never "it is gone"
+    (docs/safety.md, rule 4): only "gone" lets the planner delete a server copy.
+    `is_dir`: whether the ignore rules see a directory.
+    """
+
+    kind: Literal["file", "dir", "unsyncable", "error", "gone"]
+    is_dir: bool = False
+    st: os.stat_result | None = None
+    reason: str = ""
+
+
+_GONE = Entry("gone")
+
+
+def classify(os_path: str, name: str, *, entry: os.DirEntry[str] | None = None) -> Entry:
+    """Classify the entry at `os_path` (named `name` in its directory; `entry` when it comes
+    from `os.scandir`, whose cached stat is then used)."""
+    try:
+        st = entry.stat() if entry is not None else os.stat(os_path)
+    except (FileNotFoundError, NotADirectoryError):
+        # Gone, unless a symbolic link is still there: then its target is missing.
+        return Entry("unsyncable", reason=_REASON_BROKEN) if _is_link(os_path, entry) else _GONE
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link that points (via links) to itself
+            return Entry("unsyncable", reason=_REASON_LOOP)
+        return Entry("error", is_dir=_dir_hint(entry), reason=_os_reason(exc))
+    except ValueError as exc:  # a name the OS cannot take (an embedded NUL)
+        return Entry("error", reason=str(exc))
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if not _is_utf8(name):
+        reason = _REASON_DIR_NOT_UTF8 if is_dir else _REASON_NOT_UTF8
+        return Entry("unsyncable", is_dir=is_dir, reason=reason)
+    if is_dir:
+        if st.st_ino == 0:  # Windows: DirEntry.stat() leaves st_ino/st_dev zero
+            st = os.stat(os_path)
+        return Entry("dir", is_dir=True, st=st)
+    if stat.S_ISREG(st.st_mode):
+        return Entry("file", st=st)
+    return Entry("unsyncable", reason=_not_regular_reason(st.st_mode))
+
+
+# (os path, relative prefix ending in "/" or "", (dev, ino) of the dirs on the path)
+_Pending = tuple[str, str, frozenset[tuple[int, int]]]
+
+
+class _Walk:
+    """One scan's findings, and the directories still to be listed."""
+
+    def __init__(self, rules: IgnoreRules, cache: ChecksumCache, now_ns: int) -> None:
+        self.rules, self.cache, self.now_ns = rules, cache, now_ns
+        self.files: dict[str, LocalFile] = {}
+        self.errors: list[PathProblem] = []
+        self.unsyncable: list[PathProblem] = []
+        self.stack: list[_Pending] = []
+
+    def take(
+        self, found: Entry, rel: str, os_path: str, ancestors: frozenset[tuple[int, int]]
+    ) -> None:
+        """Record what `classify` found at `rel`; a directory is queued to be listed, unless
+        it is one of the directories it lies in (a loop through a link)."""
+        if found.kind == "dir":
+            assert found.st is not None
+            key = (found.st.st_dev, found.st.st_ino)
+            if key in ancestors:
+                self.unsyncable.append(PathProblem(_rel_path(rel), _REASON_LOOP))
+            else:
+                self.stack.append((os_path, rel + "/", ancestors | {key}))
+        elif found.kind == "file":
+            assert found.st is not None
+            scanned = _scan_file(rel, os_path, found.st, self.cache, self.now_ns)
+            if isinstance(scanned, LocalFile):
+                self.files[rel] = scanned
+            elif scanned is not None:
+                self.errors.append(scanned)
+        elif found.kind == "unsyncable":
+            self.unsyncable.append(PathProblem(_rel_path(rel), found.reason))
+        elif found.kind == "error":
+            self.errors.append(PathProblem(_rel_path(rel), found.reason))
+
+    def list_dirs(self, folder: Path) -> None:
+        while self.stack:
+            dir_path, prefix, ancestors = self.stack.pop()
+            try:
+                with os.scandir(dir_path) as iterator:
+                    entries = list(iterator)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed while we walked: its files are simply gone
+            except OSError as exc:
+                if not prefix:
+                    raise SafetyStop(_unreadable_message(folder, exc)) from exc
+                self.errors.append(PathProblem(_rel_path(prefix.rstrip("/")), _os_reason(exc)))
+                continue
+            for entry in entries:
+                rel = prefix + entry.name
+                found = classify(entry.path, entry.name, entry=entry)
+                if self.rules.match_entry(rel, is_dir=found.is_dir):
+                    continue
+                self.take(found, rel, entry.path, ancestors)
+
+    def start_under(self, folder: Path, under: RelPath, root: frozenset[tuple[int, int]]) -> None:
+        """Start at `under` instead of the folder: each directory on the way down is
+        classified as the walk would have found it, so a path below an ignored, unreadable,
+        unsyncable or looping folder gives what the walk gives for that folder."""
+        ancestors, os_path, parts = root, os.fspath(folder), under.parts
+        for depth, name in enumerate(parts, start=1):
+            os_path = os.path.join(os_path, name)
+            rel = "/".join(parts[:depth])
+            found = classify(os_path, name)
+            if self.rules.match_entry(rel, is_dir=found.is_dir):
+                return
+            if depth == len(parts) or found.kind != "dir":
+                self.take(found, rel, os_path, ancestors)
+                return
+            assert found.st is not None
+            key = (found.st.st_dev, found.st.st_ino)
+            if key in ancestors:
+                self.take(found, rel, os_path, ancestors)  # a loop, reported at its own path
+                return
+            ancestors = ancestors | {key}
+
+
 def scan_folder(
     folder: Path,
     rules: IgnoreRules,
@@ -207,118 +342,26 @@ def scan_folder(
     Raises `SafetyStop` if the folder itself is unusable. Ignored directories are not
     entered. `cache` is consulted and updated (entries of vanished files are dropped).
 
-    With `under`, only that file or directory (relative to `folder`, not itself ignored)
-    is scanned, for a pass that follows file-system events; paths stay relative to
-    `folder`, and the cache keeps its other entries.
+    With `under`, only that file or directory (relative to `folder`) is scanned, for a
+    pass that follows file-system events: nothing if it or a directory above it is
+    ignored. Paths stay relative to `folder`, and the cache keeps its other entries. Each
+    entry is classified by `classify` in both cases.
     """
     root_st = _folder_stat(folder)
-    if cache is None:
-        cache = ChecksumCache()
-    now_ns = clock_ns()
-    files: dict[str, LocalFile] = {}
-    errors: list[PathProblem] = []
-    unsyncable: list[PathProblem] = []
-
-    # (os path, relative prefix ending in "/" or "", (dev, ino) of the dirs on the path)
-    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
-        (os.fspath(folder), "", frozenset({(root_st.st_dev, root_st.st_ino)}))
-    ]
-    if under is not None:
-        stack = _start_under(folder, under, stack[0][2], cache, now_ns, files, errors)
-    while stack:
-        dir_path, prefix, ancestors = stack.pop()
-        try:
-            with os.scandir(dir_path) as iterator:
-                entries = list(iterator)
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # removed while we walked: its files are simply gone
-        except OSError as exc:
-            if not prefix:
-                raise SafetyStop(_unreadable_message(folder, exc)) from exc
-            errors.append(PathProblem(RelPath(prefix.rstrip("/")), _os_reason(exc)))
-            continue
-        for entry in entries:
-            rel = prefix + entry.name
-            try:
-                is_dir = entry.is_dir()
-            except OSError as exc:
-                if rules.match_entry(rel):
-                    continue
-                if exc.errno == errno.ELOOP:  # a link that points (via links) to itself
-                    unsyncable.append(PathProblem(_rel_path(rel), _REASON_LOOP))
-                else:
-                    errors.append(PathProblem(_rel_path(rel), _os_reason(exc)))
-                continue
-            if rules.match_entry(rel, is_dir=is_dir):
-                continue
-            if not _is_utf8(entry.name):
-                reason = _REASON_DIR_NOT_UTF8 if is_dir else _REASON_NOT_UTF8
-                unsyncable.append(PathProblem(_rel_path(rel), reason))
-                continue
-            try:
-                st = entry.stat()
-            except FileNotFoundError:
-                if _is_symlink(entry):
-                    unsyncable.append(PathProblem(RelPath(rel), _REASON_BROKEN))
-                continue  # else: deleted between listing and stat
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    unsyncable.append(PathProblem(RelPath(rel), _REASON_LOOP))
-                else:
-                    errors.append(PathProblem(RelPath(rel), _os_reason(exc)))
-                continue
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                if st.st_ino == 0:  # Windows: DirEntry.stat() leaves st_ino/st_dev zero
-                    st = os.stat(entry.path)
-                key = (st.st_dev, st.st_ino)
-                if key in ancestors:
-                    unsyncable.append(PathProblem(RelPath(rel), _REASON_LOOP))
-                else:
-                    stack.append((entry.path, rel + "/", ancestors | {key}))
-            elif stat.S_ISREG(mode):
-                found = _scan_file(rel, entry.path, st, cache, now_ns)
-                if isinstance(found, LocalFile):
-                    files[rel] = found
-                elif found is not None:
-                    errors.append(found)
-            else:
-                unsyncable.append(PathProblem(RelPath(rel), _not_regular_reason(mode)))
-
+    walk = _Walk(rules, ChecksumCache() if cache is None else cache, clock_ns())
+    root = frozenset({(root_st.st_dev, root_st.st_ino)})
     if under is None:
-        cache.prune(files.keys())
+        walk.stack.append((os.fspath(folder), "", root))
+    elif under.parts and not under.is_absolute() and ".." not in under.parts:
+        walk.start_under(folder, under, root)
+    walk.list_dirs(folder)
+    if under is None:
+        walk.cache.prune(walk.files.keys())
     return LocalSnapshot(
-        files={rel_path(rel): files[rel] for rel in sorted(files)},
-        errors=tuple(sorted(errors, key=_problem_key)),
-        unsyncable=tuple(sorted(unsyncable, key=_problem_key)),
+        files={rel_path(rel): walk.files[rel] for rel in sorted(walk.files)},
+        errors=tuple(sorted(walk.errors, key=_problem_key)),
+        unsyncable=tuple(sorted(walk.unsyncable, key=_problem_key)),
     )
-
-
-def _start_under(
-    folder: Path,
-    under: RelPath,
-    root: frozenset[tuple[int, int]],
-    cache: ChecksumCache,
-    now_ns: int,
-    files: dict[str, LocalFile],
-    errors: list[PathProblem],
-) -> list[tuple[str, str, frozenset[tuple[int, int]]]]:
-    """The walk's start for `scan_folder(under=…)`: a directory to walk, or one file."""
-    rel = str(under)
-    os_path = os.path.join(folder, *under.parts)
-    try:
-        st = os.stat(os_path)
-    except OSError:
-        return []  # gone (or a broken link): nothing there to sync
-    if stat.S_ISDIR(st.st_mode):
-        return [(os_path, rel + "/", root | {(st.st_dev, st.st_ino)})]
-    if stat.S_ISREG(st.st_mode) and _is_utf8(rel):
-        found = _scan_file(rel, os_path, st, cache, now_ns)
-        if isinstance(found, LocalFile):
-            files[rel] = found
-        elif found is not None:
-            errors.append(found)
-    return []
 
 
 def _scan_file(
@@ -450,9 +493,18 @@ def _rel_path(rel: str) -> RelPath:
     return RelPath(raw.decode("utf-8", "backslashreplace"))
 
 
-def _is_symlink(entry: os.DirEntry[str]) -> bool:
+def _is_link(os_path: str, entry: os.DirEntry[str] | None) -> bool:
     try:
-        return entry.is_symlink()
+        return entry.is_symlink() if entry is not None else os.path.islink(os_path)
+    except OSError:
+        return False
+
+
+def _dir_hint(entry: os.DirEntry[str] | None) -> bool:
+    """Whether an entry that cannot be stat-ed is a directory itself (not through a link),
+    as far as its directory listing tells."""
+    try:
+        return entry is not None and entry.is_dir(follow_symlinks=False)
     except OSError:
         return False
 

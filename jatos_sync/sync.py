@@ -28,6 +28,7 @@ from jatos_sync.errors import (
     EXIT_PARTIAL,
     EXIT_SAFETY,
     ConfigError,
+    InternalError,
     JatosSyncError,
     RemoteFileMissingError,
     SafetyStop,
@@ -210,6 +211,8 @@ class MappingSync:
             self._reconcile(result, plan, stop=stop, progress=progress)
         except JatosSyncError as exc:
             _record_error(result, exc)
+        except Exception as exc:  # a bug must not end the command or the daemon's worker
+            self._internal_error(result, exc)
         return result
 
     def _confirm_first_sync(self, plan: Plan, confirm: Confirm | None) -> None:
@@ -259,7 +262,17 @@ class MappingSync:
             self._reconcile(result, plan, stop=stop)
         except JatosSyncError as exc:
             _record_error(result, exc)
+        except Exception as exc:  # a bug must not end the daemon's worker
+            self._internal_error(result, exc)
         return result
+
+    def _internal_error(self, result: MappingResult, exc: Exception) -> None:
+        """An unexpected exception: the mapping's error (docs/safety.md, rule 13), with the
+        traceback logged at debug level (-v). What this object remembers of the server may
+        be half updated, so the next pass lists it again."""
+        self.forget_remote()
+        log.debug("internal_error", mapping=self.mapping.name, exc_info=exc)
+        _record_error(result, InternalError.wrapping(exc))
 
     def _plan(
         self,
@@ -325,9 +338,8 @@ class MappingSync:
             for known in at_or_below(dirty, list(entries)):
                 del entries[known]
         for path in dirty:
-            is_dir = folder.joinpath(*path.parts).is_dir()
-            if self._rules.is_ignored(path, is_dir=is_dir):
-                continue
+            # Classified as the full walk would (scan.classify): a path that cannot be read
+            # or synced any more is reported, never taken for gone.
             found = scan_folder(folder, self._rules, cache=cache, under=path)
             files.update(found.files)
             errors.update((p.path, p) for p in found.errors)

@@ -11,9 +11,16 @@ Owns three things:
 - Choosing between native events and polling: polling on file systems where events from
   other machines never arrive (NFS, SMB, 9p/WSL, sshfs, vboxsf, other FUSE — FIELD_NOTES
   "inotify limits and network file systems"), and when the inotify limits are exhausted.
+- Following what the kernel does not report under the folder's own paths: the scan follows
+  symbolic links, also to directories outside the folder, but inotify watches only the real
+  tree. `links.LinkMap` records where the scan meets each linked directory and file; their
+  targets outside the folder are watched too, and every event is reported at each folder
+  path the scan lists it under. Files with more than one name (hard links) are re-checked
+  by a stat about once a second (`FolderWatcher.poll`), since a write through another
+  name produces no event here. What cannot be followed is listed in `not_followed`.
 
 It must not talk to the server, decide what to upload or delete, run passes or start
-threads of its own beyond the observer's (service.py does all that).
+threads of its own beyond the observer's (the daemon package does all that).
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import itertools
 import logging
 import math
 import os
+import stat
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +61,7 @@ from watchdog.observers.api import BaseObserver
 
 from jatos_sync.errors import ConfigError
 from jatos_sync.ignore import IgnoreRules
+from jatos_sync.links import LinkMap, map_links, signature
 from jatos_sync.model import RelPath, rel_path
 
 log = structlog.get_logger("jatos_sync.watch")
@@ -368,6 +378,8 @@ class Observer(Protocol):
         event_filter: list[type[FileSystemEvent]] | None,
     ) -> object: ...
 
+    def unschedule(self, watch: object) -> None: ...
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -381,11 +393,18 @@ ObserverFactory = Callable[[Mode, float], Observer]
 
 
 def default_observer_factory(mode: Mode, poll_interval_s: float) -> Observer:
-    """watchdog's native observer for "events", its PollingObserver for "polling"."""
-    if mode == "polling":
-        from watchdog.observers.polling import PollingObserver
+    """watchdog's native observer for "events", its polling observer for "polling".
 
-        return _WatchdogObserver(PollingObserver(timeout=poll_interval_s))
+    The polling observer looks at entries with lstat, as inotify does: it does not walk
+    through symbolic links (a link to an ancestor would have it walk in circles), and
+    `FolderWatcher` follows links itself in both modes.
+    """
+    if mode == "polling":
+        from watchdog.observers.polling import PollingObserverVFS
+
+        return _WatchdogObserver(
+            PollingObserverVFS(stat=os.lstat, listdir=os.scandir, polling_interval=poll_interval_s)
+        )
     from watchdog.observers import Observer as NativeObserver
 
     native = NativeObserver()
@@ -422,10 +441,18 @@ class _WatchdogObserver:
         recursive: bool,
         event_filter: list[type[FileSystemEvent]] | None,
     ) -> object:
-        self._path = path
-        return self._observer.schedule(
+        self._path = self._path or path
+        watch = self._observer.schedule(
             event_handler, path, recursive=recursive, event_filter=event_filter
         )
+        if self._probe and self._observer.is_alive() and _inotify_watches_exhausted(path):
+            self._observer.unschedule(watch)  # a further folder scheduled on a running one
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return watch
+
+    def unschedule(self, watch: object) -> None:
+        with contextlib.suppress(KeyError):  # gone already (its emitter stopped)
+            self._observer.unschedule(watch)  # type: ignore[arg-type]
 
     def start(self) -> None:
         self._observer.start()
@@ -513,13 +540,18 @@ def _overflow_tap() -> _OverflowTap:
 class FolderWatcher:
     """Watches one mapping folder and sends `Change`s to `sink` (from the observer's thread).
 
-    Paths are made relative to the folder; ignored ones (IgnoreRules, the same rules the
-    scan uses, including JATOS's own temp names) are dropped. A change to the top-level
-    `.jatosignore` or a PsychoPy `.psyexp` reloads the rules and is passed on, so the pass
-    rebuilds its rules and rescans too. Moves become gone + touch; a directory created or
-    moved in is a touch of the directory (its subtree is looked at); the folder itself
-    being deleted is `folder_gone`.
+    Paths are made relative to the folder — each event at every folder path the scan lists
+    it under (`LinkMap`) — and ignored ones (IgnoreRules, the same rules the scan uses,
+    including JATOS's own temp names) are dropped. A change to the top-level `.jatosignore`
+    or a PsychoPy `.psyexp` reloads the rules and is passed on, so the pass rebuilds its
+    rules and rescans too. Moves become gone + touch; a directory created or moved in is a
+    touch of the directory (its subtree is looked at); the folder itself being deleted is
+    `folder_gone`. `poll()`, called by the worker about once a second, follows new links
+    and re-checks hard-linked files.
     """
+
+    # A linked folder that could not be watched is tried again this often.
+    RETRY_NOT_FOLLOWED_S = 30.0
 
     def __init__(
         self,
@@ -532,19 +564,29 @@ class FolderWatcher:
         poll_interval_s: float = 1.0,
         observer_factory: ObserverFactory = default_observer_factory,
         proc: Path = Path("/proc"),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.folder = folder
         self.name = name
         self.polling = polling
         self.poll_interval_s = poll_interval_s
         self.mode: Mode | None = None
+        # Linked places that are not followed, in words, for the status.
+        self.not_followed: tuple[str, ...] = ()
         self._sink = sink
         self._ignore = tuple(ignore)
         self._factory = observer_factory
         self._proc = proc
+        self._clock = clock
         self._root = ""
         self._rules = IgnoreRules()
-        self._observer: Observer | None = None
+        self._observers: dict[Mode, Observer] = {}  # the folder's, and one for other targets
+        self._targets: dict[tuple[str, bool], tuple[Mode, object]] = {}  # watched outside
+        self._links = LinkMap(root="", dirs={})
+        self._links_dirty = False
+        self._retry_links_at = math.inf
+        self._hard: dict[str, tuple[str, tuple[int, int, int, int] | None]] = {}
+        self._hard_lock = threading.Lock()
         self._active = False
         self._handler = _Handler(self)
 
@@ -555,6 +597,7 @@ class FolderWatcher:
         """Start watching; return the mode. Raises OSError if the folder cannot be watched."""
         self._root = os.path.realpath(self.folder)
         self._rules = self._load_rules()
+        self._links = LinkMap(root=self._root, dirs={self._root: ("",)})
         mountinfo = read_proc("self/mountinfo", proc=self._proc)
         fs_type = fs_type_of(self._root, mountinfo) if mountinfo else None
         mode, reason = choose_mode(self.polling, fs_type)
@@ -569,7 +612,7 @@ class FolderWatcher:
         self._active = True
         if mode == "events":
             try:
-                self._observer = self._start_observer("events")
+                self._observers["events"] = self._start_observer("events")
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EMFILE) or self.polling == "never":
                     self._active = False
@@ -579,33 +622,60 @@ class FolderWatcher:
                 mode = "polling"
         if mode == "polling":
             try:
-                self._observer = self._start_observer("polling")
+                self._observers["polling"] = self._start_observer("polling")
             except OSError:
                 self._active = False
                 raise
         else:
             _overflow_tap().add(self)
         self.mode = mode
+        self._follow_links(announce=False)
         log.info("watch_started", mapping=self.name, folder=str(self.folder), mode=mode)
         return mode
 
     def stop(self, *, timeout_s: float = 5.0) -> None:
-        """Stop the observer and wait (bounded) for its threads; idempotent."""
+        """Stop the observers and wait (bounded) for their threads; idempotent."""
         self._active = False
         _overflow_tap().discard(self)
-        observer, self._observer = self._observer, None
-        if observer is not None:
+        observers, self._observers = list(self._observers.values()), {}
+        self._targets.clear()
+        for observer in observers:
             _halt(observer, timeout_s)
 
     def alive(self) -> bool:
-        """Whether the observer (and its emitters) still run."""
-        return self._observer is not None and self._observer.is_alive()
+        """Whether the observers (and their emitters) still run."""
+        observers = list(self._observers.values())
+        return bool(observers) and all(observer.is_alive() for observer in observers)
 
     def events_lost(self, reason: str) -> None:
         """The observer lost events (queue overflow): everything must be looked at."""
         if self._active:
             log.warning("watch_events_lost", mapping=self.name, reason=reason)
+            self._links_dirty = True
             self._sink(Change("rescan"))
+
+    def poll(self) -> None:
+        """What no event tells, called by the worker about once a second: follow links that
+        were added, changed or removed, and re-check files with other names (a write through
+        another name, even outside the folder, produces no event here); a change is a touch.
+        """
+        if not self._active:
+            return
+        if self._links_dirty or self._clock() >= self._retry_links_at:
+            self._links_dirty = False
+            self._follow_links(announce=True)
+        with self._hard_lock:
+            hard = list(self._hard.items())
+        changed = []
+        for rel, (path, before) in hard:
+            now = signature(path)
+            if now != before:
+                changed.append(rel)
+                with self._hard_lock:
+                    if rel in self._hard:
+                        self._hard[rel] = (path, now)
+        for rel in changed:
+            self._pass_on("touch", rel_path(rel), is_dir=False)
 
     def _start_observer(self, mode: Mode) -> Observer:
         observer = self._factory(mode, self.poll_interval_s)
@@ -616,6 +686,69 @@ class FolderWatcher:
             _halt(observer, 5.0)
             raise
         return observer
+
+    def _observer_for(self, mode: Mode) -> Observer:
+        observer = self._observers.get(mode)
+        if observer is None:
+            observer = self._factory(mode, self.poll_interval_s)
+            try:
+                observer.start()
+            except BaseException:
+                _halt(observer, 5.0)
+                raise
+            self._observers[mode] = observer
+        return observer
+
+    def _follow_links(self, *, announce: bool) -> None:
+        """Map the folder's links again, watch their targets outside the folder (each on a
+        file system that needs polling, by polling), and stop watching the ones no longer
+        linked. With `announce`, each newly followed link is touched, so a pass looks at
+        what arrived through it before its target was watched."""
+        links = map_links(self._root, self._rules)
+        wanted = links.watch_roots()
+        for key in [key for key in self._targets if key not in wanted.items()]:
+            old_mode, old_watch = self._targets.pop(key)
+            observer = self._observers.get(old_mode)
+            if observer is not None:
+                observer.unschedule(old_watch)
+        mountinfo = read_proc("self/mountinfo", proc=self._proc) if wanted else None
+        problems: list[str] = []
+        for path, recursive in wanted.items():
+            if (path, recursive) in self._targets:
+                continue
+            mode: Mode = "polling"
+            if self.mode == "events":
+                fs_type = fs_type_of(path, mountinfo) if mountinfo else None
+                mode = choose_mode(self.polling, fs_type)[0]
+            try:
+                watch = self._observer_for(mode).schedule(
+                    self._handler, path, recursive=recursive, event_filter=EVENT_FILTER
+                )
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                for rel in links.leading_to(path):
+                    problems.append(
+                        f"{rel} -> {path}: cannot be watched ({reason}); its changes are "
+                        "synced by the next full pass"
+                    )
+                continue
+            self._targets[(path, recursive)] = (mode, watch)
+        old = self._links
+        self._links = links
+        with self._hard_lock:
+            known, self._hard = self._hard, {}
+            for rel, path in links.hard.items():
+                before = known.get(rel)
+                same = before is not None and before[0] == path
+                self._hard[rel] = before if same and before else (path, signature(path))
+        if problems != list(self.not_followed):
+            for problem in problems:
+                log.warning("link_not_followed", mapping=self.name, problem=problem)
+        self.not_followed = tuple(problems)
+        self._retry_links_at = self._clock() + self.RETRY_NOT_FOLLOWED_S if problems else math.inf
+        if announce:
+            for rel in sorted(links.links - old.links):
+                self._pass_on("touch", rel_path(rel), is_dir=True)
 
     def _load_rules(self) -> IgnoreRules:
         try:
@@ -628,48 +761,90 @@ class FolderWatcher:
     # ---------------------------------------------------------------- translation
 
     def on_event(self, event: FileSystemEvent) -> None:
-        """Translate one watchdog event (called in the observer's thread)."""
+        """Translate one watchdog event (called in an observer's thread)."""
         if not self._active:
             return
+        try:
+            self._translate(event)
+        except Exception as exc:  # one odd event must not end the observer's thread
+            log.warning("watch_event_failed", mapping=self.name, error=repr(exc))
+            self._links_dirty = True
+            self._sink(Change("rescan"))
+
+    def _translate(self, event: FileSystemEvent) -> None:
         kind, is_dir = event.event_type, event.is_directory
-        src = self._relative(event.src_path)
         if kind == "moved":
-            if src is not None and src.parts:
-                self._pass_on("gone", src, is_dir=is_dir)
-            dest = self._relative(event.dest_path)
-            if dest is not None and dest.parts:
-                self._pass_on("touch", dest, is_dir=is_dir)
-        elif src is None:
+            for src in self._relatives(event.src_path):
+                if src.parts:
+                    self._pass_on("gone", src, is_dir=is_dir)
+                    self._forget(src)
+            for dest in self._relatives(event.dest_path):
+                if dest.parts:
+                    self._pass_on("touch", dest, is_dir=is_dir)
+            self._notice(event.dest_path, is_dir=is_dir)
             return
-        elif not src.parts:
-            if kind == "deleted":
-                self._sink(Change("folder_gone"))
-        elif kind == "deleted":
-            self._pass_on("gone", src, is_dir=is_dir)
-        elif kind == "created" or (not is_dir and kind in ("modified", "closed", "attrib")):
-            self._pass_on("touch", src, is_dir=is_dir)
+        for src in self._relatives(event.src_path):
+            if not src.parts:
+                if kind == "deleted":
+                    self._sink(Change("folder_gone"))
+            elif kind == "deleted":
+                self._pass_on("gone", src, is_dir=is_dir)
+                self._forget(src)
+            elif kind == "created" or (not is_dir and kind in ("modified", "closed", "attrib")):
+                self._pass_on("touch", src, is_dir=is_dir)
+        if kind in ("created", "attrib"):
+            self._notice(event.src_path, is_dir=is_dir)
+
+    def _notice(self, raw: bytes | str, *, is_dir: bool) -> None:
+        """A path appeared (or its metadata changed): a directory may hold links, a link is
+        one; either makes `poll()` map the links again. A file with another name is
+        re-checked from now on."""
+        if is_dir:
+            self._links_dirty = True
+            return
+        path = os.fsdecode(raw)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            self._links_dirty = True
+        elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            for rel in self._relatives(path):
+                if rel.parts and not self._rules.is_ignored(rel):
+                    with self._hard_lock:
+                        self._hard.setdefault(str(rel), (path, signature(path)))
+
+    def _forget(self, rel: RelPath) -> None:
+        """`rel` went away: a link there, or below it, no longer leads anywhere."""
+        text = str(rel)
+        below = text + "/"
+        if any(link == text or link.startswith(below) for link in self._links.links):
+            self._links_dirty = True
+        with self._hard_lock:
+            for known in [k for k in self._hard if k == text or k.startswith(below)]:
+                del self._hard[known]
 
     def _pass_on(self, kind: Literal["touch", "gone"], path: RelPath, *, is_dir: bool) -> None:
         if self._rules.decides_rules(path):
             # `.jatosignore`, or a PsychoPy experiment at any depth: these decide the ignore
             # rules themselves (and may be ignored by them), so the pass must see them too.
             self._rules = self._load_rules()
+            self._links_dirty = True  # links that were ignored may be followed now
         elif self._rules.is_ignored(path, is_dir=is_dir):
             return
         self._sink(Change(kind, path, is_dir=is_dir))
 
-    def _relative(self, raw: bytes | str) -> RelPath | None:
-        """`raw` relative to the folder ("." for the folder itself); None if outside."""
+    def _relatives(self, raw: bytes | str) -> list[RelPath]:
+        """The folder paths of the real path `raw` ("." for the folder itself); none for a
+        path the scan does not reach."""
         if not raw:
-            return None
+            return []
         path = os.fsdecode(raw)
-        if path == self._root:
-            return RelPath()
-        prefix = self._root.rstrip(os.sep) + os.sep
-        if not path.startswith(prefix):
-            return None
-        rel = path[len(prefix) :]
-        return rel_path(rel.replace(os.sep, "/") if os.sep != "/" else rel)
+        rels = self._links.relatives(path)
+        if os.sep != "/":
+            rels = [rel.replace(os.sep, "/") for rel in rels]
+        return [rel_path(rel) if rel else RelPath() for rel in rels]
 
 
 class _Handler(FileSystemEventHandler):

@@ -41,13 +41,13 @@ from urllib.parse import unquote
 import pytest
 import structlog
 
+from jatos_sync.daemon.status import MappingStatus, read_status
 from jatos_sync.logs import configure_logging
-from jatos_sync.service import MappingStatus, read_status
 from jatos_sync.state import StateStore
 from jatos_sync.testing.wire import Request, Response
 from tests.conftest import World, assert_no_token, make_world
+from tests.daemon_lab import FAST, Lab, running, wait_for
 from tests.test_chaos import Handler, Intercept, Killer, StateDisk, _crash_at
-from tests.test_service import FAST, Lab, running, wait_for
 
 IGNORE_FILE = "*.tmp\n"
 START: dict[str, str] = {
@@ -112,7 +112,7 @@ def log() -> Iterator[Log]:
 
 
 class ChaosLab(Lab):
-    """test_service's Lab with server settings to vary, and a model of every folder: what
+    """daemon_lab's Lab with server settings to vary, and a model of every folder: what
     it must hold, what was really deleted in it, and what only the server has (ignored)."""
 
     def __init__(self, world: World) -> None:

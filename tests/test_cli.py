@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from jatos_sync.cli import main
+from jatos_sync.client import JatosClient
 from jatos_sync.testing import make_token
 from tests.conftest import World
 
@@ -183,3 +184,38 @@ def test_a_url_that_is_not_jatos_is_exit_2(world310: World) -> None:
     result = world310.run("sync")
     assert result.code == 2
     assert "path prefix" in result.err
+
+
+@pytest.mark.parametrize("command", ["sync", "status", "check", "pull"])
+def test_an_unexpected_exception_is_one_line_exit_1_and_one_json_document(
+    world310: World, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    def buggy(self: JatosClient) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(JatosClient, "token_info", buggy)
+    result = world310.run(command, "--json")
+    assert result.code == 1
+    assert result.json == {
+        "ok": False,
+        "exit_code": 1,
+        "error": result.json["error"],
+        "mappings": [],
+    }
+    assert result.json["error"].startswith("internal error: ValueError: a bug")
+    lines = [line for line in result.err.splitlines() if line.startswith("jatos-sync:")]
+    assert lines == [f"jatos-sync: {result.json['error']}"]
+    assert "Traceback" not in result.err
+
+
+def test_the_traceback_of_an_unexpected_exception_is_logged_only_with_v(
+    world310: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def buggy(self: JatosClient) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(JatosClient, "token_info", buggy)
+    quiet = world310.run("sync")
+    assert quiet.code == 1 and "Traceback" not in quiet.err
+    verbose = world310.run("-v", "--log-format", "json", "sync")
+    assert verbose.code == 1 and "Traceback" in verbose.err and "ValueError: a bug" in verbose.err

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import http.client
+import inspect
 import io
 import json
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import requests.adapters
 import requests_mock
+import urllib3.exceptions
 
 from jatos_sync.client import JatosClient, encode_path
 from jatos_sync.config import Token
@@ -18,6 +23,7 @@ from jatos_sync.errors import (
     AuthError,
     ConfigError,
     FileSyncError,
+    JatosSyncError,
     ServerUnavailableError,
     StudyLockedError,
     StudyNotFoundError,
@@ -367,3 +373,207 @@ def test_errors_and_repr_never_contain_the_token(client: JatosClient, token: Tok
             client.token_info()
     assert token.reveal() not in str(info.value)
     assert token.reveal() not in repr(client)
+
+
+# ------------------------------------------------ every third-party exception is translated
+
+
+def _instance(cls: type[BaseException]) -> BaseException:
+    """An instance of `cls` as the library would raise it (some need particular arguments)."""
+    special: dict[type[BaseException], tuple[Any, ...]] = {
+        urllib3.exceptions.IncompleteRead: (3, 7),
+        urllib3.exceptions.InvalidChunkLength: (_Tell(), b"zz"),
+        urllib3.exceptions.HeaderParsingError: ([], "bad header"),
+        http.client.IncompleteRead: (b"abc", 4),
+        requests.exceptions.JSONDecodeError: ("Expecting value", "{", 1),
+    }
+    if cls in special:
+        return cls(*special[cls])
+    try:
+        return cls("simulated failure")
+    except TypeError:  # urllib3's pool errors: (pool, url, message) and the like
+        required = [
+            p
+            for p in inspect.signature(cls).parameters.values()
+            if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+        ]
+        return cls(*[None] * (len(required) - 1), "simulated failure")
+
+
+class _Tell:
+    """What InvalidChunkLength asks of the response it was reading."""
+
+    length_remaining = 4
+
+    def tell(self) -> int:
+        return 3
+
+
+def third_party_exceptions() -> list[type[BaseException]]:
+    """Every exception class of requests.exceptions and urllib3.exceptions, and what the
+    socket layer and http.client raise underneath."""
+    found: list[type[BaseException]] = []
+    for module, base in (
+        (requests.exceptions, requests.RequestException),
+        (urllib3.exceptions, urllib3.exceptions.HTTPError),
+        (http.client, http.client.HTTPException),
+    ):
+        found += [
+            cls
+            for cls in vars(module).values()
+            if isinstance(cls, type) and issubclass(cls, base) and not issubclass(cls, Warning)
+        ]
+    found += [OSError, ConnectionResetError, BrokenPipeError, TimeoutError, ValueError]
+    return sorted(set(found), key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
+
+
+class _RaisingRaw:
+    """A response body whose reading raises `exc` (a connection dropped mid-body)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self._exc = exc
+
+    def stream(self, amt: int, decode_content: bool = True) -> Iterator[bytes]:
+        yield b'{"apiVer'
+        raise self._exc
+
+    def read(self, *args: Any, **kwargs: Any) -> bytes:
+        raise self._exc
+
+    def release_conn(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _RaisingAdapter(requests.adapters.BaseAdapter):
+    """Raises `exc` when sending, or answers 200 with a body whose reading raises it."""
+
+    def __init__(self, exc: BaseException, *, while_reading: bool) -> None:
+        super().__init__()
+        self.exc, self.while_reading, self.calls = exc, while_reading, 0
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        self.calls += 1
+        if not self.while_reading:
+            raise self.exc
+        response = requests.Response()
+        response.status_code = 200
+        response.headers["Content-Type"] = "application/json"
+        response.raw = _RaisingRaw(self.exc)
+        response.request, response.url = request, request.url or ""
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class _Session(requests.Session):
+    """A session that sends everything through one adapter, whatever is mounted."""
+
+    def __init__(self, adapter: requests.adapters.BaseAdapter) -> None:
+        super().__init__()
+        self._adapter = adapter
+
+    def get_adapter(self, url: str) -> requests.adapters.BaseAdapter:
+        return self._adapter
+
+
+def _calls(tmp_path: Path) -> dict[str, Callable[[JatosClient], object]]:
+    source = tmp_path / "a.js"
+    source.write_bytes(b"abc")
+    return {
+        "token_info": lambda c: c.token_info(),
+        "list_studies": lambda c: c.list_studies(),
+        "study": lambda c: c.study("1"),
+        "list_assets": lambda c: c.list_assets("1"),
+        "upload": lambda c: c.upload("1", P("a.js"), source, size=3),
+        "delete": lambda c: c.delete("1", P("a.js")),
+        "download": lambda c: c.download("1", P("a.js"), io.BytesIO()),
+    }
+
+
+@pytest.mark.parametrize("while_reading", [False, True], ids=["sending", "reading"])
+def test_every_third_party_exception_is_translated_by_every_method_that_talks_to_the_server(
+    token: Token, tmp_path: Path, while_reading: bool
+) -> None:
+    untranslated, messages = [], []
+    for cls in third_party_exceptions():
+        for name, call in _calls(tmp_path).items():
+            adapter = _RaisingAdapter(_instance(cls), while_reading=while_reading)
+            client = JatosClient(BASE, token, retries=1, session=_Session(adapter), sleep=noop)
+            try:
+                call(client)
+            except JatosSyncError as exc:
+                messages.append(str(exc))
+            except BaseException as exc:  # what this test is looking for
+                untranslated.append(f"{name}: {cls.__module__}.{cls.__qualname__} -> {exc!r}")
+            else:
+                untranslated.append(f"{name}: {cls.__qualname__} raised nothing")
+    assert untranslated == []
+    assert all(messages) and len(messages) > 7 * 50
+
+
+@pytest.mark.parametrize(
+    ("exc", "retried"),
+    [
+        (requests.exceptions.ChunkedEncodingError("connection broken"), True),
+        (requests.ConnectionError("connection reset"), True),
+        (urllib3.exceptions.ProtocolError("connection broken"), True),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (requests.exceptions.InvalidHeader("bad header"), False),
+        (ValueError("not a chunk"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_a_broken_connection_while_reading_is_retried_and_then_unreachable(
+    token: Token, tmp_path: Path, exc: BaseException, retried: bool
+) -> None:
+    for name, call in _calls(tmp_path).items():
+        adapter = _RaisingAdapter(exc, while_reading=True)
+        client = JatosClient(BASE, token, retries=2, session=_Session(adapter), sleep=noop)
+        with pytest.raises(ServerUnavailableError) as info:
+            call(client)
+        assert adapter.calls == (3 if retried else 1), name
+        assert ("Cannot reach JATOS" in str(info.value)) == retried, name
+
+
+def test_a_download_cut_off_once_is_retried_and_completes(client: JatosClient) -> None:
+    with requests_mock.Mocker() as m:
+        m.get(
+            f"{API}/studies/1/assets/w.txt",
+            [
+                {"exc": requests.exceptions.ChunkedEncodingError("connection broken")},
+                {"content": b"Wikipedia"},
+            ],
+        )
+        buf = io.BytesIO()
+        assert client.download("1", P("w.txt"), buf) == FileInfo(9, 300286872)
+    assert buf.getvalue() == b"Wikipedia"
+
+
+def test_a_download_that_cannot_be_stored_is_a_file_error_not_a_server_one(
+    client: JatosClient,
+) -> None:
+    class Full(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+    with requests_mock.Mocker() as m:
+        m.get(f"{API}/studies/1/assets/w.txt", content=b"Wikipedia")
+        with pytest.raises(FileSyncError, match="No space left"):
+            client.download("1", P("w.txt"), Full())
+        assert m.call_count == 1
+
+
+def noop(_seconds: float) -> None:
+    pass

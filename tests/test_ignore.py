@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pathspec import GitIgnoreSpec
 
 from jatos_sync.errors import ConfigError
 from jatos_sync.ignore import (
@@ -16,6 +19,7 @@ from jatos_sync.ignore import (
     pattern_problem,
 )
 from jatos_sync.model import RelPath
+from tests.conftest import World
 
 SERVER_TEMP = ".logo.png.tmp-123e4567-e89b-12d3-a456-426614174000"
 
@@ -467,3 +471,84 @@ def test_pattern_problem_reports_only_invalid_patterns() -> None:
 
 def test_empty_path_is_not_ignored(rules: IgnoreRules) -> None:
     assert not rules.is_ignored(RelPath("."))
+
+
+# --- generated ignore files: thousands of patterns -------------------------------------
+
+
+def write_ignore_file(folder: Path, lines: list[str]) -> None:
+    (folder / ".jatosignore").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_a_generated_jatosignore_of_10000_lines_is_compiled_and_applied(tmp_path: Path) -> None:
+    lines = [f"build/chunk{i}/asset-{i:05}.js" for i in range(10_000)]
+    lines.append("!build/chunk9999/asset-09999.js")
+    write_ignore_file(tmp_path, lines)
+    rules = IgnoreRules.for_folder(tmp_path)
+    assert rules.is_ignored(RelPath("build/chunk0/asset-00000.js"))
+    assert rules.is_ignored(RelPath("build/chunk5000/asset-05000.js"))
+    assert not rules.is_ignored(RelPath("build/chunk9999/asset-09999.js"))
+    assert not rules.is_ignored(RelPath("build/chunk0/other.js"))
+    assert rules.is_ignored(RelPath("img/.DS_Store"))  # the built-ins still apply
+
+
+def test_thousands_of_glob_patterns_keep_gitignore_order_across_the_whole_file(
+    tmp_path: Path,
+) -> None:
+    # A re-include thousands of lines after the pattern it overrides, directory patterns
+    # and file patterns mixed, and a mapping pattern after all of them.
+    lines = ["*.wav", "drafts/"]
+    lines += [f"stimuli/set{i % 97}/*.{('png', 'jpg', 'gif')[i % 3]}{i}" for i in range(8_000)]
+    lines += ["!keep.wav", "!drafts/"]
+    write_ignore_file(tmp_path, lines)
+    rules = IgnoreRules.for_folder(tmp_path, ["late/"])
+    assert rules.is_ignored(RelPath("audio/beep.wav"))
+    assert not rules.is_ignored(RelPath("audio/keep.wav"))
+    assert not rules.is_ignored(RelPath("drafts"), is_dir=True)
+    assert rules.is_ignored(RelPath("stimuli/set90/a.png3000"))  # line 3003
+    assert not rules.is_ignored(RelPath("stimuli/set90/a.png3001"))
+    assert rules.is_ignored(RelPath("late/x.js"))
+
+
+PATTERN_PIECES = [
+    "a", "b/", "*.js", "!a", "!*.js", "/c", "d/**/e", "**/f", "!b/", "a/*", "!/c", "*",
+    "!d/", "c/", "x?.js", "[ab].css", "!**/f", "e/", "!e", "/a/b", "!x1.js", "b/*.js",
+]  # fmt: skip
+PATHS = [
+    ("a", False), ("a", True), ("b", True), ("b/x.js", False), ("c", False), ("c", True),
+    ("d/e", False), ("d/q/e", True), ("f", False), ("g/f", True), ("a/b", False),
+    ("x1.js", False), ("a.css", False), ("e", True), ("e/a", False), ("k/c", False),
+]  # fmt: skip
+
+
+@given(
+    patterns=st.lists(st.sampled_from(PATTERN_PIECES), max_size=40),
+    chunk_size=st.integers(min_value=1, max_value=5),
+)
+def test_rules_split_into_several_automata_match_exactly_like_one(
+    patterns: list[str], chunk_size: int
+) -> None:
+    split = IgnoreRules(patterns, chunk_size=chunk_size)
+    reference = GitIgnoreSpec.from_lines(patterns, backend="simple")
+    for path, is_dir in PATHS:
+        expected = reference.match_file(path + "/" if is_dir else path)
+        assert split.match_entry(path, is_dir=is_dir) == expected, (path, is_dir)
+
+
+def test_pattern_problem_does_not_depend_on_the_matching_backend() -> None:
+    assert pattern_problem("a" * 100_000) is None
+    assert pattern_problem("[z-a]") is not None
+
+
+def test_sync_with_a_generated_jatosignore_of_10000_lines_uploads_the_rest(
+    world310: World,
+) -> None:
+    lines = [f"build/chunk{i}/asset-{i:05}.js" for i in range(10_000)]
+    write_ignore_file(world310.folder, lines)
+    world310.put("build/chunk7/asset-00007.js", "generated")
+    world310.put("build/chunk7/kept.js", "kept")
+    world310.put("index.html", "<html></html>")
+    result = world310.run("sync", "--json")
+    assert result.code == 0, result.err
+    assert "error" not in result.json["mappings"][0]
+    assert world310.remote() == {"build/chunk7/kept.js": b"kept", "index.html": b"<html></html>"}

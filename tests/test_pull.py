@@ -29,9 +29,9 @@ from jatos_sync.model import FileInfo, LocalFile, LocalSnapshot, PathProblem, Re
 from jatos_sync.model import RemoteSnapshot as Remote
 from jatos_sync.state import StateStore, mapping_key
 from tests.conftest import World
+from tests.daemon_lab import wait_for
 from tests.test_chaos import StateDisk
 from tests.test_e2e import NAMES, SAMPLE, as_bytes, fill
-from tests.test_service import wait_for
 
 STAMP = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
 

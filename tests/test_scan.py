@@ -552,3 +552,110 @@ def test_scan_records_a_strong_digest_that_tells_apart_what_adler32_cannot(
     assert first.info == second.info  # size and Adler-32 agree
     assert first.digest == cached.digest == hashlib.sha256(before).digest()[:16]
     assert second.digest == hashlib.sha256(after).digest()[:16]
+
+
+# --- one classification for the walk and for a scan under one path ---------------------
+
+
+def at_or_below(snapshot: LocalSnapshot, rel: str) -> LocalSnapshot:
+    def keep(path: RelPath) -> bool:
+        return str(path) == rel or str(path).startswith(rel + "/")
+
+    return LocalSnapshot(
+        files={p: f for p, f in snapshot.files.items() if keep(p)},
+        errors=tuple(p for p in snapshot.errors if keep(p.path)),
+        unsyncable=tuple(p for p in snapshot.unsyncable if keep(p.path)),
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_scan_under_any_entry_finds_what_the_walk_finds_there(
+    tmp_path: Path, folder: Path
+) -> None:
+    write(folder, "a.js")
+    write(folder, "sub/b.js")
+    write(folder, "sub/deeper/c.js")
+    os.mkfifo(folder / "pipe")
+    os.mkfifo(folder / "sub" / "pipe")
+    os.symlink("a.jss", folder / "typo.js")  # dangling
+    os.symlink("me.js", folder / "me.js")  # a loop of one link
+    os.symlink("..", folder / "sub" / "up")  # a link to an ancestor
+    os.symlink("sub", folder / "sub-link")  # a directory linked twice
+    write(tmp_path, "outside/d.js")
+    os.symlink(tmp_path / "outside", folder / "shared")
+    os.close(os.open(os.path.join(os.fsencode(folder), b"caf\xe9.js"), os.O_CREAT | os.O_WRONLY))
+    os.mkdir(os.path.join(os.fsencode(folder), b"d\xff"))
+    write(folder, ".git/config")  # ignored
+    whole = scan(folder)
+    assert "sub/up" in problems(whole.unsyncable) and "pipe" in problems(whole.unsyncable)
+    paths = [*map(str, whole.files), *problems(whole.unsyncable), *problems(whole.errors)]
+    paths += ["sub", "sub/deeper", "sub-link", "shared", ".git", ".git/config", "missing.js"]
+    for rel in paths:
+        if "\\x" in rel:  # shown escaped; the watcher passes the name as the OS gave it
+            continue
+        assert scan(folder, under=RelPath(rel)) == at_or_below(whole, rel), rel
+    for raw, shown in ((b"caf\xe9.js", "caf\\xe9.js"), (b"d\xff", "d\\xff")):
+        under = RelPath(os.fsdecode(raw))
+        assert scan(folder, under=under) == at_or_below(whole, shown), shown
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: os.mkfifo(p), "a named pipe (FIFO), not a regular file"),
+        (lambda p: os.symlink("index.htm", p), "broken symbolic link"),
+        (lambda p: os.symlink(p.name, p), "symlink loop"),
+    ],
+    ids=["fifo", "dangling-link", "link-loop"],
+)
+def test_a_file_replaced_by_something_unsyncable_is_reported_by_a_scan_under_it(
+    folder: Path, make: Callable[[Path], None], reason: str
+) -> None:
+    path = write(folder, "js/index.html")
+    path.unlink()
+    make(path)
+    snapshot = scan(folder, under=RelPath("js/index.html"))
+    assert snapshot.files == {}
+    assert reason in problems(snapshot.unsyncable)["js/index.html"]
+
+
+def test_a_path_that_cannot_be_looked_at_is_an_error_not_gone(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(folder, "private/a.csv")
+    fail_for(monkeypatch, "a.csv", "stat", PermissionError(13, "Permission denied"))
+    snapshot = scan(folder, under=RelPath("private/a.csv"))
+    assert problems(snapshot.errors) == {"private/a.csv": "permission denied; make it readable"}
+
+
+def test_a_path_below_a_folder_that_cannot_be_looked_at_is_that_folders_error(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(folder, "private/sub/a.csv")
+    fail_for(monkeypatch, "private", "stat", PermissionError(13, "Permission denied"))
+    snapshot = scan(folder, under=RelPath("private/sub/a.csv"))
+    assert snapshot.files == {}
+    assert problems(snapshot.errors) == {"private": "permission denied; make it readable"}
+
+
+def test_an_unlistable_folder_is_an_error_at_its_own_path_in_both_scans(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(folder, "private/a.csv")
+    fail_for(monkeypatch, "private", "scandir", PermissionError(13, "Permission denied"))
+    expected = {"private": "permission denied; make it readable"}
+    assert problems(scan(folder).errors) == expected
+    assert problems(scan(folder, under=RelPath("private")).errors) == expected
+
+
+def test_a_path_below_a_loop_or_an_ignored_folder_gives_what_the_walk_gives(
+    folder: Path,
+) -> None:
+    write(folder, "sub/a.js")
+    write(folder, "drafts/b.js")
+    os.symlink("..", folder / "sub" / "up")
+    (folder / ".jatosignore").write_text("drafts/\n", encoding="utf-8")
+    assert problems(scan(folder, under=RelPath("sub/up/sub/a.js")).unsyncable) == {
+        "sub/up": "symlink loop"
+    }
+    assert scan(folder, under=RelPath("drafts/b.js")) == LocalSnapshot(files={})

@@ -302,7 +302,7 @@ def test_log_lines_mask_anything_that_looks_like_a_token() -> None:
 
 
 def test_a_logged_exception_is_masked_too() -> None:
-    """service.py logs unexpected worker exceptions with `log.exception`; the traceback text
+    """The daemon logs unexpected worker exceptions with `log.exception`; the traceback text
     is made after the redaction step today, so a token in an exception message would leak."""
     token = make_token()
     stream = io.StringIO()

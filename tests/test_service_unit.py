@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from jatos_sync.testing import StandInServer
-from tests.test_service import wait_for
+from tests.daemon_lab import wait_for
 from tests.test_systemd_units import load
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"

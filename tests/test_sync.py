@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from jatos_sync import plan, sync
 from jatos_sync.client import JatosClient
 from jatos_sync.config import Token, load_config
+from jatos_sync.errors import InternalError
 from jatos_sync.model import RelPath
 from jatos_sync.state import StateStore
 from jatos_sync.sync import MappingSync
@@ -205,3 +209,98 @@ def test_a_server_copy_deleted_meanwhile_is_simply_uploaded_again(world310: Worl
         assert world310.remote() == {"a.js": b"a2"}
     finally:
         syncer.client.close()
+
+
+# --------------------------------------------------------------- no bug ends a pass silently
+
+
+def add_mapping(world: World, tmp_path: Path) -> tuple[Path, Any]:
+    """A second mapping, "other", beside the world's "exp": its folder and study."""
+    other = tmp_path / "other"
+    other.mkdir()
+    study = world.server.add_study("Other", members=["alice"])
+    text = world.config_path.read_text(encoding="utf-8")
+    world.config_path.write_text(
+        text + f"  - name: other\n    folder: {other}\n    study: {study.id}\n", encoding="utf-8"
+    )
+    return other, study
+
+
+def test_a_bug_in_one_mapping_is_its_error_and_the_other_mappings_still_sync(
+    world310: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other, other_study = add_mapping(world310, tmp_path)
+    (other / "b.js").write_text("b")
+    world310.put("a.js", "a")
+    real_plan = plan.make_plan
+
+    def buggy_plan(local: Any, remote: Any, *args: Any, **kwargs: Any) -> Any:
+        if RelPath("a.js") in local.files:
+            raise RuntimeError("a bug")
+        return real_plan(local, remote, *args, **kwargs)
+
+    monkeypatch.setattr(sync, "make_plan", buggy_plan)
+    result = world310.run("sync", "--json")
+    assert result.code == 1
+    exp, second = result.json["mappings"]
+    assert exp["error"].startswith("internal error: RuntimeError: a bug")
+    assert exp["exit_code"] == 1 and second["exit_code"] == 0
+    assert world310.server.files(other_study) == {"b.js": b"b"}
+    assert "Traceback" not in result.err
+    verbose = world310.run("-v", "sync")
+    assert "Traceback" in verbose.err and "RuntimeError: a bug" in verbose.err
+
+
+def test_a_bug_in_a_quick_pass_is_its_error_and_the_next_pass_lists_again(
+    synced: World, syncer: MappingSync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync, "make_plan", lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
+    synced.put("js/a.js", "a2")
+    result = syncer.quick_pass([P("js/a.js")])
+    assert isinstance(result.error, InternalError) and "KeyError" in str(result.error)
+    assert not syncer.remote_known
+
+
+# ------------------------------------------------ "cannot read it" is never "it is gone"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: os.mkfifo(p),
+        lambda p: os.symlink("a.jss", p),  # a typo in the link's target
+        lambda p: os.symlink(p.name, p),  # a link to itself
+    ],
+    ids=["fifo", "dangling-link", "link-loop"],
+)
+def test_a_quick_pass_keeps_the_server_copy_of_a_file_that_became_unsyncable(
+    synced: World, syncer: MappingSync, make: Callable[[Path], None]
+) -> None:
+    path = synced.folder / "js" / "a.js"
+    path.unlink()
+    make(path)
+    result = syncer.quick_pass([P("js/a.js")])
+    assert result.deleted == [] and synced.server.count(kind="delete") == 0
+    assert [p.path for p in result.skipped] == [P("js/a.js")]
+    assert "js/a.js" in synced.remote()
+
+
+def test_a_quick_pass_under_a_folder_it_may_not_enter_fails_the_path_and_deletes_nothing(
+    synced: World, syncer: MappingSync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_stat = os.stat
+    inside = str(synced.folder / "js") + os.sep
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(path).startswith(inside):  # "js" lost its x bit for this user
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    result = syncer.quick_pass([P("js/a.js"), P("js/b.js")])
+    assert result.error is None
+    assert [(str(p.path), p.reason) for p in result.failed] == [
+        ("js/a.js", "could not read: permission denied; make it readable"),
+        ("js/b.js", "could not read: permission denied; make it readable"),
+    ]
+    assert result.deleted == [] and {"js/a.js", "js/b.js"} <= set(synced.remote())

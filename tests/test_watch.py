@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -263,10 +264,21 @@ def test_limit_advice_gives_the_current_value_and_how_to_raise_it(tmp_path: Path
 
 
 class FakeObserver:
-    def __init__(self, mode: Mode, interval_s: float, fail: OSError | None = None) -> None:
+    """A scripted observer: `emit` hands events to the handler. `fail` makes `schedule`
+    raise; `fail_paths` does so for those paths only. `watches`: what is scheduled now."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        interval_s: float,
+        fail: OSError | None = None,
+        fail_paths: dict[str, OSError] | None = None,
+    ) -> None:
         self.mode, self.interval_s, self.fail = mode, interval_s, fail
+        self.fail_paths = fail_paths or {}
         self.handler: FileSystemEventHandler | None = None
         self.path = ""
+        self.watches: dict[object, tuple[str, bool]] = {}
         self.started = self.stopped = False
 
     def schedule(
@@ -279,9 +291,16 @@ class FakeObserver:
     ) -> object:
         if self.fail is not None:
             raise self.fail
-        assert recursive
-        self.handler, self.path = event_handler, path
-        return object()
+        if path in self.fail_paths:
+            raise self.fail_paths[path]
+        self.handler = event_handler
+        self.path = self.path or path
+        watch = object()
+        self.watches[watch] = (path, recursive)
+        return watch
+
+    def unschedule(self, watch: object) -> None:
+        del self.watches[watch]
 
     def start(self) -> None:
         self.started = True
@@ -303,17 +322,29 @@ class FakeObserver:
 
 
 class Rig:
-    """A FolderWatcher on a real temp folder, fed by a FakeObserver."""
+    """A FolderWatcher on a real temp folder, fed by a FakeObserver. `mounts`: more
+    (path, file-system type) lines for the fake mountinfo."""
 
-    def __init__(self, tmp_path: Path, *, polling: str = "auto", fs: str = "ext4") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        polling: str = "auto",
+        fs: str = "ext4",
+        mounts: tuple[tuple[Path, str], ...] = (),
+    ) -> None:
         self.folder = tmp_path / "exp"
         self.folder.mkdir(parents=True)
         self.root = str(self.folder.resolve())
         mountinfo = f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:9 / {self.root} rw - {fs} x rw\n"
+        for number, (path, kind) in enumerate(mounts, start=3):
+            mountinfo += f"{number} 1 0:{number} / {path.resolve()} rw - {kind} x rw\n"
         self.proc = fake_proc(tmp_path / "proc", mountinfo=mountinfo)
         self.changes: list[Change] = []
         self.observers: list[FakeObserver] = []
         self.fail: dict[str, OSError] = {}
+        self.fail_paths: dict[str, OSError] = {}
+        self.now = 1000.0
         self.watcher = FolderWatcher(
             self.folder,
             name="exp",
@@ -323,10 +354,11 @@ class Rig:
             poll_interval_s=0.5,
             observer_factory=self.factory,
             proc=self.proc,
+            clock=lambda: self.now,
         )
 
     def factory(self, mode: Mode, interval_s: float) -> FakeObserver:
-        observer = FakeObserver(mode, interval_s, self.fail.get(mode))
+        observer = FakeObserver(mode, interval_s, self.fail.get(mode), self.fail_paths)
         self.observers.append(observer)
         return observer
 
@@ -335,8 +367,20 @@ class Rig:
 
     def emit(self, *events: FileSystemEvent) -> list[Change]:
         self.observers[-1].emit(*events)
+        return self.taken()
+
+    def taken(self) -> list[Change]:
         changes, self.changes[:] = list(self.changes), []
         return changes
+
+    def watched(self) -> dict[str, tuple[Mode, bool]]:
+        """What the observers watch: real path -> (mode, recursive)."""
+        return {
+            path: (observer.mode, recursive)
+            for observer in self.observers
+            if not observer.stopped
+            for path, recursive in observer.watches.values()
+        }
 
 
 @pytest.fixture
@@ -525,3 +569,200 @@ def test_polling_always_and_never_override_the_file_system(tmp_path: Path) -> No
     finally:
         always.watcher.stop()
         never.watcher.stop()
+
+
+# ------------------------------------------------------- symbolic links and hard links
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder outside the watched one, as a shared stimulus folder."""
+    path = tmp_path / "shared"
+    (path / "sub").mkdir(parents=True)
+    (path / "words.csv").write_text("red\n")
+    return path.resolve()
+
+
+def started_rig(rig: Rig) -> Rig:
+    assert rig.watcher.start() == "events"
+    return rig
+
+
+def test_events_in_a_linked_folder_outside_are_reported_at_the_links_path(
+    tmp_path: Path, outside: Path
+) -> None:
+    rig = Rig(tmp_path)
+    os.symlink(outside, rig.folder / "stimuli")
+    started_rig(rig)
+    try:
+        assert rig.watched() == {rig.root: ("events", True), str(outside): ("events", True)}
+        assert rig.emit(
+            FileModifiedEvent(str(outside / "words.csv")),
+            FileCreatedEvent(str(outside / "sub" / "new.csv")),
+            FileMovedEvent(str(outside / "words.csv"), str(outside / "colours.csv")),
+            DirDeletedEvent(str(outside)),
+        ) == [
+            touch("stimuli/words.csv"),
+            touch("stimuli/sub/new.csv"),
+            gone("stimuli/words.csv"),
+            touch("stimuli/colours.csv"),
+            gone("stimuli", is_dir=True),
+        ]
+        assert rig.watcher.not_followed == ()
+    finally:
+        rig.watcher.stop()
+
+
+def test_events_in_a_folder_linked_from_inside_are_reported_at_every_path(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (rig.folder / "real" / "deep").mkdir(parents=True)
+    os.symlink("real", rig.folder / "js_link")
+    os.symlink("real/deep", rig.folder / "deep_link")
+    started_rig(rig)
+    try:
+        assert rig.watched() == {rig.root: ("events", True)}  # inside: watched already
+        assert rig.emit(FileModifiedEvent(rig.p("real/deep/a.js"))) == [
+            touch("deep_link/a.js"),
+            touch("js_link/deep/a.js"),
+            touch("real/deep/a.js"),
+        ]
+    finally:
+        rig.watcher.stop()
+
+
+def test_a_linked_file_outside_is_watched_through_its_folder_and_alone(
+    tmp_path: Path, outside: Path
+) -> None:
+    rig = Rig(tmp_path)
+    os.symlink(outside / "words.csv", rig.folder / "words.csv")
+    started_rig(rig)
+    try:
+        assert rig.watched()[str(outside)] == ("events", False)
+        assert rig.emit(
+            FileModifiedEvent(str(outside / "words.csv")),
+            FileModifiedEvent(str(outside / "other.csv")),  # not linked: not reported
+        ) == [touch("words.csv")]
+    finally:
+        rig.watcher.stop()
+
+
+def test_a_link_to_an_ancestor_or_a_loop_is_not_followed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (rig.folder / "sub").mkdir()
+    os.symlink("..", rig.folder / "sub" / "up")
+    os.symlink("me", rig.folder / "me")
+    started_rig(rig)
+    try:
+        assert rig.watched() == {rig.root: ("events", True)}
+        assert rig.emit(FileModifiedEvent(rig.p("sub/a.js"))) == [touch("sub/a.js")]
+    finally:
+        rig.watcher.stop()
+
+
+def test_a_link_made_while_watching_is_followed_after_the_next_poll(
+    tmp_path: Path, outside: Path
+) -> None:
+    rig = started_rig(Rig(tmp_path))
+    try:
+        os.symlink(outside, rig.folder / "stimuli")
+        assert rig.emit(FileCreatedEvent(rig.p("stimuli"))) == [touch("stimuli")]
+        rig.watcher.poll()
+        assert str(outside) in rig.watched()
+        # What changed in its target before it was watched is looked at again.
+        assert rig.taken() == [touch("stimuli", is_dir=True)]
+        os.unlink(rig.folder / "stimuli")
+        assert rig.emit(FileDeletedEvent(rig.p("stimuli"))) == [gone("stimuli")]
+        rig.watcher.poll()
+        assert str(outside) not in rig.watched()
+    finally:
+        rig.watcher.stop()
+
+
+def test_a_linked_folder_that_cannot_be_watched_is_named_in_not_followed(
+    tmp_path: Path, outside: Path
+) -> None:
+    rig = Rig(tmp_path)
+    rig.fail_paths[str(outside)] = PermissionError(13, "Permission denied")
+    os.symlink(outside, rig.folder / "stimuli")
+    with capture_logs() as logs:
+        started_rig(rig)
+    try:
+        assert rig.watched() == {rig.root: ("events", True)}
+        (problem,) = rig.watcher.not_followed
+        assert problem.startswith(f"stimuli -> {outside}: cannot be watched (Permission denied)")
+        assert "next full pass" in problem
+        assert [e["event"] for e in logs if e["event"] == "link_not_followed"] == [
+            "link_not_followed"
+        ]
+        del rig.fail_paths[str(outside)]
+        rig.watcher.poll()
+        assert rig.watcher.not_followed != ()  # not at once: tried again after a while
+        rig.now += FolderWatcher.RETRY_NOT_FOLLOWED_S
+        rig.watcher.poll()
+        assert str(outside) in rig.watched() and rig.watcher.not_followed == ()
+    finally:
+        rig.watcher.stop()
+
+
+def test_a_linked_folder_on_a_network_file_system_is_polled_beside_events(
+    tmp_path: Path, outside: Path
+) -> None:
+    rig = Rig(tmp_path, mounts=((outside, "nfs4"),))
+    os.symlink(outside, rig.folder / "stimuli")
+    started_rig(rig)
+    try:
+        assert rig.watched() == {rig.root: ("events", True), str(outside): ("polling", True)}
+        assert rig.watcher.alive()
+        polling = next(o for o in rig.observers if o.mode == "polling")
+        polling.emit(FileModifiedEvent(str(outside / "words.csv")))
+        assert rig.taken() == [touch("stimuli/words.csv")]
+    finally:
+        rig.watcher.stop()
+    assert all(o.stopped for o in rig.observers)
+
+
+def test_a_file_with_another_name_is_touched_when_written_through_that_name(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "other-name.js"
+    other.write_bytes(b"v1")
+    rig = Rig(tmp_path)
+    os.link(other, rig.folder / "linked.js")
+    started_rig(rig)
+    try:
+        rig.watcher.poll()
+        assert rig.taken() == []
+        with other.open("r+b") as stream:  # same inode, no event in the folder
+            stream.write(b"v2, longer")
+        rig.watcher.poll()
+        assert rig.taken() == [touch("linked.js")]
+        rig.watcher.poll()
+        assert rig.taken() == []
+    finally:
+        rig.watcher.stop()
+
+
+def test_a_hard_link_made_while_watching_is_re_checked_from_then_on(tmp_path: Path) -> None:
+    other = tmp_path / "other-name.js"
+    other.write_bytes(b"v1")
+    rig = started_rig(Rig(tmp_path))
+    try:
+        os.link(other, rig.folder / "linked.js")
+        assert rig.emit(FileCreatedEvent(rig.p("linked.js"))) == [touch("linked.js")]
+        other.write_bytes(b"v2, longer")
+        rig.watcher.poll()
+        assert rig.taken() == [touch("linked.js")]
+    finally:
+        rig.watcher.stop()
+
+
+def test_an_event_that_cannot_be_translated_becomes_a_rescan(rig: Rig) -> None:
+    class Odd(FileCreatedEvent):
+        @property
+        def event_type(self) -> str:  # type: ignore[override]
+            raise RuntimeError("odd event")
+
+    with capture_logs() as logs:
+        assert rig.emit(Odd(rig.p("a.js"))) == [Change("rescan")]
+    assert [e["event"] for e in logs] == ["watch_event_failed"]
+    assert rig.emit(FileCreatedEvent(rig.p("b.js"))) == [touch("b.js")]

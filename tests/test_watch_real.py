@@ -5,6 +5,7 @@ and none of a temp file; rebuilds, branch switches and directory moves lose noth
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import shutil
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from jatos_sync.service import Daemon
+from jatos_sync.daemon.supervisor import Daemon
+from jatos_sync.daemon.worker import Timings
 from tests.conftest import make_world
-from tests.test_service import Lab, asset_requests, running, wait_for
+from tests.daemon_lab import FAST, Lab, asset_requests, running, wait_for
 
 world_at = contextlib.contextmanager(make_world)
 OLD = b"<html>old version</html>\n"
@@ -58,8 +60,16 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @contextlib.contextmanager
-def started(tmp_path: Path, mode: str, files: dict[str, bytes]) -> Iterator[Rig]:
-    """A daemon following a folder that holds `files`, already synced."""
+def started(
+    tmp_path: Path,
+    mode: str,
+    files: dict[str, bytes],
+    *,
+    prepare: Callable[[Path], object] = lambda folder: None,
+    timings: Timings = FAST,
+) -> Iterator[Rig]:
+    """A daemon following a folder that holds `files` (and what `prepare` adds to the
+    folder), already synced."""
     with world_at(tmp_path) as world:
         lab = Lab(world)
         polling = "always" if mode == "polling" else "never"
@@ -69,11 +79,12 @@ def started(tmp_path: Path, mode: str, files: dict[str, bytes]) -> Iterator[Rig]
         )
         lab.write_config()
         write_tree(world.folder, files)
-        daemon = lab.daemon()
+        prepare(world.folder)
+        daemon = lab.daemon(timings=timings)
         with running(daemon):
             rig = Rig(lab, daemon)
             rig.settle()
-            assert rig.remote() == files
+            assert set(files) <= set(rig.remote())
             assert daemon.workers["exp"].status.mode == mode
             world.server.clear_requests()
             yield rig
@@ -329,3 +340,121 @@ def test_a_git_checkout_of_a_branch_differing_in_2000_files(tmp_path: Path) -> N
             assert uploads == dict.fromkeys([*changed, *added], 1)
             assert set(rig.requests("delete")) == set(a) - set(b)
             assert max(rig.requests("delete").values()) == 1
+
+
+# ------------------------------------------------------ symbolic links and hard links
+
+# The worker looks for new links and re-checks hard-linked files every folder_check_s:
+# here as in production, once a second.
+EVERY_SECOND = dataclasses.replace(FAST, folder_check_s=1.0)
+# An edit must reach the server within about a second plus the debounce (0.1 s here);
+# a full pass (what found such edits before) comes only every 10 minutes.
+PROMPTLY_S = 4.0
+
+
+def in_place(path: Path, content: bytes) -> None:
+    """Rewrite a file's content without replacing its inode (as VS Code saves)."""
+    with path.open("r+b") as stream:
+        stream.truncate(0)
+        stream.write(content)
+
+
+def test_an_edit_in_a_linked_folder_outside_reaches_the_server(tmp_path: Path, mode: str) -> None:
+    shared = tmp_path / "shared"
+    write_tree(shared, {"words.csv": b"red\n", "sub/list.csv": b"1\n"})
+
+    def link(folder: Path) -> None:
+        os.symlink(shared, folder / "stimuli")
+
+    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_SECOND) as rig:
+        assert rig.remote()["stimuli/words.csv"] == b"red\n"
+        in_place(shared / "words.csv", b"green\n")
+        (shared / "sub" / "new.csv").write_bytes(b"new\n")
+        wait_for(
+            "the edits through the link",
+            lambda: (
+                rig.remote().get("stimuli/words.csv") == b"green\n"
+                and rig.remote().get("stimuli/sub/new.csv") == b"new\n"
+            ),
+            timeout_s=PROMPTLY_S,
+        )
+        assert rig.daemon.workers["exp"].status.not_followed == ()
+
+
+def test_an_edit_in_a_folder_linked_from_inside_reaches_both_of_its_paths(
+    tmp_path: Path, mode: str
+) -> None:
+    def link(folder: Path) -> None:
+        os.symlink("real", folder / "js_link")
+
+    files = {"real/a.js": b"a1"}
+    with started(tmp_path, mode, files, prepare=link, timings=EVERY_SECOND) as rig:
+        assert rig.remote()["js_link/a.js"] == b"a1"
+        in_place(rig.folder / "real" / "a.js", b"a2")
+        wait_for(
+            "both paths",
+            lambda: rig.remote().get("real/a.js") == rig.remote().get("js_link/a.js") == b"a2",
+            timeout_s=PROMPTLY_S,
+        )
+
+
+def test_an_edit_through_a_hard_link_reaches_the_server(tmp_path: Path, mode: str) -> None:
+    outside = tmp_path / "outside.js"
+    outside.write_bytes(b"v1")
+
+    def link(folder: Path) -> None:
+        os.link(outside, folder / "linked.js")
+
+    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_SECOND) as rig:
+        assert rig.remote()["linked.js"] == b"v1"
+        in_place(outside, b"v2, written through the other name")
+        wait_for(
+            "the edit through the hard link",
+            lambda: rig.remote().get("linked.js") == b"v2, written through the other name",
+            timeout_s=PROMPTLY_S,
+        )
+
+
+def test_an_edit_of_a_linked_file_outside_reaches_the_server(tmp_path: Path, mode: str) -> None:
+    shared = tmp_path / "shared"
+    write_tree(shared, {"logo.png": b"png1", "other.png": b"not linked"})
+
+    def link(folder: Path) -> None:
+        os.symlink(shared / "logo.png", folder / "logo.png")
+
+    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_SECOND) as rig:
+        in_place(shared / "logo.png", b"png2")
+        in_place(shared / "other.png", b"still not linked")
+        wait_for(
+            "the edit of the target",
+            lambda: rig.remote().get("logo.png") == b"png2",
+            timeout_s=PROMPTLY_S,
+        )
+        assert "other.png" not in rig.remote()
+
+
+def test_a_link_made_while_watching_is_followed_from_then_on(tmp_path: Path, mode: str) -> None:
+    shared = tmp_path / "shared"
+    write_tree(shared, {"words.csv": b"red\n"})
+    with started(tmp_path, mode, {"index.html": OLD}, timings=EVERY_SECOND) as rig:
+        os.symlink(shared, rig.folder / "stimuli")
+        wait_for("the linked files", lambda: "stimuli/words.csv" in rig.remote())
+        rig.settle()  # the pass that uploaded them is over
+        in_place(shared / "words.csv", b"blue\n")
+        wait_for(
+            "the edit through the new link",
+            lambda: rig.remote().get("stimuli/words.csv") == b"blue\n",
+            timeout_s=PROMPTLY_S,
+        )
+
+
+def test_a_link_to_an_ancestor_is_not_followed_in_circles(tmp_path: Path, mode: str) -> None:
+    def loop(folder: Path) -> None:
+        os.symlink("..", folder / "sub" / "up")
+
+    files = {"sub/a.js": b"a1"}
+    with started(tmp_path, mode, files, prepare=loop, timings=EVERY_SECOND) as rig:
+        in_place(rig.folder / "sub" / "a.js", b"a2")
+        rig.settle()
+        assert rig.remote() == {"sub/a.js": b"a2"}
+        assert rig.requests("upload") == {"sub/a.js": 1}

@@ -1,0 +1,175 @@
+"""The daemon's status: what each mapping is doing, as `jatos-sync status` and systemd see it.
+
+Owns `MappingStatus` (one mapping's published state), the status document and its file in
+the state directory (`status.json`, written atomically, mode 0600 through `mkstemp`),
+`read_status` for the one-shot `status` command, and the one-line summary for
+`systemctl status`. It must not run passes, start threads or decide when to write (the
+supervisor does); apart from writing and reading the status file it does no I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jatos_sync.logs import redact
+from jatos_sync.notify import summary_line
+from jatos_sync.state import StateStore
+from jatos_sync.watch import Mode
+
+
+@dataclass(frozen=True)
+class MappingStatus:
+    """One mapping as the status file and `systemctl status` show it."""
+
+    name: str
+    study: str
+    folder: str
+    state: str = "starting"  # starting | syncing | idle | paused | stopped
+    mode: Mode | None = None
+    pending: int = 0
+    oldest_pending_since: float | None = None  # on the daemon's clock
+    last_sync: float | None = None  # wall-clock time of the last successful pass
+    last_error: str | None = None
+    failing: int = 0  # files that failed and wait for a retry
+    # Linked folders or files whose changes the watcher cannot follow, in words.
+    not_followed: tuple[str, ...] = ()
+    withheld: int = 0  # deletions the deletion guard withheld
+    uploaded: int = 0  # since the daemon started
+    deleted: int = 0
+
+
+def status_document(
+    statuses: Iterable[MappingStatus],
+    *,
+    config_path: Path,
+    started_at: float,
+    now: float,
+    wall: float,
+    final: bool = False,
+    pid: int | None = None,
+) -> dict[str, Any]:
+    """What the status file holds (ages as of `wall`; `read_status` refreshes them).
+
+    `now` is the daemon's monotonic clock (on which `oldest_pending_since` is measured),
+    `wall` the wall clock at the same moment.
+    """
+    mappings = []
+    for s in statuses:
+        since = None if s.oldest_pending_since is None else wall - (now - s.oldest_pending_since)
+        mappings.append(
+            {
+                "name": s.name,
+                "study": s.study,
+                "folder": s.folder,
+                "state": "stopped" if final else s.state,
+                "mode": s.mode,
+                "pending": s.pending,
+                "oldest_pending_since": _iso(since),
+                "oldest_pending_age_s": None if since is None else round(wall - since, 3),
+                "last_sync": _iso(s.last_sync),
+                "last_sync_age_s": None if s.last_sync is None else round(wall - s.last_sync, 3),
+                "last_error": None if s.last_error is None else redact(s.last_error),
+                "failing": s.failing,
+                "not_followed": list(s.not_followed),
+                "withheld": s.withheld,
+                "uploaded": s.uploaded,
+                "deleted": s.deleted,
+            }
+        )
+    return {
+        "pid": os.getpid() if pid is None else pid,
+        "state": "stopped" if final else "running",
+        "config": str(config_path),
+        "started_at": _iso(started_at),
+        "updated_at": _iso(wall),
+        "mappings": mappings,
+    }
+
+
+def summary(statuses: Iterable[MappingStatus], *, wall: float) -> str:
+    """The one-line STATUS= text for systemd."""
+    statuses = list(statuses)
+    syncs = [s.last_sync for s in statuses if s.last_sync is not None]
+    return summary_line(
+        mappings=len(statuses),
+        pending=sum(s.pending for s in statuses),
+        paused=sum(s.state == "paused" for s in statuses),
+        last_sync_age_s=wall - max(syncs) if syncs else None,
+        errors=sum(s.failing for s in statuses),
+    )
+
+
+def write_status(path: Path, document: dict[str, Any]) -> None:
+    """Write `document` to `path` atomically; raises OSError."""
+    # Atomic (rename), not durable: a status file lost in a crash is simply rewritten, and
+    # an fsync twice a second would wear an SD card for nothing.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(document, stream, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_status(
+    store: StateStore, *, now: Callable[[], float] = time.time
+) -> dict[str, Any] | None:
+    """The status a running daemon keeps in `store`, with ages as of `now`; None when no
+    daemon is running (no file, a damaged one, a clean stop, or its process is gone)."""
+    try:
+        data = json.loads(store.status_path().read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("state") != "running":
+        return None
+    pid = data.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not _pid_alive(pid):
+        return None
+    wall = now()
+    for mapping in data.get("mappings") or []:
+        if isinstance(mapping, dict):
+            mapping["oldest_pending_age_s"] = _age_s(mapping.get("oldest_pending_since"), wall)
+            mapping["last_sync_age_s"] = _age_s(mapping.get("last_sync"), wall)
+    return data
+
+
+def _iso(wall: float | None) -> str | None:
+    if wall is None:
+        return None
+    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _age_s(stamp: object, wall: float) -> float | None:
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return round(wall - datetime.fromisoformat(stamp).timestamp(), 3)
+    except ValueError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if os.name != "posix":
+        return True  # no cheap, safe check on Windows (os.kill would signal the process)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, run by another user
+    return True

@@ -1,0 +1,390 @@
+"""`jatos-sync watch`: the supervisor of the mapping workers, and the command's entry.
+
+The main thread runs `Daemon.run`: it starts one `MappingWorker` per mapping, reloads the
+configuration on SIGHUP (unchanged mappings keep running), writes the status file, talks to
+systemd (READY, STATUS, RELOADING, STOPPING and the watchdog) and stops everything on
+SIGTERM/SIGINT within a bounded time. `run` is the entry used by the CLI: it loads the
+configuration and token, checks the token once, and then supervises until stopped.
+
+It must not decide what to sync (plan.py), parse HTTP (client.py) or import watchdog
+(watch.py). Signal handlers only set flags; all work happens in the loops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from jatos_sync.check import warn_about_token, warn_before_connecting
+from jatos_sync.client import JatosClient
+from jatos_sync.config import Config, MappingConfig, Token, load_config, load_token
+from jatos_sync.daemon.status import read_status, status_document, summary, write_status
+from jatos_sync.daemon.worker import MappingWorker, Timings, backoff_s
+from jatos_sync.errors import EXIT_OK, ConfigError, InternalError, ServerUnavailableError
+from jatos_sync.notify import Heartbeat, Notifier, WatchdogPinger
+from jatos_sync.state import StateStore
+from jatos_sync.watch import ObserverFactory, default_observer_factory
+
+log = structlog.get_logger("jatos_sync.daemon")
+
+ClientFactory = Callable[[Config, Token], JatosClient]
+
+
+class Daemon:
+    """All mappings of one configuration, supervised from the thread that calls `run()`.
+
+    `request_stop()` and `request_reload()` only set flags, so signal handlers may call
+    them; the supervisor loop acts on them within one tick.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        token: Token,
+        client_factory: ClientFactory,
+        names: Sequence[str] = (),
+        environ: Mapping[str, str] = os.environ,
+        observer_factory: ObserverFactory = default_observer_factory,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        timings: Timings = Timings(),
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self._names = tuple(names)
+        self._token = token
+        self._client_factory = client_factory
+        self._environ = environ
+        self._observer_factory = observer_factory
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._timings = timings
+        self._notifier = notifier if notifier is not None else Notifier(environ, clock=clock)
+        self._store = StateStore(config.state_dir)
+        self.workers: dict[str, MappingWorker] = {}
+        self._stop_requested = False
+        self._reload_requested = False
+        self._ready = False  # systemd was told READY=1 (after every mapping's first pass)
+        self._changed = threading.Event()
+        self._started_at = wall_clock()
+        self._last_status_write = -math.inf
+        self._status_warned = False
+        # Workers whose thread ended on its own: when each is started again, and how often
+        # it was (for the backoff; forgotten once the mapping is idle again).
+        self._restart_at: dict[str, float] = {}
+        self._restarts: dict[str, int] = {}
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    def workers_alive(self) -> bool:
+        """Whether every mapping's worker thread runs (none died and awaits a restart)."""
+        return not any(worker.died for worker in list(self.workers.values()))
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Start every mapping and supervise until a stop is requested (or `stop` is set)."""
+        stop = stop or threading.Event()
+        heartbeat = Heartbeat(
+            max_age_s=self._notifier.watchdog_interval_s() or 30.0, clock=self._clock
+        )
+        pinger_stop = threading.Event()
+        # systemd hears WATCHDOG=1 only while this loop turns and every worker thread runs.
+        pinger = WatchdogPinger(
+            self._notifier,
+            healthy=lambda: heartbeat() and self.workers_alive(),
+            stop=pinger_stop,
+        )
+        previous = read_status(self._store)
+        if previous is not None and previous.get("pid") != os.getpid():
+            log.warning(
+                "another_daemon_running",
+                pid=previous.get("pid"),
+                hint="two daemons for the same mappings upload everything twice; stop one",
+            )
+        for mapping in self.config.select(self._names):
+            self._start_worker(mapping)
+        log.info("watch_running", mappings=len(self.workers), pid=os.getpid())
+        pinger.start()
+        try:
+            while not (self._stop_requested or stop.is_set()):
+                heartbeat.beat()
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self._reload()
+                self._tend_workers()
+                if not self._ready and all(
+                    w.first_pass_done.is_set() for w in self.workers.values()
+                ):
+                    self._ready = True
+                    self._notifier.ready(self._summary())
+                    log.info("watch_ready", mappings=len(self.workers))
+                self._write_status()
+                stop.wait(self._timings.tick_s)
+        finally:
+            self._notifier.stopping()
+            log.info("watch_stopping", mappings=len(self.workers))
+            self._stop_workers(list(self.workers.values()))
+            self._write_status(final=True)
+            pinger_stop.set()
+            pinger.join(self._timings.stop_timeout_s)
+            self._notifier.close()
+            log.info("watch_stopped")
+
+    # -------------------------------------------------------------- workers
+
+    def _start_worker(self, mapping: MappingConfig) -> None:
+        worker = MappingWorker(
+            mapping,
+            client=self._client_factory(self.config, self._token),
+            store=self._store,
+            watch=self.config.watch,
+            concurrency=self.config.server.concurrency,
+            observer_factory=self._observer_factory,
+            clock=self._clock,
+            wall_clock=self._wall_clock,
+            timings=self._timings,
+            on_change=self._changed.set,
+        )
+        self.workers[mapping.name] = worker
+        worker.start()
+
+    def _tend_workers(self) -> None:
+        """Notice a worker thread that ended without being asked to, say so, and start its
+        mapping again after a backoff (docs/safety.md, rule 13)."""
+        now = self._clock()
+        for name in [n for n in self._restart_at if n not in self.workers]:
+            del self._restart_at[name]  # the mapping left with a reload
+        for name, worker in list(self.workers.items()):
+            if not worker.died:
+                if worker.status.state == "idle":
+                    self._restarts.pop(name, None)
+                continue
+            if name not in self._restart_at:
+                delay_s = backoff_s(
+                    self._restarts.get(name, 0),
+                    base_s=self._timings.pause_base_s,
+                    max_s=self._timings.pause_max_s,
+                )
+                self._restart_at[name] = now + delay_s
+                log.error(
+                    "worker_died",
+                    mapping=name,
+                    error=worker.status.last_error,
+                    restart_in_s=round(delay_s, 1),
+                )
+                self._changed.set()
+            elif now >= self._restart_at[name]:
+                del self._restart_at[name]
+                self._restarts[name] = self._restarts.get(name, 0) + 1
+                try:
+                    self._start_worker(worker.mapping)
+                except Exception as exc:  # tried again after a longer backoff
+                    error = InternalError.wrapping(exc)
+                    log.error("worker_restart_failed", mapping=name, error=str(error))
+                else:
+                    log.warning("worker_restarted", mapping=name)
+
+    def _stop_workers(self, workers: list[MappingWorker]) -> None:
+        """Stop `workers` together; wait at most `stop_timeout_s` for all of them."""
+        for worker in workers:
+            worker.request_stop()
+        deadline = self._clock() + self._timings.stop_timeout_s
+        for worker in workers:
+            worker.join(max(0.0, deadline - self._clock()))
+            if worker.thread.is_alive():
+                log.warning("worker_abandoned", mapping=worker.mapping.name)
+
+    def _reload(self) -> None:
+        """SIGHUP: read the configuration again; keep what did not change."""
+        if self._ready:  # before the first READY=1, systemd still waits for that one
+            self._notifier.reloading()
+        try:
+            config = load_config(self.config.path)
+            mappings = config.select(self._names)
+            token = load_token(config.server, environ=self._environ)
+        except ConfigError as exc:
+            log.error("config_reload_failed", message=str(exc), hint="the old one stays in use")
+        except Exception as exc:  # a bug must not end the daemon
+            message = str(InternalError.wrapping(exc))
+            log.error("config_reload_failed", message=message, hint="the old one stays in use")
+        else:
+            try:
+                self._apply(config, mappings, token)
+            except Exception as exc:  # the supervisor goes on; dead workers are restarted
+                log.error("config_reload_failed", message=str(InternalError.wrapping(exc)))
+        if self._ready:
+            self._notifier.ready(self._summary())
+
+    def _apply(self, config: Config, mappings: Sequence[MappingConfig], token: Token) -> None:
+        """Switch to a new, valid configuration."""
+        old = self.config
+        restart_all = (
+            config.server != old.server
+            or config.state_dir != old.state_dir
+            or config.watch != old.watch
+        )
+        new_token = token != self._token
+        self._token = token
+        if config.state_dir != old.state_dir:
+            self._write_status(final=True)  # no daemon runs on the old state directory
+            self._store = StateStore(config.state_dir)
+        wanted = {m.name: m for m in mappings}
+        leaving = [
+            worker
+            for name, worker in self.workers.items()
+            if restart_all or name not in wanted or not _same(worker.mapping, wanted[name])
+        ]
+        self._stop_workers(leaving)
+        for worker in leaving:
+            del self.workers[worker.mapping.name]
+        kept = list(self.workers)
+        for worker in self.workers.values():
+            if new_token:
+                worker.use_client(self._client_factory(config, token))
+            worker.request_rescan()
+        self.config = config
+        starting = [m for m in mappings if m.name not in self.workers]
+        for mapping in starting:
+            self._start_worker(mapping)
+        log.info(
+            "config_reloaded",
+            kept=kept,
+            restarted=[w.mapping.name for w in leaving if w.mapping.name in wanted],
+            started=[m.name for m in starting if m.name not in {w.mapping.name for w in leaving}],
+            stopped=[w.mapping.name for w in leaving if w.mapping.name not in wanted],
+            new_token=new_token,
+        )
+        self._changed.set()
+
+    # -------------------------------------------------------------- status
+
+    def _write_status(self, *, final: bool = False) -> None:
+        now = self._clock()
+        if not final and (
+            not self._changed.is_set()
+            or now - self._last_status_write < self._timings.status_interval_s
+        ):
+            return
+        self._changed.clear()
+        self._last_status_write = now
+        document = self._status_document(final=final)
+        try:
+            write_status(self._store.status_path(), document)
+        except OSError as exc:
+            if not self._status_warned:
+                self._status_warned = True
+                log.warning(
+                    "status_not_written", path=str(self._store.status_path()), error=str(exc)
+                )
+        if not final:
+            self._notifier.status(self._summary())
+
+    def _status_document(self, *, final: bool = False) -> dict[str, Any]:
+        return status_document(
+            (w.status for w in self.workers.values()),
+            config_path=self.config.path,
+            started_at=self._started_at,
+            now=self._clock(),
+            wall=self._wall_clock(),
+            final=final,
+        )
+
+    def _summary(self) -> str:
+        return summary((w.status for w in self.workers.values()), wall=self._wall_clock())
+
+
+def _same(a: MappingConfig, b: MappingConfig) -> bool:
+    """The same mapping, wherever it stands in the file."""
+    return dataclasses.replace(a, line=0) == dataclasses.replace(b, line=0)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`watch [MAPPING ...]`."""
+    parser.add_argument(
+        "mappings", nargs="*", metavar="MAPPING", help="mappings to follow (default: all)"
+    )
+
+
+def run(
+    args: argparse.Namespace,
+    *,
+    config_path: Path,
+    environ: Mapping[str, str],
+    client_factory: ClientFactory,
+    stop: threading.Event | None = None,
+    observer_factory: ObserverFactory = default_observer_factory,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """`jatos-sync watch`: run until SIGTERM/SIGINT (or `stop`); return the exit code.
+
+    Raises `ConfigError` (exit 2) when the configuration or token source is unusable, and the
+    client's error (exit 3 for a rejected token) when the server refuses the token before
+    anything ran. Later problems pause mappings instead.
+    """
+    config = load_config(config_path.absolute())
+    names = tuple(args.mappings)
+    config.select(names)
+    token = load_token(config.server, environ=environ)
+    warn_before_connecting(config.server.url)
+    with client_factory(config, token) as client:
+        try:
+            warn_about_token(client.token_info())
+        except ServerUnavailableError as exc:
+            # A server down at boot is normal for a service: the mappings wait for it.
+            log.warning("server_unreachable", error=str(exc), hint="mappings are retried")
+    daemon = Daemon(
+        config,
+        token=token,
+        client_factory=client_factory,
+        names=names,
+        environ=environ,
+        observer_factory=observer_factory,
+        clock=clock,
+    )
+    with _signal_handlers(daemon):
+        daemon.run(stop)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _signal_handlers(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM/SIGINT stop, SIGHUP reloads — only in the main thread (Python allows
+    handlers nowhere else); the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        daemon.request_stop()
+
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        daemon.request_reload()
+
+    wanted = {signal.SIGTERM: stop, signal.SIGINT: stop}
+    if hasattr(signal, "SIGHUP"):
+        wanted[signal.SIGHUP] = reload
+    previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
