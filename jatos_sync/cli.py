@@ -418,6 +418,12 @@ def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
             print(f"    last error: {shown(redact(str(m['last_error'])))}", file=out)
         for problem in m.get("not_followed") or []:
             print(f"    not followed: {shown(str(problem))}", file=out)
+        if m.get("server_only"):
+            print(
+                f"    {m['server_only']} server file(s) never synced from this folder are kept "
+                "(`jatos-sync sync --prune` deletes them)",
+                file=out,
+            )
 
 
 def shown(path: object) -> str:

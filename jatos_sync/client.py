@@ -1,10 +1,13 @@
 """JatosClient: the only module that imports `requests`.
 
 It owns everything about talking to a JATOS server: URLs and percent-encoding, the bearer
-token header, retries with backoff, streaming uploads and downloads, and the differences
-between JATOS versions (JATOS_ASSETS_API.md, "the API reference" below). Every `requests`
-exception and every unexpected HTTP answer is translated here into the error classes of
-`jatos_sync.errors`; nothing above this module sees a `requests` type.
+token header, retries with backoff, streaming uploads and downloads. Every `requests`
+exception is translated here into the error classes of `jatos_sync.errors`, and every
+unexpected HTTP answer through answers.py, which knows what each JATOS version answers
+(docs/jatos-api.md, "§N" below); nothing above this module sees a `requests` type. Besides
+the asset endpoints it offers generic, translated requests (`api_json`, `api_download`,
+`api_upload`) for the study and results endpoints, whose per-version knowledge lives in
+the modules that use them.
 
 It must not decide what to sync, and must never put the token in a log line, an error
 message or a `repr`.
@@ -18,13 +21,12 @@ import http.cookiejar
 import ipaddress
 import json
 import random
-import re
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeGuard
+from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -35,40 +37,29 @@ from requests.adapters import HTTPAdapter
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from jatos_sync import __version__
+from jatos_sync.answers import (
+    RETRY_STATUSES,
+    ApiAnswer,
+    check_file_answer,
+    general_error,
+    not_jatos,
+    parse_listing,
+    study_info,
+    token_info,
+)
 from jatos_sync.config import ServerConfig, Token
 from jatos_sync.errors import (
-    AccessError,
-    AuthError,
-    ConfigError,
     FileSyncError,
     JatosSyncError,
     LocalFileChangedError,
-    RemoteFileMissingError,
     ServerUnavailableError,
-    StudyLockedError,
-    StudyNotFoundError,
-    TransientFileError,
-    UnsafePathError,
     UnsupportedServerError,
 )
-from jatos_sync.ignore import is_server_temp
-from jatos_sync.model import (
-    DIGEST_BYTES,
-    FileInfo,
-    PathProblem,
-    RelPath,
-    RemoteSnapshot,
-    StudyInfo,
-    TokenInfo,
-)
-from jatos_sync.paths import server_path
+from jatos_sync.model import DIGEST_BYTES, FileInfo, RelPath, RemoteSnapshot, StudyInfo, TokenInfo
 
 log = structlog.get_logger("jatos_sync.client")
 
 API = "/jatos/api/v1"
-# Connection errors, timeouts and these statuses are worth another try: a proxy or a
-# restarting JATOS answers them. Other 4xx/5xx are answers about the request itself.
-RETRY_STATUSES = frozenset({502, 503, 504})
 CHUNK_BYTES = 1 << 20
 
 # What sending a request or reading its answer may raise: requests' own exceptions, the
@@ -82,46 +73,6 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     ValueError,
 )
-
-
-@dataclass(frozen=True)
-class ApiAnswer:
-    """A decoded answer: status, JSON body (if any) and the plain-text/HTML body (if any)."""
-
-    status: int
-    json: Any
-    text: str
-    content_type: str
-    location: str | None
-
-    @property
-    def error_code(self) -> str | None:
-        """3.10 envelope error code (§7.2); None for 3.8/3.9 plain-text errors."""
-        if isinstance(self.json, dict):
-            error = self.json.get("error")
-            if isinstance(error, dict) and isinstance(error.get("code"), str):
-                return str(error["code"])
-        return None
-
-    @property
-    def message(self) -> str:
-        """The server's own words: the envelope message, else the plain text, else HTML title."""
-        if isinstance(self.json, dict):
-            error = self.json.get("error")
-            if isinstance(error, dict) and error.get("message"):
-                return str(error["message"])
-            if self.json.get("message"):
-                return str(self.json["message"])
-        if self.is_html:
-            title = re.search(r"<title>(.*?)</title>", self.text, re.IGNORECASE | re.DOTALL)
-            return f"an HTML page{f' titled {title.group(1).strip()!r}' if title else ''}"
-        return " ".join(self.text.split())[:300]
-
-    @property
-    def is_html(self) -> bool:
-        return "html" in self.content_type or self.text.lstrip()[:15].lower().startswith(
-            ("<!doctype html", "<html")
-        )
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -283,16 +234,7 @@ class JatosClient:
         data = answer.json.get("data") if isinstance(answer.json, dict) else None
         if not isinstance(data, dict):
             raise self._not_jatos(answer, "the token check")
-        expiration = data.get("expirationDate")
-        roles = data.get("roles")
-        return TokenInfo(
-            api_version=self.api_version or "",
-            name=str(data.get("name") or ""),
-            username=str(data["username"]) if data.get("username") else None,
-            expiration_ms=int(expiration) if isinstance(expiration, int) and expiration else None,
-            is_expired=bool(data.get("isExpired")),
-            roles=tuple(str(r) for r in roles) if isinstance(roles, list) else (),
-        )
+        return token_info(data, api_version=self.api_version or "")
 
     def list_studies(self) -> list[StudyInfo]:
         """Studies the token owner is a member of (`GET /studies/properties`, §9.2)."""
@@ -300,7 +242,7 @@ class JatosClient:
         data = answer.json.get("data") if isinstance(answer.json, dict) else None
         if not isinstance(data, list):
             raise self._not_jatos(answer, "the study list")
-        return [_study_info(item) for item in data if isinstance(item, dict)]
+        return [study_info(item) for item in data if isinstance(item, dict)]
 
     def study(self, study: str) -> StudyInfo:
         """One study's properties (`GET /studies/{id}/properties`)."""
@@ -312,7 +254,7 @@ class JatosClient:
             data = data[0]
         if not isinstance(data, dict):
             raise self._not_jatos(answer, f"study {study}")
-        return _study_info(data)
+        return study_info(data)
 
     def list_assets(self, study: str) -> RemoteSnapshot:
         """The study's files with size and Adler-32, from one listing request (§2)."""
@@ -326,7 +268,7 @@ class JatosClient:
         data = answer.json.get("data") if isinstance(answer.json, dict) else None
         if not isinstance(data, (list, dict)):
             raise self._not_jatos(answer, f"the file list of study {study}")
-        return _parse_listing(data, api_version=self.api_version or "", study=study)
+        return parse_listing(data, api_version=self.api_version or "", study=study)
 
     def upload(self, study: str, path: RelPath, source: Path, *, size: int) -> FileInfo:
         """Upload `source` to exactly `path` (§4.2), streamed from disk; return what was sent.
@@ -385,6 +327,7 @@ class JatosClient:
             try:
                 with self._send("GET", url, stream=True) as response:
                     if response.status_code == 200:
+                        _refuse_a_web_page(response, what)
                         size, checksum, strong = 0, 1, hashlib.sha256()
                         for chunk in response.iter_content(CHUNK_BYTES):
                             _store(dest, chunk, path)
@@ -404,6 +347,117 @@ class JatosClient:
             self._check_file_answer(answer, path, study, action="download", size=None)
         raise ServerUnavailableError(f"{self.base_url}: the download of {path} kept failing")
 
+    # ------------------------------------------------------ other endpoints (§10-§14)
+
+    def api_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Params | None = None,
+        json_body: Any = None,
+        ok: Collection[int] = (200, 201),
+        idempotent: bool = True,
+    ) -> ApiAnswer:
+        """`method API+path` with an optional JSON body; the answer when its status is in
+        `ok` (its body may be enveloped or not: 3.8/3.9 answer some endpoints without the
+        envelope, §10), else the matching error. Connection failures and 502/503/504 are
+        retried unless the request is not `idempotent` (creating a component twice is worse
+        than reporting a failure)."""
+        body = None
+        if json_body is not None:
+            encoded = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            body = lambda: (encoded, {"Content-Type": "application/json"})  # noqa: E731
+        answer = self._request(
+            method, API + path, params=params, body=body, what=what, retry=idempotent
+        )
+        if answer.status in ok and not answer.is_html:
+            return answer
+        raise self._general_error(answer, what)
+
+    def api_download(
+        self,
+        path: str,
+        dest: IO[bytes],
+        *,
+        what: str,
+        method: str = "GET",
+        params: Params | None = None,
+        json_body: Any = None,
+    ) -> Download:
+        """Stream the body of a successful `method API+path` into `dest` (rewound and
+        emptied before each try), never holding it in memory; retried like every request.
+        Any other answer becomes the matching error."""
+        headers: dict[str, str] = {}
+        data = None
+        if json_body is not None:
+            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        for attempt in range(self.retries + 1):
+            dest.seek(0)
+            dest.truncate()
+            try:
+                with self._send(
+                    method, API + path, params=params, data=data, headers=headers, stream=True
+                ) as response:
+                    if response.status_code == 200:
+                        size = 0
+                        for chunk in response.iter_content(CHUNK_BYTES):
+                            _write(dest, chunk, what)
+                            size += len(chunk)
+                        return Download(
+                            size=size,
+                            content_type=response.headers.get("Content-Type", "").lower(),
+                            disposition=response.headers.get("Content-Disposition", ""),
+                        )
+                    answer = _decode(response)
+            except JatosSyncError:
+                raise
+            except TRANSPORT_ERRORS as exc:
+                self._transport_failure(exc, attempt, what)
+                continue
+            self._learn_version(answer)
+            if answer.status in RETRY_STATUSES and attempt < self.retries:
+                self._backoff(attempt, what, f"HTTP {answer.status}")
+                continue
+            raise self._general_error(answer, what)
+        raise ServerUnavailableError(f"{self.base_url}: {what} kept failing")  # pragma: no cover
+
+    def api_upload(
+        self,
+        path: str,
+        source: Path,
+        *,
+        part: str,
+        filename: str,
+        what: str,
+        params: Params | None = None,
+        ok: Collection[int] = (200, 201),
+    ) -> ApiAnswer:
+        """`POST API+path` with `source` streamed from disk as the multipart file part
+        `part` (a study archive, §11); the answer when its status is in `ok`."""
+        cleanup: list[IO[bytes]] = []
+
+        def body() -> tuple[Any, dict[str, str]]:
+            fileobj = source.open("rb")
+            cleanup.append(fileobj)
+            encoder = MultipartEncoder(
+                fields={part: (filename, fileobj, "application/octet-stream")}
+            )
+            return encoder, {"Content-Type": encoder.content_type}
+
+        try:
+            answer = self._request("POST", API + path, params=params, body=body, what=what)
+        except OSError as exc:
+            raise FileSyncError(f"{what}: could not read {source}: {exc}") from exc
+        finally:
+            for f in cleanup:
+                f.close()
+        if answer.status in ok and not answer.is_html:
+            return answer
+        raise self._general_error(answer, what)
+
     # ----------------------------------------------------------------- plumbing
 
     def _send(
@@ -411,7 +465,7 @@ class JatosClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         data: Any = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
@@ -440,12 +494,15 @@ class JatosClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         body: Callable[[], tuple[Any, dict[str, str]]] | None = None,
         what: str,
+        retry: bool = True,
     ) -> ApiAnswer:
-        """Send with retries for connection errors, timeouts and 502/503/504."""
-        for attempt in range(self.retries + 1):
+        """Send with retries for connection errors, timeouts and 502/503/504 (none when
+        `retry` is false)."""
+        retries = self.retries if retry else 0
+        for attempt in range(retries + 1):
             data, headers = body() if body else (None, {})
             started = time.monotonic()
             try:
@@ -454,7 +511,7 @@ class JatosClient:
             except JatosSyncError:
                 raise
             except TRANSPORT_ERRORS as exc:
-                self._transport_failure(exc, attempt, what)
+                self._transport_failure(exc, attempt, what, retries=retries)
                 continue
             log.debug(
                 "http_request",
@@ -464,7 +521,7 @@ class JatosClient:
                 elapsed_s=round(time.monotonic() - started, 4),
             )
             self._learn_version(answer)
-            if answer.status in RETRY_STATUSES and attempt < self.retries:
+            if answer.status in RETRY_STATUSES and attempt < retries:
                 self._backoff(attempt, what, f"HTTP {answer.status}")
                 continue
             return answer
@@ -478,7 +535,9 @@ class JatosClient:
             return answer
         raise self._general_error(answer, what)
 
-    def _transport_failure(self, exc: Exception, attempt: int, what: str) -> None:
+    def _transport_failure(
+        self, exc: Exception, attempt: int, what: str, *, retries: int | None = None
+    ) -> None:
         """An exception from sending a request or reading its answer (`TRANSPORT_ERRORS`):
         return to try again after the backoff, or raise it translated into our errors."""
         ours = _our_error(exc)
@@ -488,7 +547,7 @@ class JatosClient:
             raise ServerUnavailableError(
                 f"{self.base_url}: {what} failed: {_short_reason(exc)}"
             ) from exc
-        if attempt < self.retries:
+        if attempt < (self.retries if retries is None else retries):
             self._backoff(attempt, what, _short_reason(exc))
             return
         raise self._unreachable(exc) from exc
@@ -512,123 +571,47 @@ class JatosClient:
         )
 
     def _not_jatos(self, answer: ApiAnswer, what: str) -> UnsupportedServerError:
-        return UnsupportedServerError(
-            f"{self.base_url} answered {what} with {answer.message or 'an unexpected body'} "
-            f"(HTTP {answer.status}) instead of JATOS's JSON. Is server.url the base address "
-            "of a JATOS server, e.g. https://jatos.example.org (with its path prefix, if any)?"
-        )
+        return not_jatos(answer, what, base_url=self.base_url)
 
     def _general_error(self, answer: ApiAnswer, what: str) -> JatosSyncError:
-        """Map an answer that is not the expected success to our error classes."""
-        status, code, msg = answer.status, answer.error_code, answer.message
-        if 300 <= status < 400:
-            location = answer.location or ""
-            if location.startswith("https://") and self.base_url.startswith("http://"):
-                return ConfigError(
-                    f"{self.base_url} redirects to HTTPS; set server.url to "
-                    f"{'https://' + self.base_url[len('http://') :]}"
-                )
-            return AccessError(
-                f"{self.base_url} redirected {what} to {location or 'another page'} - a login "
-                "page? A proxy or single sign-on in front of JATOS may be intercepting API "
-                "requests; jatos-sync needs direct access to /jatos/api with a token."
-            )
-        if status == 401:
-            if code == "AUTH_ERROR" or "Failed authentication" in msg:
-                return AuthError(f"{self.base_url} did not receive a usable token ({msg}).")
-            return AuthError(
-                f"JATOS at {self.base_url} refused the token ({msg}): it is wrong, expired or "
-                "deactivated, or its user lacks the USER role. Create a new token in JATOS "
-                "(user menu → API tokens) and store it where server.token_env/token_file say."
-            )
-        if status == 403:
-            if code == "STUDY_LOCKED" or "is locked" in msg:
-                return StudyLockedError(
-                    f"The study is locked in JATOS ({msg}); unlock it on the study's page in "
-                    "JATOS to let jatos-sync change its files."
-                )
-            if "do not allow API usage" in msg:
-                return AuthError(
-                    f"JATOS at {self.base_url} does not allow API usage; ask its admin to set "
-                    "jatos.api.allowed=true."
-                )
-            if "Failed authentication" in msg:
-                return AuthError(f"{self.base_url} did not accept any token ({msg}).")
-            if code == "NO_ACCESS" or "No access to study" in msg:
-                return AccessError(
-                    f"{what}: the token's user is not a member of this study ({msg}). Ask a "
-                    "member to add you under the study's Members, or check `study:`."
-                )
-            return AccessError(f"{what}: access denied by {self.base_url} ({msg}).")
-        if status == 404:
-            if "Couldn't find study" in msg or "Study doesn't exist" in msg:
-                return StudyNotFoundError(
-                    f"{what}: no such study on {self.base_url} ({msg}). Check `study:` in the "
-                    "config; `jatos-sync check` lists the studies you can access."
-                )
-            if "assets directory couldn't be found" in msg:
-                return ServerUnavailableError(
-                    f"{what}: JATOS cannot find the study's assets folder on its disk ({msg}); "
-                    "ask the JATOS admin to check the study's assets directory."
-                )
-            if "File 'structure'" in msg:
-                # JATOS 3.8.1 has no listing route; the request falls through to a download
-                # of a file named "structure" (API reference §0).
-                return UnsupportedServerError(
-                    f"{self.base_url} has no asset listing endpoint ({msg}). JATOS 3.8.1 lacks "
-                    "it: jatos-sync needs JATOS 3.8.2 or newer."
-                )
-            if not answer.json and not answer.is_html and "Requested page" not in msg:
-                return self._not_jatos(answer, what)
-            return UnsupportedServerError(
-                f"{self.base_url} has no JATOS API here ({msg or 'HTTP 404'}). Is server.url "
-                "the base address of JATOS 3.8.2 or newer, including any path prefix?"
-            )
-        if status >= 500:
-            return ServerUnavailableError(
-                f"{what}: JATOS at {self.base_url} failed with HTTP {status} ({msg})."
-            )
-        if status == 200 or answer.is_html or (answer.json is None and not msg):
-            return self._not_jatos(answer, what)
-        return FileSyncError(f"{what}: JATOS answered HTTP {status} ({msg}).")
+        return general_error(answer, what, base_url=self.base_url)
 
     def _check_file_answer(
         self, answer: ApiAnswer, path: RelPath, study: str, *, action: str, size: int | None
     ) -> None:
-        """Interpret the answer to an upload/delete/download of one file (§4, §5, §3)."""
-        status, code, msg = answer.status, answer.error_code, answer.message
-        if status in (200, 201) and not answer.is_html:
-            return  # ≤3.9: empty body; 3.10: a JSON message (§7)
-        what = f"{action} of {path}"
-        if status in (401, 403) or 300 <= status < 400:
-            raise self._general_error(answer, f"study {study}")
-        if status == 404 and ("Couldn't find study" in msg or "Study doesn't exist" in msg):
-            raise self._general_error(answer, f"study {study}")
-        if status == 413:
-            if answer.is_html or (code is None and "Request entity too large" not in msg):
-                raise FileSyncError(
-                    f"{path}: a proxy in front of JATOS refused the upload as too large "
-                    f"({_human_size(size)}; HTTP 413). Ask the server admin to raise its "
-                    "body-size limit (nginx: client_max_body_size, default 1m)."
-                )
-            raise FileSyncError(
-                f"{path}: JATOS refused the upload as too large ({_human_size(size)}; {msg})."
-            )
-        if status in RETRY_STATUSES or (answer.is_html and status >= 500):
-            raise TransientFileError(f"{what}: the server kept answering HTTP {status}")
-        if code == "FILE_ALREADY_EXISTS":
-            raise FileSyncError(
-                f"{path}: the server has a directory where this file should go, or a file "
-                f"where a folder of its path should be ({msg}). Remove it in the JATOS GUI."
-            )
-        if code == "VALIDATION_ERROR":
-            raise FileSyncError(f"{path}: this JATOS refuses the file name ({msg}); rename it.")
-        if code == "MISSING_FILE" or msg == "File missing":
-            raise FileSyncError(f"{path}: JATOS refused the upload ({msg}); is the file empty?")
-        if status == 404:
-            raise RemoteFileMissingError(f"{what}: the file is not on the server ({msg}).")
-        detail = msg or "no details from the server"
-        raise FileSyncError(f"{what} failed: HTTP {status} ({detail}).")
+        check_file_answer(answer, path, study, action=action, size=size, base_url=self.base_url)
+
+
+Params = Mapping[str, str | Sequence[str]]  # a repeated query key takes a list
+
+
+@dataclass(frozen=True)
+class Download:
+    """What `api_download` stored: its size and the headers that say what it is."""
+
+    size: int
+    content_type: str
+    disposition: str
+
+
+def _refuse_a_web_page(response: requests.Response, what: str) -> None:
+    """JATOS always names a downloaded file (`Content-Disposition`, §4); a web page without
+    one, answered with 200, is a proxy's or a sign-in page, not the file (docs/safety.md,
+    rule 10): it must not become a backup or a local copy."""
+    kind = response.headers.get("Content-Type", "").lower()
+    if "html" in kind and not response.headers.get("Content-Disposition"):
+        raise FileSyncError(
+            f"{what}: the server answered with a web page instead of the file (a proxy or a "
+            "sign-in page in front of JATOS?)"
+        )
+
+
+def _write(dest: IO[bytes], chunk: bytes, what: str) -> None:
+    """Write a downloaded chunk; a local write error is ours, not the server's."""
+    try:
+        dest.write(chunk)
+    except (OSError, ValueError) as exc:
+        raise FileSyncError(f"{what}: could not store the download: {exc}") from exc
 
 
 def _store(dest: IO[bytes], chunk: bytes, path: RelPath) -> None:
@@ -701,77 +684,6 @@ def _decode(response: requests.Response) -> ApiAnswer:
     )
 
 
-def _walk_nodes(data: Any) -> Iterator[dict[str, Any]]:
-    """Yield every node of a flat list or a tree (servers that ignore `flatten`)."""
-    stack = list(data) if isinstance(data, list) else [data]
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, dict):
-            continue
-        yield node
-        content = node.get("content")
-        if isinstance(content, list):
-            stack.extend(content)
-
-
-def _parse_listing(data: Any, *, api_version: str, study: str) -> RemoteSnapshot:
-    """The files of a listing (§3), each path validated where it enters (docs/safety.md,
-    rule 10). An entry that is not a plain relative path is left out and reported; a path
-    listed twice is kept once if both entries agree, and refused otherwise (the listing is
-    then not trustworthy, and nothing may be decided from it)."""
-    files: dict[RelPath, FileInfo] = {}
-    refused: list[PathProblem] = []
-    for node in _walk_nodes(data):
-        if node.get("type") != "file":
-            continue  # directories (with or without a trailing "/", §3) and "other"
-        raw, size, checksum = node.get("path"), node.get("size"), node.get("checksum")
-        if not (_is_count(size) and _is_count(checksum) and checksum <= 0xFFFFFFFF):
-            refused.append(PathProblem(_shown(raw), "listed without a valid size or checksum"))
-            continue
-        try:
-            path = server_path(raw)
-        except UnsafePathError as exc:
-            refused.append(PathProblem(_shown(raw), f"the server listed an unsafe path ({exc})"))
-            continue
-        if is_server_temp(path):
-            continue  # a 3.10 cross-file-store upload in flight or left by a crash (§9)
-        info = FileInfo(size, checksum)
-        known = files.setdefault(path, info)
-        if known != info:
-            raise ServerUnavailableError(
-                f"The server's file list of study {study} names {path} twice, with different "
-                "contents; nothing was changed. Ask the JATOS admin to check the study's "
-                "assets folder."
-            )
-        if known is not info:
-            log.warning("listing_duplicate", study=study, path=str(path))
-    for problem in refused:
-        log.warning(
-            "listing_entry_refused", study=study, path=str(problem.path), reason=problem.reason
-        )
-    return RemoteSnapshot(files=files, api_version=api_version, refused=tuple(refused))
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _shown(raw: object) -> RelPath:
-    """A refused listing entry's path, for messages only: never joined to a local path."""
-    text = raw if isinstance(raw, str) else repr(raw)
-    return RelPath(text.encode("unicode_escape").decode("ascii")[:200] or "(empty)")
-
-
-def _study_info(data: Mapping[str, Any]) -> StudyInfo:
-    return StudyInfo(
-        id=int(data.get("id") or 0),
-        uuid=str(data.get("uuid") or ""),
-        title=str(data.get("title") or ""),
-        locked=bool(data.get("locked")),
-        dir_name=str(data.get("dirName") or ""),
-    )
-
-
 _REASONS = (
     "Connection refused",
     "timed out",
@@ -793,17 +705,6 @@ def _short_reason(exc: Exception) -> str:
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS error"
     return type(exc).__name__
-
-
-def _human_size(size: int | None) -> str:
-    if size is None:
-        return "unknown size"
-    value = float(size)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} bytes"  # pragma: no cover
 
 
 def host_is_loopback(url: str) -> bool:

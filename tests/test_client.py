@@ -499,6 +499,14 @@ def _calls(tmp_path: Path) -> dict[str, Callable[[JatosClient], object]]:
         "upload": lambda c: c.upload("1", P("a.js"), source, size=3),
         "delete": lambda c: c.delete("1", P("a.js")),
         "download": lambda c: c.download("1", P("a.js"), io.BytesIO()),
+        "api_json": lambda c: c.api_json("GET", "/studies/1/properties", what="study 1"),
+        "api_json_post": lambda c: c.api_json(
+            "POST", "/results/metadata", json_body={"studyIds": [1]}, what="the metadata"
+        ),
+        "api_download": lambda c: c.api_download("/studies/1", io.BytesIO(), what="export"),
+        "api_upload": lambda c: c.api_upload(
+            "/study", source, part="study", filename="a.jzip", what="the import"
+        ),
     }
 
 
@@ -520,7 +528,7 @@ def test_every_third_party_exception_is_translated_by_every_method_that_talks_to
             else:
                 untranslated.append(f"{name}: {cls.__qualname__} raised nothing")
     assert untranslated == []
-    assert all(messages) and len(messages) > 7 * 50
+    assert all(messages) and len(messages) > 11 * 50
 
 
 @pytest.mark.parametrize(
@@ -577,3 +585,117 @@ def test_a_download_that_cannot_be_stored_is_a_file_error_not_a_server_one(
 
 def noop(_seconds: float) -> None:
     pass
+
+
+# ---------------------------------------------------------------- other endpoints
+
+
+def test_api_json_sends_a_json_body_and_returns_an_answer_of_an_allowed_status(
+    client: JatosClient,
+) -> None:
+    with requests_mock.Mocker() as m:
+        m.post(f"{API}/studies/create", status_code=200, json={"uuid": "u", "id": 12})
+        answer = client.api_json(
+            "POST", "/studies/create", json_body={"title": "T"}, what="creating the study"
+        )
+    assert answer.json == {"uuid": "u", "id": 12}
+    assert m.last_request.headers["Content-Type"] == "application/json"
+    assert m.last_request.json() == {"title": "T"}
+
+
+def test_api_json_turns_any_other_answer_into_the_matching_error(client: JatosClient) -> None:
+    with requests_mock.Mocker() as m:
+        m.patch(
+            f"{API}/studies/7/properties",
+            status_code=403,
+            json={
+                "apiVersion": "1.1.0",
+                "error": {"code": "STUDY_LOCKED", "message": "Study locked"},
+            },
+        )
+        with pytest.raises(StudyLockedError):
+            client.api_json("PATCH", "/studies/7/properties", json_body={}, what="study 7")
+
+
+def test_a_request_that_is_not_idempotent_is_not_sent_twice(token: Token) -> None:
+    client = JatosClient(BASE, token, retries=3, sleep=noop)
+    with requests_mock.Mocker() as m:
+        m.post(f"{API}/studies/1/components", status_code=503, text="busy")
+        with pytest.raises(ServerUnavailableError):
+            client.api_json(
+                "POST", "/studies/1/components", json_body={}, what="a component", idempotent=False
+            )
+        assert m.call_count == 1
+        m.get(f"{API}/studies/1/components", status_code=503, text="busy")
+        with pytest.raises(ServerUnavailableError):
+            client.api_json("GET", "/studies/1/components", what="the components")
+        assert m.call_count == 1 + 4
+
+
+def test_api_download_streams_into_the_file_and_reports_what_it_got(
+    client: JatosClient,
+) -> None:
+    with requests_mock.Mocker() as m:
+        m.get(
+            f"{API}/studies/3",
+            [
+                {"status_code": 503, "text": "busy"},
+                {
+                    "content": b"PK\x03\x04zip",
+                    "headers": {
+                        "Content-Type": "application/zip",
+                        "Content-Disposition": "attachment; filename=jatos_study_u.jzip",
+                    },
+                },
+            ],
+        )
+        dest = io.BytesIO()
+        got = client.api_download("/studies/3", dest, what="the export")
+    assert dest.getvalue() == b"PK\x03\x04zip"
+    assert (got.size, got.content_type) == (7, "application/zip")
+    assert "jatos_study_u.jzip" in got.disposition
+
+
+def test_api_upload_streams_the_file_as_the_named_multipart_part(
+    client: JatosClient, tmp_path: Path
+) -> None:
+    archive = tmp_path / "study.jzip"
+    archive.write_bytes(b"PK archive bytes")
+    sent: list[bytes] = []
+
+    def answer(request: Any, context: Any) -> dict[str, object]:
+        body = request.body
+        sent.append(body.read() if hasattr(body, "read") else body)
+        return {"studyExists": False, "uuid": "u"}
+
+    with requests_mock.Mocker() as m:
+        m.post(f"{API}/study", status_code=200, json=answer)
+        got = client.api_upload(
+            "/study",
+            archive,
+            part="study",
+            filename="study.jzip",
+            params={"keepProperties": "false"},
+            what="the import",
+        )
+        assert m.last_request.qs == {"keepproperties": ["false"]}
+    assert got.json["uuid"] == "u"
+    assert b'name="study"; filename="study.jzip"' in sent[0] and b"PK archive bytes" in sent[0]
+
+
+@pytest.mark.parametrize("disposition", [None, "inline; filename=login.html"])
+def test_a_web_page_answered_instead_of_a_file_is_never_taken_for_the_file(
+    client: JatosClient, disposition: str | None
+) -> None:
+    # A sign-in page of a proxy, with 200: without JATOS's Content-Disposition it is not the
+    # file (docs/safety.md, rule 10); with it, it is an HTML asset like any other.
+    headers = {"Content-Type": "text/html; charset=utf-8"}
+    if disposition:
+        headers["Content-Disposition"] = disposition
+    with requests_mock.Mocker() as m:
+        m.get(f"{API}/studies/1/assets/app.js", content=b"<html>Sign in</html>", headers=headers)
+        if disposition is None:
+            with pytest.raises(FileSyncError, match="web page instead of the file"):
+                client.download("1", P("app.js"), io.BytesIO())
+        else:
+            assert client.download("1", P("app.js"), io.BytesIO()).size == 20

@@ -36,3 +36,15 @@ def test_read_status_needs_a_running_daemon(tmp_path: Path) -> None:
     document["state"] = "stopped"
     store.status_path().write_text(json.dumps(document))
     assert read_status(store) is None
+
+
+def test_the_daemon_status_counts_server_files_never_synced_from_here(tmp_path: Path) -> None:
+    from tests.daemon_lab import idle, make_lab, running, wait_for
+
+    for lab in make_lab(tmp_path):
+        lab.put("index.html", "<p>")
+        lab.server.put_file(lab.studies["exp"], "from-the-gui.js", b"gui")
+        with running(lab.daemon()):
+            wait_for("the first pass", idle(lab))
+            wait_for("the count", lambda: lab.mapping_status().get("server_only") == 1)
+        assert lab.files()["from-the-gui.js"] == b"gui"

@@ -295,3 +295,18 @@ def test_a_bug_during_a_reload_keeps_the_old_configuration_running(
         assert "internal error: RuntimeError: a bug" in failed["message"]
         lab.put("a.js", "a")
         wait_for("syncing goes on", lambda: lab.files() == {"a.js": b"a"})
+
+
+def test_watch_refuses_one_study_in_two_mappings_by_id_and_uuid(lab: Lab) -> None:
+    other = lab.world.folder.parent / "other"
+    other.mkdir()
+    study = lab.studies["exp"]
+    lab.world.config_path.write_text(
+        f"server:\n  url: {lab.server.url}\n  retries: 1\nstate_dir: {lab.world.state_dir}\n"
+        f"mappings:\n  - name: one\n    folder: {lab.world.folder}\n    study: {study.id}\n"
+        f"  - name: two\n    folder: {other}\n    study: {study.uuid}\n",
+        encoding="utf-8",
+    )
+    code, err = watch_cli(lab)
+    assert code == 2 and "same study" in err
+    assert lab.server.count(kind="list") == 0

@@ -43,6 +43,7 @@ class MappingStatus:
     # Linked folders or files whose changes the watcher cannot follow, in words.
     not_followed: tuple[str, ...] = ()
     withheld: int = 0  # deletions the deletion guard withheld
+    server_only: int = 0  # server files never synced from here: kept (docs/safety.md, rule 5)
     uploaded: int = 0  # since the daemon started
     deleted: int = 0
 
@@ -81,6 +82,7 @@ def status_document(
                 "failing": s.failing,
                 "not_followed": list(s.not_followed),
                 "withheld": s.withheld,
+                "server_only": s.server_only,
                 "uploaded": s.uploaded,
                 "deleted": s.deleted,
             }

@@ -35,6 +35,7 @@ from jatos_sync.daemon.worker import MappingWorker, Timings, backoff_s
 from jatos_sync.errors import EXIT_OK, ConfigError, InternalError, ServerUnavailableError
 from jatos_sync.notify import Heartbeat, Notifier, WatchdogPinger
 from jatos_sync.state import StateStore
+from jatos_sync.sync import check_distinct_studies
 from jatos_sync.watch import ObserverFactory, default_observer_factory
 
 log = structlog.get_logger("jatos_sync.daemon")
@@ -348,6 +349,9 @@ def run(
     with client_factory(config, token) as client:
         try:
             warn_about_token(client.token_info())
+            # One study in two mappings (by ID and by UUID) would have two workers replace
+            # each other's files: refused at start, like `sync` does (exit 2).
+            check_distinct_studies(config.mappings, client)
         except ServerUnavailableError as exc:
             # A server down at boot is normal for a service: the mappings wait for it.
             log.warning("server_unreachable", error=str(exc), hint="mappings are retried")

@@ -170,6 +170,7 @@ class MappingWorker:
         self._last_sync: float | None = None
         self._last_error: str | None = None
         self._withheld = 0
+        self._server_only = 0
         self._uploaded = 0
         self._deleted = 0
         self.status = MappingStatus(mapping.name, mapping.study, str(mapping.folder))
@@ -401,6 +402,7 @@ class MappingWorker:
         self._uploaded += len(result.uploaded)
         self._deleted += len(result.deleted)
         self._withheld = len(result.withheld) if result.withheld_reason else 0
+        self._server_only = len(result.server_only)
         self._last_error = _problem(result)
         self.first_pass_done.set()
         busy = result.uploaded or result.deleted or result.failed or batch.full_local
@@ -474,6 +476,7 @@ class MappingWorker:
             failing=len(self._file_failures),
             not_followed=self._watcher.not_followed if self._watched is not None else (),
             withheld=self._withheld,
+            server_only=self._server_only,
             uploaded=self._uploaded,
             deleted=self._deleted,
         )
