@@ -403,7 +403,8 @@ def _print_result(r: MappingResult, out: TextIO) -> None:
 
 def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
     """What a running `watch` daemon reports (its status file in the state directory)."""
-    print(f"\nwatch daemon (pid {daemon.get('pid')}) is running:", file=out)
+    pids = ", ".join(str(p) for p in daemon.get("pids") or [daemon.get("pid")])
+    print(f"\nwatch daemon (pid {pids}) is running:", file=out)
     for m in daemon.get("mappings") or []:
         age = m.get("oldest_pending_age_s")
         since = f", oldest {age:.0f} s ago" if isinstance(age, (int, float)) else ""

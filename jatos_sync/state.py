@@ -115,8 +115,13 @@ class StateStore:
         """Where copies of server files are saved before they are overwritten or deleted."""
         return self.root / "backups" / _checked_key(key)
 
-    def status_path(self) -> Path:
-        return self.root / "status.json"
+    def status_path(self, name: str | int | None = None) -> Path:
+        """A `watch` daemon's status file, by `name` (default: this process's pid): each
+        daemon has its own, so daemons on different mappings of one state folder coexist."""
+        return self.status_dir() / f"{os.getpid() if name is None else name}.json"
+
+    def status_dir(self) -> Path:
+        return self.root / "daemons"
 
     def ensure_outside(self, folder: Path) -> None:
         """Raise `ConfigError` if the state directory lies inside the synced `folder`.

@@ -18,6 +18,7 @@ from jatos_sync.client import JatosClient
 from jatos_sync.config import Config, Token, load_config, load_token
 from jatos_sync.daemon.supervisor import Daemon
 from jatos_sync.daemon.worker import Timings
+from jatos_sync.state import StateStore
 from jatos_sync.testing import StandInServer
 from jatos_sync.watch import Mode, Observer, default_observer_factory
 from tests.conftest import World, make_world
@@ -120,7 +121,10 @@ class Lab:
         path.write_text(content)
 
     def status(self) -> dict[str, Any]:
-        data = json.loads((self.world.state_dir / "status.json").read_text())
+        # The daemon's own status file (it may run in another process: the newest one).
+        files = StateStore(self.world.state_dir).status_dir().glob("*.json")
+        newest = max(files, key=lambda p: p.stat().st_mtime_ns)
+        data = json.loads(newest.read_text())
         assert isinstance(data, dict)
         return data
 

@@ -545,7 +545,7 @@ def test_a_broken_state_directory_is_reported_and_syncing_goes_on(
         disk.healthy()
         assert_settled(lab)
     assert log.has("state_not_saved", error="Could not save the sync state")
-    assert log.has("status_not_written", path="status.json")
+    assert log.has("status_not_written", path=f"{os.getpid()}-")
 
 
 def test_a_backup_that_does_not_fit_holds_the_overwrite_back_and_says_why(

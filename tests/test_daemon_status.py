@@ -15,6 +15,7 @@ from jatos_sync.state import StateStore
 def test_read_status_needs_a_running_daemon(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     assert read_status(store) is None
+    store.status_dir().mkdir()
     store.status_path().write_text("{not json")
     assert read_status(store) is None
     done = subprocess.run(
@@ -46,5 +47,19 @@ def test_the_daemon_status_counts_server_files_never_synced_from_here(tmp_path: 
         lab.server.put_file(lab.studies["exp"], "from-the-gui.js", b"gui")
         with running(lab.daemon()):
             wait_for("the first pass", idle(lab))
-            wait_for("the count", lambda: lab.mapping_status().get("server_only") == 1)
+            status = lab.mapping_status
+            wait_for("the count", lambda: status().get("server_only") == 1)  # noqa: B023
         assert lab.files()["from-the-gui.js"] == b"gui"
+
+
+def test_the_status_of_several_daemons_is_merged(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.status_dir().mkdir()
+    parent = os.getppid()  # another live process, standing in for a second daemon
+    for pid, name in ((os.getpid(), "one"), (parent, "two")):
+        document = {"pid": pid, "state": "running", "mappings": [{"name": name}]}
+        store.status_path(pid).write_text(json.dumps(document))
+    status = read_status(store)
+    assert status is not None
+    assert sorted(status["pids"]) == sorted([os.getpid(), parent])
+    assert sorted(m["name"] for m in status["mappings"]) == ["one", "two"]

@@ -310,3 +310,54 @@ def test_watch_refuses_one_study_in_two_mappings_by_id_and_uuid(lab: Lab) -> Non
     code, err = watch_cli(lab)
     assert code == 2 and "same study" in err
     assert lab.server.count(kind="list") == 0
+
+
+def test_a_second_watch_of_the_same_mappings_is_refused_naming_the_first(lab: Lab) -> None:
+    lab.put("index.html", "<p>")
+    with running(lab.daemon()):
+        wait_for("the first daemon", idle(lab))
+        code, err = watch_cli(lab)
+    assert code == 2
+    assert f"pid {os.getpid()}" in err and "'exp'" in err and "twice" in err
+    assert lab.server.count(kind="upload") == 1  # the second one uploaded nothing
+
+
+def test_a_second_watch_of_other_mappings_runs_and_both_show_in_status(lab: Lab) -> None:
+    lab.add_mapping("other")
+    lab.write_config()
+    lab.put("index.html", "<p>")
+    lab.put("other.html", "<p>", name="other")
+    config = lab.config()
+    first = supervisor.Daemon(
+        config,
+        token=lab.daemon()._token,
+        client_factory=client_factory,
+        names=("exp",),
+        environ=lab.env,
+        timings=FAST,
+    )
+    stop = threading.Event()
+    with running(first):
+        wait_for("the first daemon", idle(lab, "exp"))
+        second = threading.Thread(
+            target=supervisor.run,
+            args=(argparse.Namespace(mappings=["other"]),),
+            kwargs={
+                "config_path": lab.world.config_path,
+                "environ": lab.env,
+                "client_factory": client_factory,
+                "stop": stop,
+            },
+        )
+        second.start()
+        try:
+            wait_for("the second daemon", lambda: lab.files("other") == {"other.html": b"<p>"})
+
+            def both_shown() -> bool:
+                return "  other: idle" in lab.world.run("status").out
+
+            wait_for("both daemons in the status", both_shown)
+            assert "  exp: idle" in lab.world.run("status").out
+        finally:
+            stop.set()
+            second.join(15)

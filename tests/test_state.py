@@ -333,7 +333,8 @@ def test_store_without_root_uses_the_default_state_dir(
 
 def test_backup_and_status_locations(store: StateStore) -> None:
     assert store.backup_dir(KEY) == store.root / "backups" / KEY
-    assert store.status_path() == store.root / "status.json"
+    assert store.status_path() == store.root / "daemons" / f"{os.getpid()}.json"
+    assert store.status_path(7) == store.root / "daemons" / "7.json"
     assert store.state_path(KEY) == store.root / "mappings" / f"{KEY}.json"
 
 

@@ -129,10 +129,42 @@ def write_status(path: Path, document: dict[str, Any]) -> None:
 def read_status(
     store: StateStore, *, now: Callable[[], float] = time.time
 ) -> dict[str, Any] | None:
-    """The status a running daemon keeps in `store`, with ages as of `now`; None when no
-    daemon is running (no file, a damaged one, a clean stop, or its process is gone)."""
+    """What the running daemons of `store` report, merged, with ages as of `now` (`pids`
+    lists them, `mappings` holds all their mappings); None when no daemon is running (no
+    file, a damaged one, a clean stop, or its process is gone)."""
+    running = [doc for path in _status_files(store) if (doc := _running(path)) is not None]
+    if not running:
+        return None
+    wall = now()
+    data = dict(running[0])
+    data["pids"] = [doc["pid"] for doc in running]
+    data["mappings"] = [m for doc in running for m in doc.get("mappings") or []]
+    for mapping in data["mappings"]:
+        if isinstance(mapping, dict):
+            mapping["oldest_pending_age_s"] = _age_s(mapping.get("oldest_pending_since"), wall)
+            mapping["last_sync_age_s"] = _age_s(mapping.get("last_sync"), wall)
+    return data
+
+
+def remove_stale_status(store: StateStore) -> None:
+    """Remove the status files of daemons that are gone (killed without a clean stop)."""
+    for path in _status_files(store):
+        if _running(path) is None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _status_files(store: StateStore) -> list[Path]:
     try:
-        data = json.loads(store.status_path().read_bytes())
+        return sorted(store.status_dir().glob("*.json"))
+    except OSError:
+        return []
+
+
+def _running(path: Path) -> dict[str, Any] | None:
+    """The document in `path` if it is a running daemon's, whose process is alive."""
+    try:
+        data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("state") != "running":
@@ -140,11 +172,6 @@ def read_status(
     pid = data.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or not _pid_alive(pid):
         return None
-    wall = now()
-    for mapping in data.get("mappings") or []:
-        if isinstance(mapping, dict):
-            mapping["oldest_pending_age_s"] = _age_s(mapping.get("oldest_pending_since"), wall)
-            mapping["last_sync_age_s"] = _age_s(mapping.get("last_sync"), wall)
     return data
 
 

@@ -30,11 +30,12 @@ import structlog
 from jatos_sync.check import warn_about_token, warn_before_connecting
 from jatos_sync.client import JatosClient
 from jatos_sync.config import Config, MappingConfig, Token, load_config, load_token
-from jatos_sync.daemon.status import read_status, status_document, summary, write_status
+from jatos_sync.daemon.locks import MappingLocks
+from jatos_sync.daemon.status import remove_stale_status, status_document, summary, write_status
 from jatos_sync.daemon.worker import MappingWorker, Timings, backoff_s
 from jatos_sync.errors import EXIT_OK, ConfigError, InternalError, ServerUnavailableError
 from jatos_sync.notify import Heartbeat, Notifier, WatchdogPinger
-from jatos_sync.state import StateStore
+from jatos_sync.state import StateStore, mapping_key
 from jatos_sync.sync import check_distinct_studies
 from jatos_sync.watch import ObserverFactory, default_observer_factory
 
@@ -75,6 +76,9 @@ class Daemon:
         self._timings = timings
         self._notifier = notifier if notifier is not None else Notifier(environ, clock=clock)
         self._store = StateStore(config.state_dir)
+        self._locks = MappingLocks(self._store.root)
+        # This daemon's status file: its pid, and a tag for daemons sharing a process (tests).
+        self._status_name = f"{os.getpid()}-{os.urandom(3).hex()}"
         self.workers: dict[str, MappingWorker] = {}
         self._stop_requested = False
         self._reload_requested = False
@@ -111,14 +115,15 @@ class Daemon:
             healthy=lambda: heartbeat() and self.workers_alive(),
             stop=pinger_stop,
         )
-        previous = read_status(self._store)
-        if previous is not None and previous.get("pid") != os.getpid():
-            log.warning(
-                "another_daemon_running",
-                pid=previous.get("pid"),
-                hint="two daemons for the same mappings upload everything twice; stop one",
-            )
-        for mapping in self.config.select(self._names):
+        selected = self.config.select(self._names)
+        try:  # a second daemon on these mappings is refused (exit 2)
+            for mapping in selected:
+                self._locks.claim(self._key(mapping), name=mapping.name)
+        except BaseException:
+            self._locks.release_all()
+            raise
+        remove_stale_status(self._store)
+        for mapping in selected:
             self._start_worker(mapping)
         log.info("watch_running", mappings=len(self.workers), pid=os.getpid())
         pinger.start()
@@ -142,12 +147,16 @@ class Daemon:
             log.info("watch_stopping", mappings=len(self.workers))
             self._stop_workers(list(self.workers.values()))
             self._write_status(final=True)
+            self._locks.release_all()
             pinger_stop.set()
             pinger.join(self._timings.stop_timeout_s)
             self._notifier.close()
             log.info("watch_stopped")
 
     # -------------------------------------------------------------- workers
+
+    def _key(self, mapping: MappingConfig) -> str:
+        return mapping_key(self.config.server.url, mapping.study, mapping.folder)
 
     def _start_worker(self, mapping: MappingConfig) -> None:
         worker = MappingWorker(
@@ -210,6 +219,7 @@ class Daemon:
             worker.join(max(0.0, deadline - self._clock()))
             if worker.thread.is_alive():
                 log.warning("worker_abandoned", mapping=worker.mapping.name)
+            self._locks.release(self._key(worker.mapping))
 
     def _reload(self) -> None:
         """SIGHUP: read the configuration again; keep what did not change."""
@@ -254,6 +264,8 @@ class Daemon:
         self._stop_workers(leaving)
         for worker in leaving:
             del self.workers[worker.mapping.name]
+        if config.state_dir != old.state_dir:
+            self._locks = MappingLocks(self._store.root)
         kept = list(self.workers)
         for worker in self.workers.values():
             if new_token:
@@ -262,6 +274,11 @@ class Daemon:
         self.config = config
         starting = [m for m in mappings if m.name not in self.workers]
         for mapping in starting:
+            try:
+                self._locks.claim(self._key(mapping), name=mapping.name)
+            except ConfigError as exc:  # another daemon follows it: the others go on
+                log.error("mapping_not_started", mapping=mapping.name, reason=str(exc))
+                continue
             self._start_worker(mapping)
         log.info(
             "config_reloaded",
@@ -286,12 +303,14 @@ class Daemon:
         self._last_status_write = now
         document = self._status_document(final=final)
         try:
-            write_status(self._store.status_path(), document)
+            write_status(self._store.status_path(self._status_name), document)
         except OSError as exc:
             if not self._status_warned:
                 self._status_warned = True
                 log.warning(
-                    "status_not_written", path=str(self._store.status_path()), error=str(exc)
+                    "status_not_written",
+                    path=str(self._store.status_path(self._status_name)),
+                    error=str(exc),
                 )
         if not final:
             self._notifier.status(self._summary())
