@@ -33,7 +33,8 @@ from requests.adapters import HTTPAdapter
 from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from jatos_sync import __version__
-from jatos_sync.config import ServerConfig, Token
+from jatos_sync.config import ServerConfig
+from jatos_sync.credentials import Token
 from jatos_sync.errors import (
     AccessError,
     AuthError,

@@ -31,16 +31,13 @@ from yaml.reader import ReaderError
 from jatos_sync import config_spec as spec
 from jatos_sync.config import (
     NODE_BUDGET,
-    TOKEN_PREFIX,
     Config,
     MappingConfig,
     ServerConfig,
-    Token,
     WatchConfig,
-    _keep_out,
     _quote,
-    check_token_format,
 )
+from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
 from jatos_sync.errors import ConfigError
 
 KeyPath = tuple[str | int, ...]
@@ -247,7 +244,7 @@ class _Reader:
         return Config(
             absolute,
             server,
-            tuple(_keep_out(m, secrets) for m in mappings),
+            tuple(keep_out(m, secrets) for m in mappings),
             self.path(("state_dir",), file.state_dir),
             watch,
         )

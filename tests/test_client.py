@@ -12,7 +12,7 @@ import requests
 import requests_mock
 
 from jatos_sync.client import JatosClient, encode_path
-from jatos_sync.config import Token
+from jatos_sync.credentials import Token
 from jatos_sync.errors import (
     AccessError,
     AuthError,

@@ -22,18 +22,15 @@ from jatos_sync import config_spec as spec
 from jatos_sync.config import (
     NODE_BUDGET,
     SCHEMA_PATH,
-    TOKEN_PREFIX,
     Config,
     MappingConfig,
     ServerConfig,
-    Token,
     WatchConfig,
-    check_token_format,
     default_config_path,
     load_config,
-    load_token,
     parse_config,
 )
+from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, load_token
 from jatos_sync.errors import EXIT_CONFIG, ConfigError
 
 JATOS_ENV = "JATOS_TOKEN"  # the default variable, PRODUCT.md §4

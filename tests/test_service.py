@@ -31,7 +31,8 @@ from watchdog.events import FileCreatedEvent
 from jatos_sync import service
 from jatos_sync.cli import main
 from jatos_sync.client import JatosClient
-from jatos_sync.config import Config, Token, load_config, load_token
+from jatos_sync.config import Config, load_config
+from jatos_sync.credentials import Token, load_token
 from jatos_sync.service import Daemon, MappingWorker, Timings, backoff_s, read_status
 from jatos_sync.state import StateStore
 from jatos_sync.testing import StandInServer

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from jatos_sync.client import JatosClient
-from jatos_sync.config import Token, load_config
+from jatos_sync.config import load_config
+from jatos_sync.credentials import Token
 from jatos_sync.model import RelPath
 from jatos_sync.state import StateStore
 from jatos_sync.sync import MappingSync
