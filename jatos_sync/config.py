@@ -34,9 +34,6 @@ from jatos_sync.errors import ConfigError
 CONFIG_ENV = "JATOS_SYNC_CONFIG"
 DEFAULT_CONFIG_NAME = "jatos-sync.yaml"
 
-# Reading a file may visit at most this many nodes. Aliases share nodes, so a small file can
-# stand for an enormous tree (a "billion laughs" document); the budget stops the walk early.
-NODE_BUDGET = 100_000
 _MAX_CONFIG_BYTES = 1024 * 1024
 # The JSON Schema of the file (derived from config_spec.py by config_doc.py), for editors.
 SCHEMA_PATH = Path(__file__).with_name("jatos-sync.schema.json")

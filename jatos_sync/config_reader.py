@@ -3,46 +3,47 @@
 `yaml.compose()` (safe loader) gives nodes with line marks; this module walks them itself
 (never `yaml.load`: no object is built from a tag), honours merge keys, and descends only
 where the declaration (config_spec.py) expects a mapping or a list, so aliases cannot
-inflate what it builds. It keeps the nodes of every key path: when `msgspec.convert`
-rejects the data, its path (`$.mappings[0].study`) leads back to the line, and the declared
-type at that path says what was expected. Last, values are resolved (paths, URL, inline
-token, `defaults:` merged into each mapping, clashes). It must not talk to the server,
-create anything, or put a token into a message.
+inflate what it builds. On the way it turns text of a key's declared form into its value
+(`30s` → 30.0) and keeps the nodes of every key path: when `msgspec.convert` rejects the
+data, its path (`$.mappings[0].study`) leads back to the line, and the declared type at
+that path says what was expected. Last, values are resolved (paths, URL, inline token,
+`defaults:` merged into each mapping, clashes). It must not talk to the server, create
+anything, or put a token into a message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import os
 import re
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
-import pathspec
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from jatos_sync import config_spec as spec
-from jatos_sync.config import (
-    NODE_BUDGET,
-    Config,
-    MappingConfig,
-    ServerConfig,
-    WatchConfig,
-    _quote,
-)
+from jatos_sync.config import Config, MappingConfig, ServerConfig, WatchConfig, _quote
 from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
 from jatos_sync.errors import ConfigError
+from jatos_sync.ignore import pattern_problem
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 KeyPath = tuple[str | int, ...]
+_T = TypeVar("_T", bound="DataclassInstance")
 _TAG = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _MERGE = (_TAG + t for t in ("str", "null", "bool", "merge"))
+# Reading a file may visit at most this many nodes. Aliases share nodes, so a small file can
+# stand for an enormous tree (a "billion laughs" document); the budget stops the walk early.
+NODE_BUDGET = 100_000
 
 
 def read(text: str, *, path: Path, mode: int) -> Config:
@@ -88,9 +89,8 @@ class _Reader:
             raise self.error(
                 node,
                 (),
-                f"too many nested aliases: reading this file means "
-                f"visiting more than {NODE_BUDGET} values; use fewer anchors (&) "
-                "and aliases (*)",
+                f"too many nested aliases: reading this file means visiting more than "
+                f"{NODE_BUDGET} values; use fewer anchors (&) and aliases (*)",
             )
 
     def compose(self, text: str) -> Node | None:
@@ -113,9 +113,8 @@ class _Reader:
             raise self.error(
                 text.count("\n", 0, exc.position) + 1,
                 (),
-                "YAML cannot contain "
-                f"the character U+{code:04X} (a control character or an unpaired "
-                "surrogate); remove it",
+                f"YAML cannot contain the character U+{code:04X} (a control character or an "
+                "unpaired surrogate); remove it",
             ) from None
         except yaml.YAMLError as exc:
             raise self.error(None, (), f"not valid YAML: {type(exc).__name__}") from None
@@ -124,21 +123,26 @@ class _Reader:
 
     def build(self, node: Node, path: KeyPath, declared: Any) -> object:
         """Plain data for `node`, descending only where `declared` expects a mapping or list."""
-        if isinstance(node, MappingNode) and _struct(declared) is not None:
+        if isinstance(node, MappingNode) and spec.struct(declared) is not None:
             data: dict[str, object] = {}
             for name, (key, value) in self.flatten(node, path, set()).items():
                 self.nodes[where := (*path, name)] = (key, value)
-                field = _step(declared, name)  # None: an unknown key, which msgspec names
+                field = spec.step(declared, name)  # None: an unknown key, which msgspec names
                 if field is None or not _is_null(value):  # `key:` takes the default
                     data[name] = field and self.build(value, where, field)
             return data
-        if isinstance(node, SequenceNode) and (item := _step(declared, 0)) is not None:
+        if isinstance(node, SequenceNode) and (item := spec.step(declared, 0)) is not None:
             for i, child in enumerate(node.value):
                 self.visit(child)
                 self.nodes[where := (*path, i)] = (child, child)
             return [self.build(child, (*path, i), item) for i, child in enumerate(node.value)]
-        if not isinstance(node, ScalarNode) or node.tag == _STR:
-            return str(node.value) if isinstance(node, ScalarNode) else node
+        if not isinstance(node, ScalarNode):
+            return node  # where no mapping or list is declared: msgspec says what is wrong
+        if node.tag == _STR:
+            form = spec.FORMS.get(spec.info(declared).get("form", ""))
+            if form is not None and re.fullmatch(form[0], node.value):
+                return form[1](node.value)  # "30s" → 30.0, then checked against the limits
+            return str(node.value)
         try:  # null, bool, int, float; a date, !!binary or a custom tag fits no key
             return SafeConstructor().construct_object(node)
         except ConstructorError:
@@ -164,8 +168,8 @@ class _Reader:
                         raise self.error(
                             source,
                             path,
-                            "a merge key (<<) takes a mapping or a "
-                            f"list of mappings, got {_describe(source)}",
+                            "a merge key (<<) takes a mapping or a list of mappings, "
+                            f"got {_describe(source)}",
                         )
                     for name, entry in self.flatten(source, path, active).items():
                         merged.setdefault(name, entry)  # earlier sources win (YAML merge spec)
@@ -180,20 +184,18 @@ class _Reader:
         return {**merged, **explicit}
 
     def check(self, data: object) -> spec.File:
+        """`data` as the declaration says, or msgspec's first objection in our words."""
         try:
-            checked = msgspec.convert(data, spec.File, dec_hook=spec.decode)
+            return msgspec.convert(data, spec.File)
         except msgspec.ValidationError as exc:
             problem, at, where = str(exc).rpartition(" - at `")
             path = tuple(n or int(i) for n, i in re.findall(r"\.(\w+)|\[(\d+)\]", where))
             raise self.explain(path if at else (), problem if at else str(exc)) from None
-        for path in _out_of_range(checked, ()):
-            raise self.explain(path, "")
-        return checked
 
     def explain(self, path: KeyPath, problem: str) -> ConfigError:
         """A message for msgspec's `problem` at `path`, in the words of the declaration."""
         if problem.startswith("Object contains unknown field"):
-            known = list(spec.fields(_struct(_type_at(path)) or spec.File))
+            known = list(spec.fields(spec.struct(_type_at(path)) or spec.File))
             keys = [p for p in self.nodes if p and p[:-1] == path and p[-1] not in known]
             key = min(keys, key=lambda p: _line(self.nodes[p][0]))
             return self.error(self.nodes[key][0], key, _unknown(str(key[-1]), known))
@@ -210,44 +212,28 @@ class _Reader:
         return self.at(path, f"expected {expected(declared)}, got {got}{hint}")
 
     def resolve(self, file: spec.File, absolute: Path) -> Config:
-        s, w = file.server, file.watch
-        if TOKEN_PREFIX in s.token_env:
+        """The public values: paths made absolute, URL and token checked, defaults merged."""
+        server = file.server
+        if TOKEN_PREFIX in server.token_env:
             raise self.at(
                 ("server", "token_env"),
-                "this looks like the token itself; token_env "
-                "takes the *name* of the environment variable that holds it (e.g. "
-                "JATOS_TOKEN)",
+                "this looks like the token itself; token_env takes the *name* of the "
+                "environment variable that holds it (e.g. JATOS_TOKEN)",
             )
-        ca_bundle = self.path(("server", "ca_bundle"), s.ca_bundle)
+        ca_bundle = self.path(("server", "ca_bundle"), server.ca_bundle)
         if ca_bundle is not None and not os.path.exists(ca_bundle):
             raise self.at(("server", "ca_bundle"), f"{ca_bundle} does not exist")
-        token = None if s.token is None else self.inline_token(s.token)
-        token_file = self.path(("server", "token_file"), s.token_file)
-        server = ServerConfig(
-            self.url(s.url),
-            s.token_env,
-            token_file,
-            token,
-            s.timeout,
-            s.retries,
-            s.concurrency,
-            s.verify_tls,
-            ca_bundle,
-        )
+        token = None if server.token is None else self.inline_token(server.token)
+        token_file = self.path(("server", "token_file"), server.token_file)
+        resolved = {"token_file": token_file, "ca_bundle": ca_bundle, "inline_token": token}
+        public = _public(ServerConfig, server, url=self.url(server.url), **resolved)
         mappings: list[MappingConfig] = []
         for i, entry in enumerate(file.mappings):
             mappings.append(self.mapping(("mappings", i), entry, file.defaults, mappings))
         secrets = [absolute, *([token_file] if token_file else [])]
-        watch = WatchConfig(
-            w.debounce, w.delete_delay, w.reconcile_interval, w.polling, w.poll_interval
-        )
-        return Config(
-            absolute,
-            server,
-            tuple(keep_out(m, secrets) for m in mappings),
-            self.path(("state_dir",), file.state_dir),
-            watch,
-        )
+        kept_out = tuple(keep_out(m, secrets) for m in mappings)
+        state_dir = self.path(("state_dir",), file.state_dir)
+        return Config(absolute, public, kept_out, state_dir, _public(WatchConfig, file.watch))
 
     def url(self, raw: str) -> str:
         key = ("server", "url")
@@ -285,10 +271,10 @@ class _Reader:
         if self.mode & 0o077:
             raise self.at(
                 key,
-                "an inline token is accepted only from a file that group and "
-                f"others cannot read, and this file has mode {self.mode & 0o777:04o}; "
-                f"run `chmod 600 {self.shown}`, or move the token to a file named by "
-                "token_file (or to $JATOS_TOKEN)",
+                "an inline token is accepted only from a file that group and others cannot "
+                f"read, and this file has mode {self.mode & 0o777:04o}; run `chmod 600 "
+                f"{self.shown}`, or move the token to a file named by token_file (or to "
+                "$JATOS_TOKEN)",
             )
         line = _line(self.nodes[key][1])
         return check_token_format(value, source=f"{self.shown}:{line}: server.token")
@@ -296,27 +282,24 @@ class _Reader:
     def mapping(
         self, at: KeyPath, entry: spec.Mapping, defaults: spec.Policy, done: list[MappingConfig]
     ) -> MappingConfig:
+        """One entry of `mappings:` over `defaults:`, with a name and a study of its own."""
         folder = self.path((*at, "folder"), entry.folder) or Path()  # required: never None
         name = folder.name if entry.name is None else entry.name
         if (problem := _name_problem(name)) is not None and entry.name is None:
             raise self.at(
                 at,
-                f"cannot use the folder's name {_quote(name)} as the mapping's "
-                f"name ({problem}); add name:",
+                f"cannot use the folder's name {_quote(name)} as the mapping's name "
+                f"({problem}); add name:",
             )
         if problem is not None:
             raise self.at((*at, "name"), f"{_quote(name)} cannot be a name: {problem}")
-        given = [
-            k
-            for k in spec.fields(spec.Policy)
-            if not _is_null(self.nodes.get((*at, k), (None, None))[1])
-        ]
-        policy = {
-            k: getattr(entry if k in given else defaults, k) for k in spec.fields(spec.Policy)
-        }
-        policy["ignore"] = self.patterns(("defaults", "ignore"), defaults.ignore)  # …then its own
-        policy["ignore"] += (
-            self.patterns((*at, "ignore"), entry.ignore) if "ignore" in given else ()
+        policy = {}
+        for key in spec.fields(spec.Policy):  # the mapping's own value, else that of defaults:
+            given = self.nodes.get((*at, key), (None, None))[1]
+            policy[key] = getattr(defaults if _is_null(given) else entry, key)
+        # The defaults' patterns first, so that a mapping's own "!pattern" can re-include.
+        policy["ignore"] = self.patterns(("defaults", "ignore"), defaults.ignore) + (
+            self.patterns((*at, "ignore"), entry.ignore)
         )
         line = _line(self.nodes[at][1])
         result = MappingConfig(
@@ -328,18 +311,21 @@ class _Reader:
                 named, how = (
                     ((*at, "name"), "the name")
                     if entry.name is not None
-                    else (at, "the name taken from its folder,")
+                    else (
+                        at,
+                        "the name taken from its folder,",
+                    )
                 )
                 raise self.at(
                     named,
-                    f"{how} {_quote(name)} is already used by {where}; give "
-                    "each mapping its own name:",
+                    f"{how} {_quote(name)} is already used by {where}; give each mapping "
+                    "its own name:",
                 )
             if other.study == result.study:
                 raise self.at(
                     (*at, "study"),
-                    f"study {result.study} is already synced by "
-                    f"{where}; two folders cannot share one study",
+                    f"study {result.study} is already synced by {where}; two folders cannot "
+                    "share one study",
                 )
         return result
 
@@ -348,7 +334,7 @@ class _Reader:
             {at: value} if isinstance(value, str) else {(*at, i): p for i, p in enumerate(value)}
         )
         for where, pattern in found.items():
-            if (problem := _pattern_problem(pattern)) is not None:
+            if (problem := pattern_problem(pattern)) is not None:
                 raise self.at(
                     where, f"{_quote(pattern)} is not a valid gitignore pattern: {problem}"
                 )
@@ -370,52 +356,43 @@ class _Reader:
             ) from None
 
 
-# -- what the declaration says -----------------------------------------------------------------
-
-
-def _struct(declared: Any) -> Any:
-    """The declared class (`Server`, `Mapping` …) among the options of `declared`, or None."""
-    kinds = [o for o in spec.parts(declared)[0] if isinstance(o, type)]
-    return next((o for o in kinds if issubclass(o, msgspec.Struct)), None)
-
-
-def _step(declared: Any, key: str | int) -> Any:
-    """The declared type one key below `declared`, or None where nothing is declared."""
-    if isinstance(key, str):
-        field = spec.fields(_struct(declared)).get(key) if _struct(declared) else None
-        return field and field.type
-    lists = [o for o in spec.parts(declared)[0] if get_origin(o) in (list, tuple)]
-    return get_args(lists[0])[0] if lists else None
+def _public(cls: type[_T], declared: msgspec.Struct, **resolved: Any) -> _T:
+    """`cls` with the `resolved` values, and the others as declared under the same name
+    (only the public names carry their unit: `timeout_s` is the key `timeout`)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(
+        **{
+            n: resolved[n] if n in resolved else getattr(declared, n.removesuffix("_s"))
+            for n in names
+        }
+    )
 
 
 def _type_at(path: KeyPath) -> Any:
-    declared: Any = spec.File
-    for key in path:
-        declared = _step(declared, key)
-    return declared
+    return functools.reduce(spec.step, path, spec.File)
 
 
 def expected(declared: Any) -> str:
-    """What a key must hold, in words: from its type and limits, else its description."""
-    kind, info, struct = spec.parts(declared)[0][0], spec.info(declared), _struct(declared)
-    low, high = spec.limits(declared)
+    """What a key must hold, in words: from its type, form and limits, else its description."""
+    options, info, struct = spec.parts(declared)[0], spec.info(declared), spec.struct(declared)
+    (low, high), form = spec.limits(declared), info.get("form")
     if "expected" in info:
         return str(info["expected"])
-    if kind is bool:
-        return "true or false"
-    if kind is int:
-        return (
-            f"a whole number {f'from {low} to {high}' if high is not None else f'of {low} or more'}"
-        )
-    if kind is spec.Seconds:
+    if form == "duration":
         return (
             f"a duration from {_seconds(low)} to {_seconds(high)}: a number of seconds such as "
             '30, or text such as "500ms", "30s", "2m"'
         )
-    if kind is spec.Percent:
+    if form == "percent":
         return f"a percentage from {low:g} to {high:g}"
-    if get_origin(kind) is Literal:
-        return "one of " + ", ".join(get_args(kind))
+    if options == [bool]:
+        return "true or false"
+    if options == [int]:
+        return (
+            f"a whole number {f'from {low} to {high}' if high is not None else f'of {low} or more'}"
+        )
+    if get_origin(options[0]) is Literal:
+        return "one of " + ", ".join(get_args(options[0]))
     if struct is not None:
         required = [f"{n}:" for n, f in spec.fields(struct).items() if f.required]
         keys = " and ".join(required) or ", ".join(spec.fields(struct))
@@ -429,9 +406,9 @@ def _unknown(name: str, known: list[str]) -> str:
         n: ["at the top level of the file"] for n in spec.fields(spec.File)
     }
     for section, field in spec.fields(spec.File).items():
-        inner = _struct(field.type) or _struct(_step(field.type, 0))
+        inner = spec.struct(field.type) or spec.struct(spec.step(field.type, 0))
         for key in spec.fields(inner) if inner else ():  # mappings: first, then defaults:
-            entry = "under" if _struct(field.type) else "in an entry of"
+            entry = "under" if spec.struct(field.type) else "in an entry of"
             places.setdefault(key, []).insert(0, f"{entry} {section}:")
     if name in places:
         return (
@@ -443,20 +420,6 @@ def _unknown(name: str, known: list[str]) -> str:
     if close:
         return f"unknown key; did you mean '{close[0]}'?"
     return "unknown key; the keys allowed here are: " + ", ".join(known)
-
-
-def _out_of_range(value: msgspec.Struct, path: KeyPath) -> Iterator[KeyPath]:
-    """Key paths whose number is outside the limits declared for a custom number type."""
-    for name, field in spec.fields(type(value)).items():
-        item, (low, high) = getattr(value, name), spec.limits(field.type)
-        if isinstance(item, float) and not (low or 0) <= item <= (item if high is None else high):
-            yield (*path, name)
-        for i, child in enumerate(item) if isinstance(item, list) else [(None, item)]:
-            if isinstance(child, msgspec.Struct):
-                yield from _out_of_range(child, (*path, name) if i is None else (*path, name, i))
-
-
-# -- words -------------------------------------------------------------------------------------
 
 
 def _line(node: Node) -> int:
@@ -508,44 +471,13 @@ def _seconds(value: float) -> str:
 
 
 def _name_problem(name: str) -> str | None:
-    return next(
-        (
-            why
-            for bad, why in [
-                (not name, "it is empty"),
-                (len(name) > 100, "it is longer than 100 characters"),
-                (name != name.strip(), "it starts or ends with a space"),
-                (not name.isprintable(), "it contains a control character"),
-                ("/" in name or "\\" in name, "it contains a slash"),
-                (
-                    name.startswith("-"),
-                    "it starts with '-', which the command line reads as an option",
-                ),
-            ]
-            if bad
-        ),
-        None,
-    )
-
-
-def _pattern_problem(pattern: str) -> str | None:
-    if "\n" in pattern or "\r" in pattern or "\x00" in pattern:
-        return "a pattern is one line" if "\x00" not in pattern else "it contains a NUL character"
-    try:
-        with warnings.catch_warnings():
-            # `re` warns (FutureWarning) about constructs pathspec cannot translate, such as
-            # the POSIX class "[[:alpha:]]"; treat those as errors, but do not let a library
-            # deprecation notice turn every pattern into one.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("error", FutureWarning)
-            pathspec.GitIgnoreSpec.from_lines([pattern])
-    except Exception as exc:  # pathspec raises ValueError, re.error and others for bad input
-        reason = str(exc).strip() or type(exc).__name__
-        if isinstance(exc, FutureWarning):
-            reason = "it uses a construct pathspec cannot match, such as [[:alpha:]]"
-        elif pattern.endswith("\\") and not pattern.endswith("\\\\"):
-            reason = "it ends with a lone backslash"
-        elif pattern.strip() == "!":
-            reason = "'!' needs a pattern after it"
-        return reason if TOKEN_PREFIX not in reason else "pathspec cannot read it"
-    return None
+    """Why `name` cannot name a mapping on the command line, or None."""
+    problems = {
+        "it is empty": not name,
+        "it is longer than 100 characters": len(name) > 100,
+        "it starts or ends with a space": name != name.strip(),
+        "it contains a control character": not name.isprintable(),
+        "it contains a slash": "/" in name or "\\" in name,
+        "it starts with '-', which the command line reads as an option": name.startswith("-"),
+    }
+    return next((why for why, bad in problems.items() if bad), None)

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from jatos_sync import config_spec as spec
 from jatos_sync.config import (
-    NODE_BUDGET,
     SCHEMA_PATH,
     Config,
     MappingConfig,
@@ -30,6 +29,7 @@ from jatos_sync.config import (
     load_config,
     parse_config,
 )
+from jatos_sync.config_reader import NODE_BUDGET
 from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, load_token
 from jatos_sync.errors import EXIT_CONFIG, ConfigError
 
@@ -1119,7 +1119,10 @@ def test_every_declared_limit_is_enforced_with_file_line_and_key(
         write = SECTIONS[section][1]
         assert write is not None
         document, line = write(f"{name}: {value}"), 3 if section == "server" else 6
+        if name == "study":  # the mapping has one already: replace it
+            document, line = study(str(value)), 5
     message = error_of(document)
     assert message.startswith(f"jatos-sync.yaml:{line}: {section}.{name}: expected "), message
     assert message.endswith(f", got {value}"), message
-    assert len(LIMITED) >= 9  # retries, concurrency, timeout, 4 watch durations, 2 deletion limits
+    assert len(LIMITED) >= 10  # retries, concurrency, timeout, 4 watch durations, 2 deletion
+    # limits, study
