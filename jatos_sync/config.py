@@ -84,63 +84,49 @@ class Config:
 
     def select(self, names: Sequence[str]) -> tuple[MappingConfig, ...]:
         """The mappings named in `names` (in file order); all of them when `names` is empty."""
-        if not names:
-            return self.mappings
         known = [m.name for m in self.mappings]
-        unknown = [n for n in dict.fromkeys(names) if n not in known]
-        if unknown:
-            listed = ", ".join(_quote(n) for n in unknown)
+        if unknown := [n for n in dict.fromkeys(names) if n not in known]:
             noun = "mapping" if len(unknown) == 1 else "mappings"
+            listed, mappings = ", ".join(map(_quote, unknown)), ", ".join(map(_quote, known))
             raise ConfigError(
-                f"{self.path}: no {noun} named {listed}; the mappings are: "
-                + ", ".join(_quote(n) for n in known)
+                f"{self.path}: no {noun} named {listed}; the mappings are: {mappings}"
             )
-        wanted = set(names)
-        return tuple(m for m in self.mappings if m.name in wanted)
+        return tuple(m for m in self.mappings if not names or m.name in names)
 
 
 def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
-    """`$JATOS_SYNC_CONFIG` if set, else `./jatos-sync.yaml` (PRODUCT.md §3)."""
+    """`$JATOS_SYNC_CONFIG` if set, else `./jatos-sync.yaml`."""
     value = environ.get(CONFIG_ENV, "")
-    if value:
-        return Path(value).expanduser()
-    return Path(DEFAULT_CONFIG_NAME)
+    return Path(value).expanduser() if value else Path(DEFAULT_CONFIG_NAME)
 
 
 def load_config(path: Path) -> Config:
     """Read and validate the configuration file at `path`."""
-    shown = str(path)
     try:
         info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{shown}: no such configuration file; create one with `jatos-sync init`, "
-            f"or name another with -c FILE or ${CONFIG_ENV}"
-        ) from None
-    except PermissionError:
-        raise ConfigError(f"{shown}: cannot be read: permission denied") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{shown}: cannot be read: {os_reason(exc)}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{shown}: is a directory; expected a YAML configuration file")
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{shown}: is not a regular file; expected a YAML configuration file")
-    try:
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device could block the read
+            what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise ConfigError(f"{path}: is {what}; expected a YAML configuration file")
         with path.open("rb") as stream:
             data = stream.read(_MAX_CONFIG_BYTES + 1)
-    except PermissionError:
-        raise ConfigError(f"{shown}: cannot be read: permission denied") from None
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot be read: {os_reason(exc)}") from None
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such configuration file; create one with `jatos-sync init`, "
+            f"or name another with -c FILE or ${CONFIG_ENV}"
+        ) from None
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL character
+        raise ConfigError(f"{path}: cannot be read: {os_reason(exc)}") from None
     if len(data) > _MAX_CONFIG_BYTES:
-        raise ConfigError(f"{shown}: is larger than 1 MiB; that is not a configuration file")
+        raise ConfigError(f"{path}: is larger than 1 MiB; that is not a configuration file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        line, column = (
+            data.count(b"\n", 0, exc.start) + 1,
+            exc.start - data.rfind(b"\n", 0, exc.start),
+        )
         raise ConfigError(
-            f"{shown}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} in column {column}); "
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} in column {column}); "
             "save the file as UTF-8"
         ) from None
     # Windows reports synthetic mode bits that say nothing about who can read the file, so

@@ -3,7 +3,7 @@
 Validation (`msgspec.convert`), the "expected …" of every message, the JSON Schema and the
 README's table are all derived from these classes. A description is a noun phrase, so that
 it reads well after "expected" too; `expected=` words a message where it would not. A key
-that also takes text (`30s`, `50%`, a study ID in quotes) names its form (`FORMS`): the
+that also takes text (`30s`, `50%`, a study ID in quotes) or is a path names its `form`: the
 reader turns such text into the value it stands for, then msgspec checks the limits.
 It imports msgspec, so only code that reads a configuration imports it (`--version` stays
 fast). It must not read files or know YAML: config_reader.py does that.
@@ -33,33 +33,35 @@ def _seconds(text: str) -> float:
     return sum(float(n) * _UNIT_S[u] for n, u in re.findall(r"([0-9.]+)\s*(ms|s|m|h|)", text))
 
 
-# Form → the text a key of that form also takes (its JSON Schema pattern), and what it means.
+def _study(text: str) -> int | str:
+    return int(text) if text.strip().isdigit() else text.strip().lower()  # as JATOS writes UUIDs
+
+
+# A form → the text a key of that form also takes (its JSON Schema pattern), and its value.
+# The form "path" is the reader's: relative to the configuration file, `~` expanded.
 FORMS: dict[str, tuple[str, Callable[[str], object]]] = {
     "duration": (rf"^\s*(?:[0-9]+\.?[0-9]*\s*|(?:{_NUMBER}\s*(?:ms|s|m|h)\s*)+)$", _seconds),
     "percent": (rf"^\s*{_NUMBER}\s*%\s*$", lambda text: float(text.strip().rstrip("%"))),
-    # JATOS writes UUIDs in lower case; an ID in quotes is the number.
-    "study": (
-        rf"^\s*(?:[0-9]{{1,19}}|{_UUID})\s*$",
-        lambda t: int(t) if t.strip().isdigit() else t.strip().lower(),
-    ),
+    "study": (rf"^\s*(?:[0-9]{{1,19}}|{_UUID})\s*$", _study),
 }
 
 
-def _d(
-    description: str, expected: str = "", *, form: str = "", secret: bool = False, **checks: Any
-) -> Meta:
-    """A key's meaning (and how to word what it expects), its text form, and msgspec's checks."""
-    extra = {k: v for k, v in (("expected", expected), ("form", form), ("secret", secret)) if v}
+def _d(description: str, expected: str = "", **checks: Any) -> Meta:
+    """A key's meaning and msgspec's checks; `expected` words a message where the meaning would
+    not, `form` names the text the key also takes, `secret=True` keeps it out of messages."""
+    extra: dict[str, Any] = {k: checks.pop(k) for k in ("form", "secret") if k in checks}
+    if expected:
+        extra["expected"] = expected
     return Meta(description=description, extra=extra, **checks)
 
 
-PathText = Annotated[str, Meta(pattern=r"\S")]  # a path: not empty
+Text = Annotated[str, Meta(pattern=r"\S")]  # not empty
+LocalPath = Annotated[Text, Meta(extra={"form": "path"})]
 Seconds = Annotated[float, Meta(extra={"form": "duration"})]
 Pattern = Annotated[str, _d("a gitignore pattern")]
-StudyRef = Annotated[
-    Annotated[int, Meta(ge=1, le=MAX_STUDY_ID)] | Annotated[str, Meta(pattern=FORMS["study"][0])],
-    _d("a study ID (a whole number) or a study UUID", form="study"),
-]
+StudyRef = (
+    Annotated[int, Meta(ge=1, le=MAX_STUDY_ID)] | Annotated[str, Meta(pattern=FORMS["study"][0])]
+)
 
 
 class Server(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -77,7 +79,7 @@ class Server(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
         ),
     ] = DEFAULT_TOKEN_ENV
     token_file: Annotated[
-        PathText | None, _d("the path of a file that holds only the token (chmod 600)")
+        LocalPath | None, _d("the path of a file that holds only the token (chmod 600)")
     ] = None
     token: Annotated[
         str | None,
@@ -90,7 +92,7 @@ class Server(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     concurrency: Annotated[int, _d("how many files are uploaded in parallel", ge=1, le=32)] = 4
     verify_tls: Annotated[bool, _d("whether the server's TLS certificate is checked")] = True
     ca_bundle: Annotated[
-        PathText | None,
+        LocalPath | None,
         _d("the path of a CA certificate file (PEM), for a JATOS behind a private CA"),
     ] = None
 
@@ -144,8 +146,8 @@ class Mapping(Policy, forbid_unknown_fields=True, frozen=True, kw_only=True):
     name: Annotated[str | None, _d("a name for the command line (default: the folder's name)")] = (
         None
     )
-    folder: Annotated[PathText, _d("the path of the local folder to sync (relative to this file)")]
-    study: StudyRef
+    folder: Annotated[LocalPath, _d("the path of the local folder to sync (relative to this file)")]
+    study: Annotated[StudyRef, _d("a study ID (a whole number) or a study UUID", form="study")]
 
 
 class File(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -153,7 +155,7 @@ class File(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
 
     server: Annotated[Server, _d("the JATOS server", "a mapping with at least url:")]
     state_dir: Annotated[
-        PathText | None,
+        LocalPath | None,
         _d("the folder for what was last synced and for backups, outside every synced folder"),
     ] = None
     watch: Annotated[Watch, _d("how `jatos-sync watch` follows edits")] = Watch()
@@ -177,6 +179,7 @@ def fields(struct: type) -> dict[str, FieldInfo]:
     return {n: infos[n] for n in dict.fromkeys([*vars(struct)["__annotations__"], *infos])}
 
 
+@functools.cache
 def parts(declared: Any) -> tuple[list[Any], list[Meta]]:
     """The options of a declared type (Annotated and None taken off) and all its Meta."""
     if get_origin(declared) is Annotated:
@@ -188,20 +191,21 @@ def parts(declared: Any) -> tuple[list[Any], list[Meta]]:
     return [declared], []
 
 
+@functools.cache
 def info(declared: Any) -> dict[str, Any]:
-    """A declared type's description and extra; the outermost Meta wins."""
+    """A declared type's description, extra and limits (`ge`, `le`); the outermost Meta wins."""
     found: dict[str, Any] = {}
     for meta in parts(declared)[1]:
-        found.update({"description": meta.description} if meta.description else {})
+        found.update(
+            {k: v for k in ("description", "ge", "le") if (v := getattr(meta, k)) is not None}
+        )
         found.update(meta.extra or {})
     return found
 
 
 def limits(declared: Any) -> tuple[Any, Any]:
     """The lowest and highest number a declared type allows (None: no limit)."""
-    metas = parts(declared)[1]
-    low = next((m.ge for m in reversed(metas) if m.ge is not None), None)
-    return low, next((m.le for m in reversed(metas) if m.le is not None), None)
+    return info(declared).get("ge"), info(declared).get("le")
 
 
 def struct(declared: Any) -> Any:
