@@ -14,7 +14,6 @@ server, create anything, or put a token into a message.
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 import os
 import re
@@ -54,7 +53,7 @@ def read(text: str, *, path: Path, mode: int) -> Config:
             "the file is empty; expected server: and mappings:, or write a new one with "
             "`jatos-sync init`"
         )
-    reader.nodes[()] = (root, root)
+    reader.nodes[()] = (root, root, spec.File)
     try:
         data = reader.build(root, (), spec.File)
     except RecursionError:  # only merge keys nest deeper than the declaration: `<<: *a` …
@@ -67,7 +66,8 @@ class _Reader:
 
     def __init__(self, shown: str, base_dir: Path, mode: int) -> None:
         self.shown, self.base_dir, self.mode = shown, base_dir, mode
-        self.nodes: dict[KeyPath, tuple[Node, Node]] = {}  # key path → (key node, value node)
+        # key path → (key node, value node, declared type), for messages about that key
+        self.nodes: dict[KeyPath, tuple[Node, Node, Any]] = {}
         self.visits = 0
 
     def error(self, message: str, at: Node | int | None = None, path: KeyPath = ()) -> ConfigError:
@@ -94,13 +94,12 @@ class _Reader:
             return yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             # Built from the parts, never str(exc): the snippet it quotes could hold a token.
-            mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
+            mark = exc.problem_mark or exc.context_mark
             where = f"{self.shown}:{mark.line + 1}:{mark.column + 1}" if mark else self.shown
             problem = exc.problem or "invalid YAML"
             if exc.context:
-                problem = (
-                    f"{exc.context}{f' on line {context.line + 1}' if context else ''}, {problem}"
-                )
+                on = f" on line {exc.context_mark.line + 1}" if exc.context_mark else ""
+                problem = f"{exc.context}{on}, {problem}"
             if "expected a single document" in problem:
                 problem += "; the file must hold exactly one YAML document (no second '---')"
             raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
@@ -124,9 +123,9 @@ class _Reader:
         if isinstance(node, MappingNode) and (struct := spec.struct(declared)) is not None:
             known, data = spec.fields(struct), {}
             for name, (key, value) in self.flatten(node, path, set()).items():
-                self.nodes[where := (*path, name)] = (key, value)
                 if name not in known:
-                    raise self.error(_unknown(name, list(known)), key, where)
+                    raise self.error(_unknown(name, list(known)), key, (*path, name))
+                self.nodes[where := (*path, name)] = (key, value, known[name].type)
                 if not _is_null(value):  # `key:` takes the default
                     data[name] = self.build(value, where, known[name].type)
             for name in [n for n, field in known.items() if field.required and n not in data]:
@@ -138,7 +137,7 @@ class _Reader:
         if isinstance(node, SequenceNode) and (item := spec.step(declared, 0)) is not None:
             for i, child in enumerate(node.value):
                 self.visit(child)
-                self.nodes[where := (*path, i)] = (child, child)
+                self.nodes[where := (*path, i)] = (child, child, item)
             return [self.build(child, (*path, i), item) for i, child in enumerate(node.value)]
         if not isinstance(node, ScalarNode):
             return node  # where no mapping or list is declared: msgspec says what is wrong
@@ -196,7 +195,7 @@ class _Reader:
 
     def explain(self, path: KeyPath, problem: str) -> ConfigError:
         """msgspec's `problem` with the value at `path`, in the words of the declaration."""
-        node, declared = self.nodes[path][1], _type_at(path)
+        _key, node, declared = self.nodes[path]
         secret = bool(spec.info(declared).get("secret"))
         got = "an empty list" if "length >=" in problem else _describe(node, secret=secret)
         quoted = node.tag == _STR and node.value.strip().lower() in ("true", "false", "yes", "no")
@@ -277,8 +276,9 @@ class _Reader:
             raise self.at(named, f"{how} {_quote(name)} cannot be used ({problem}){add}")
         policy = {}
         for key in spec.fields(spec.Policy):  # the mapping's own value, else that of defaults:
-            given = self.nodes.get((*at, key), (None, None))[1]
-            policy[key] = getattr(defaults if _is_null(given) else entry, key)
+            own_key = (*at, key)
+            own = own_key in self.nodes and not _is_null(self.nodes[own_key][1])
+            policy[key] = getattr(entry if own else defaults, key)
         # The defaults' patterns first, so that a mapping's own "!pattern" can re-include.
         policy["ignore"] = self.patterns(("defaults", "ignore"), defaults.ignore) + self.patterns(
             (*at, "ignore"), entry.ignore
@@ -325,13 +325,9 @@ def _public(cls: Callable[..., _T], declared: msgspec.Struct, **resolved: Any) -
     values = dict(resolved)
     for name in inspect.signature(cls).parameters.keys() - resolved.keys():
         key = name.removesuffix("_s")
-        value, form = getattr(declared, key), spec.info(spec.fields(type(declared))[key].type)
-        values[name] = Path(value) if form.get("form") == "path" and value is not None else value
+        value, info = getattr(declared, key), spec.info(spec.fields(type(declared))[key].type)
+        values[name] = Path(value) if info.get("form") == "path" and value is not None else value
     return cls(**values)
-
-
-def _type_at(path: KeyPath) -> Any:
-    return functools.reduce(spec.step, path, spec.File)
 
 
 def expected(declared: Any) -> str:
