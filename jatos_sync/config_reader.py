@@ -119,9 +119,11 @@ class _Reader:
     def build(self, node: Node, path: KeyPath, declared: Any) -> object:
         """Plain data for `node`, descending only where `declared` expects a mapping or list.
 
-        Unknown and missing keys are reported here; msgspec checks the values (`check`)."""
+        Unknown and missing keys are reported here; msgspec checks the values (`check`).
+        """
         if isinstance(node, MappingNode) and (struct := spec.struct(declared)) is not None:
-            known, data = spec.fields(struct), {}
+            known = spec.fields(struct)
+            data: dict[str, object] = {}
             for name, (key, value) in self.flatten(node, path, set()).items():
                 if name not in known:
                     raise self.error(_unknown(name, list(known)), key, (*path, name))
