@@ -28,7 +28,8 @@ from jatos_sync.check import (
     warn_before_connecting,
 )
 from jatos_sync.client import JatosClient
-from jatos_sync.config import Config, default_config_path, load_config, load_token
+from jatos_sync.config import Config, default_config_path, load_config
+from jatos_sync.credentials import load_token
 from jatos_sync.daemon import supervisor
 from jatos_sync.daemon.status import read_status
 from jatos_sync.errors import (

@@ -47,7 +47,8 @@ from jatos_sync.answers import (
     study_info,
     token_info,
 )
-from jatos_sync.config import ServerConfig, Token
+from jatos_sync.config import ServerConfig
+from jatos_sync.credentials import Token
 from jatos_sync.errors import (
     FileSyncError,
     JatosSyncError,

@@ -27,39 +27,26 @@ END = "<!-- /config-keys -->"
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the configuration file."""
-    generated = msgspec.json.schema(spec.File, schema_hook=_custom_type)
-    definitions = generated["$defs"]
+    definitions = msgspec.json.schema(spec.File)["$defs"]
     root = definitions.pop("File")
-    for definition in (root, *definitions.values()):
+    for name, definition in [("File", root), *definitions.items()]:
         definition.pop("title", None)
-        for name, prop in definition["properties"].items():
-            _bounds_to_numbers(prop)
-            if name not in definition["required"]:  # `key:` (empty) takes the default
-                definition["properties"][name] = _nullable(prop)
+        declared = spec.fields(getattr(spec, name))
+        for key, prop in definition["properties"].items():
+            form = spec.info(declared[key].type).get("form")
+            if form and prop.get("type") == "number":  # a number, or text of its form
+                words = {k: prop.pop(k) for k in ("description", "default") if k in prop}
+                text = {"type": "string", "pattern": spec.FORMS[form][0]}
+                prop = {**words, "anyOf": [prop, text]}
+            if key not in definition["required"]:  # `key:` (empty) takes the default
+                prop = _nullable(prop)
+            definition["properties"][key] = prop
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "jatos-sync.yaml"}
     return json.loads(msgspec.json.encode({**schema, **root, "$defs": definitions}))  # type: ignore[no-any-return]
 
 
 def schema_text() -> str:
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-def _custom_type(kind: type) -> dict[str, Any]:
-    """The custom types of the declaration: a number, or text of the declared form."""
-    text = {"type": "string", "pattern": spec.TEXT_FORMS[kind.__name__]}
-    if kind is spec.StudyRef:
-        number = {"type": "integer", "minimum": 1, "maximum": spec.MAX_STUDY_ID}
-    else:
-        number = {"type": "number"}
-    return {"anyOf": [number, text]}
-
-
-def _bounds_to_numbers(prop: dict[str, Any]) -> None:
-    """Limits of a number-or-text key belong to its number form."""
-    bounds = {k: prop.pop(k) for k in ("minimum", "maximum") if k in prop and "anyOf" in prop}
-    for option in prop.get("anyOf", []) if bounds else ():
-        if option.get("type") == "number":
-            option.update(bounds)
 
 
 def _nullable(prop: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +62,11 @@ def readme_table() -> str:
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for key, field in _keys(spec.File, ""):
         meaning = str(spec.info(field.type).get("description", ""))
-        kind = spec.parts(field.type)[0][0]
-        if kind is spec.Seconds:  # how to write one is said once, above the table
+        options, form = spec.parts(field.type)[0], spec.info(field.type).get("form")
+        if form == "duration":  # how to write one is said once, above the table
             low, high = spec.limits(field.type)
             meaning += f"; from {_duration(low)} to {_duration(high)}"
-        elif kind in (int, spec.Percent) or get_origin(kind) is Literal:
+        elif options == [int] or form == "percent" or get_origin(options[0]) is Literal:
             meaning += f"; {expected(field.type)}"
         meaning = meaning.replace("|", "\\|")
         rows.append(f"| `{key}` | {_default(field)} | {meaning} |")
@@ -105,11 +92,10 @@ def _keys(struct: Any, prefix: str) -> list[tuple[str, msgspec.structs.FieldInfo
 
 def _section(declared: Any) -> tuple[Any, str]:
     """The declared class of a section (`Server`; `Mapping` for a list of them), or None."""
-    for option in spec.parts(declared)[0]:
-        item = option.__args__[0] if get_origin(option) is list else option
-        if isinstance(item, type) and issubclass(item, msgspec.Struct):
-            return item, "." if item is option else "[]."
-    return None, ""
+    if spec.struct(declared) is not None:
+        return spec.struct(declared), "."
+    item = spec.step(declared, 0)
+    return (spec.struct(item), "[].") if spec.struct(item) is not None else (None, "")
 
 
 def _default(field: msgspec.structs.FieldInfo) -> str:
@@ -118,7 +104,7 @@ def _default(field: msgspec.structs.FieldInfo) -> str:
     value = field.default
     if value is None or isinstance(value, msgspec.Struct):
         return "" if value is not None else "none"
-    if spec.parts(field.type)[0][0] is spec.Seconds:
+    if spec.info(field.type).get("form") == "duration":
         return f"`{_duration(value)}`"
     return f"`{json.dumps(list(value) if isinstance(value, tuple) else value)}`".replace('"', "")
 

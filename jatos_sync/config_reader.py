@@ -3,49 +3,44 @@
 `yaml.compose()` (safe loader) gives nodes with line marks; this module walks them itself
 (never `yaml.load`: no object is built from a tag), honours merge keys, and descends only
 where the declaration (config_spec.py) expects a mapping or a list, so aliases cannot
-inflate what it builds. It keeps the nodes of every key path: when `msgspec.convert`
-rejects the data, its path (`$.mappings[0].study`) leads back to the line, and the declared
-type at that path says what was expected. Last, values are resolved (paths, URL, inline
-token, `defaults:` merged into each mapping, clashes). It must not talk to the server,
-create anything, or put a token into a message.
+inflate what it builds. On the way it turns text of a key's declared form into its value
+(`30s` → 30.0, a path → an absolute path) and keeps the nodes of every key path: when
+`msgspec.convert` rejects the data, its path (`$.mappings[0].study`) leads back to the line,
+and the declared type there says what was expected. Last come the checks that span keys
+(URL, inline token, `defaults:` under each mapping, clashes). It must not talk to the
+server, create anything, or put a token into a message.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import re
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
-import pathspec
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from jatos_sync import config_spec as spec
-from jatos_sync.config import (
-    NODE_BUDGET,
-    TOKEN_PREFIX,
-    Config,
-    MappingConfig,
-    ServerConfig,
-    Token,
-    WatchConfig,
-    _keep_out,
-    _quote,
-    check_token_format,
-)
+from jatos_sync.config import Config, MappingConfig, ServerConfig, WatchConfig, _quote
+from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
 from jatos_sync.errors import ConfigError
+from jatos_sync.ignore import pattern_problem
 
 KeyPath = tuple[str | int, ...]
+_T = TypeVar("_T")
 _TAG = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _MERGE = (_TAG + t for t in ("str", "null", "bool", "merge"))
+# Reading a file may visit at most this many nodes. Aliases share nodes, so a small file can
+# stand for an enormous tree (a "billion laughs" document); the budget stops the walk early.
+NODE_BUDGET = 100_000
 
 
 def read(text: str, *, path: Path, mode: int) -> Config:
@@ -55,16 +50,14 @@ def read(text: str, *, path: Path, mode: int) -> Config:
     root = reader.compose(text)
     if root is None or _is_null(root):
         raise reader.error(
-            None,
-            (),
-            "the file is empty; expected server: and mappings:, or "
-            "write a new one with `jatos-sync init`",
+            "the file is empty; expected server: and mappings:, or write a new one with "
+            "`jatos-sync init`"
         )
-    reader.nodes[()] = (root, root)
+    reader.nodes[()] = (root, root, spec.File)
     try:
         data = reader.build(root, (), spec.File)
     except RecursionError:  # only merge keys nest deeper than the declaration: `<<: *a` …
-        raise reader.error(None, (), "merge keys (<<) are chained too deeply") from None
+        raise reader.error("merge keys (<<) are chained too deeply") from None
     return reader.resolve(reader.check(data), absolute)
 
 
@@ -73,27 +66,27 @@ class _Reader:
 
     def __init__(self, shown: str, base_dir: Path, mode: int) -> None:
         self.shown, self.base_dir, self.mode = shown, base_dir, mode
-        self.nodes: dict[KeyPath, tuple[Node, Node]] = {}  # key path → (key node, value node)
+        # key path → (key node, value node, declared type), for messages about that key
+        self.nodes: dict[KeyPath, tuple[Node, Node, Any]] = {}
         self.visits = 0
 
-    def error(self, where: Node | int | None, path: KeyPath, message: str) -> ConfigError:
-        line = _line(where) if isinstance(where, Node) else where
+    def error(self, message: str, at: Node | int | None = None, path: KeyPath = ()) -> ConfigError:
+        """`file:line: key.path: message`, where `at` is the node or the line."""
+        line = _line(at) if isinstance(at, Node) else at
         head = f"{self.shown}:{line}" if line else self.shown
         return ConfigError(": ".join([head, *filter(None, [_label(path)]), message]))
 
     def at(self, path: KeyPath, message: str) -> ConfigError:
         """An error about the value at `path`, on its line."""
-        return self.error(self.nodes[path][1], path, message)
+        return self.error(message, self.nodes[path][1], path)
 
     def visit(self, node: Node) -> None:
         self.visits += 1
         if self.visits > NODE_BUDGET:
             raise self.error(
+                f"too many nested aliases: reading this file means visiting more than "
+                f"{NODE_BUDGET} values; use fewer anchors (&) and aliases (*)",
                 node,
-                (),
-                f"too many nested aliases: reading this file means "
-                f"visiting more than {NODE_BUDGET} values; use fewer anchors (&) "
-                "and aliases (*)",
             )
 
     def compose(self, text: str) -> Node | None:
@@ -114,34 +107,49 @@ class _Reader:
             char = exc.character
             code = char if isinstance(char, int) else ord(str(char)[:1] or " ")
             raise self.error(
+                f"YAML cannot contain the character U+{code:04X} (a control character or an "
+                "unpaired surrogate); remove it",
                 text.count("\n", 0, exc.position) + 1,
-                (),
-                "YAML cannot contain "
-                f"the character U+{code:04X} (a control character or an unpaired "
-                "surrogate); remove it",
             ) from None
         except yaml.YAMLError as exc:
-            raise self.error(None, (), f"not valid YAML: {type(exc).__name__}") from None
+            raise self.error(f"not valid YAML: {type(exc).__name__}") from None
         except RecursionError:
-            raise self.error(None, (), "the YAML is nested too deeply") from None
+            raise self.error("the YAML is nested too deeply") from None
 
     def build(self, node: Node, path: KeyPath, declared: Any) -> object:
-        """Plain data for `node`, descending only where `declared` expects a mapping or list."""
-        if isinstance(node, MappingNode) and _struct(declared) is not None:
+        """Plain data for `node`, descending only where `declared` expects a mapping or list.
+
+        Unknown and missing keys are reported here; msgspec checks the values (`check`).
+        """
+        if isinstance(node, MappingNode) and (struct := spec.struct(declared)) is not None:
+            known = spec.fields(struct)
             data: dict[str, object] = {}
             for name, (key, value) in self.flatten(node, path, set()).items():
-                self.nodes[where := (*path, name)] = (key, value)
-                field = _step(declared, name)  # None: an unknown key, which msgspec names
-                if field is None or not _is_null(value):  # `key:` takes the default
-                    data[name] = field and self.build(value, where, field)
+                if name not in known:
+                    raise self.error(_unknown(name, list(known)), key, (*path, name))
+                self.nodes[where := (*path, name)] = (key, value, known[name].type)
+                if not _is_null(value):  # `key:` takes the default
+                    data[name] = self.build(value, where, known[name].type)
+            for name in [n for n, field in known.items() if field.required and n not in data]:
+                if (*path, name) in self.nodes:  # given, but empty
+                    raise self.explain((*path, name), "")
+                missing = f"required key is missing; expected {expected(known[name].type)}"
+                raise self.error(missing, self.nodes[path][0], (*path, name))
             return data
-        if isinstance(node, SequenceNode) and (item := _step(declared, 0)) is not None:
+        if isinstance(node, SequenceNode) and (item := spec.step(declared, 0)) is not None:
             for i, child in enumerate(node.value):
                 self.visit(child)
-                self.nodes[where := (*path, i)] = (child, child)
+                self.nodes[where := (*path, i)] = (child, child, item)
             return [self.build(child, (*path, i), item) for i, child in enumerate(node.value)]
-        if not isinstance(node, ScalarNode) or node.tag == _STR:
-            return str(node.value) if isinstance(node, ScalarNode) else node
+        if not isinstance(node, ScalarNode):
+            return node  # where no mapping or list is declared: msgspec says what is wrong
+        if node.tag == _STR:
+            form = spec.info(declared).get("form", "")
+            if form == "path" and node.value.strip():
+                return self.path(path, node.value)
+            if form in spec.FORMS and re.fullmatch(spec.FORMS[form][0], node.value):
+                return spec.FORMS[form][1](node.value)  # "30s" → 30.0, then checked
+            return str(node.value)
         try:  # null, bool, int, float; a date, !!binary or a custom tag fits no key
             return SafeConstructor().construct_object(node)
         except ConstructorError:
@@ -153,7 +161,7 @@ class _Reader:
     def flatten(self, node: MappingNode, path: KeyPath, active: set[int]) -> dict[str, Any]:
         """Key name → (key node, value node), resolving merge keys (`<<: *anchor`)."""
         if id(node) in active:
-            raise self.error(node, path, "a merge key (<<) refers to a mapping that contains it")
+            raise self.error("a merge key (<<) refers to a mapping that contains it", node, path)
         active.add(id(node))
         merged: dict[str, tuple[Node, Node]] = {}
         explicit: dict[str, tuple[Node, Node]] = {}
@@ -164,48 +172,32 @@ class _Reader:
                 for source in value.value if isinstance(value, SequenceNode) else [value]:
                     self.visit(source)
                     if not isinstance(source, MappingNode):
-                        raise self.error(
-                            source,
-                            path,
-                            "a merge key (<<) takes a mapping or a "
-                            f"list of mappings, got {_describe(source)}",
-                        )
+                        takes = "a merge key (<<) takes a mapping or a list of mappings"
+                        raise self.error(f"{takes}, got {_describe(source)}", source, path)
                     for name, entry in self.flatten(source, path, active).items():
                         merged.setdefault(name, entry)  # earlier sources win (YAML merge spec)
             elif not isinstance(key, ScalarNode):
-                raise self.error(key, path, f"keys must be plain names, got {_describe(key)}")
+                raise self.error(f"keys must be plain names, got {_describe(key)}", key, path)
             elif (name := str(key.value)) in explicit:
                 first = _line(explicit[name][0])
-                raise self.error(key, (*path, name), f"duplicate key (first given on line {first})")
+                raise self.error(f"duplicate key (first given on line {first})", key, (*path, name))
             else:
                 explicit[name] = (key, value)
         active.discard(id(node))
         return {**merged, **explicit}
 
     def check(self, data: object) -> spec.File:
+        """`data` as the declaration says, or msgspec's first objection in our words."""
         try:
-            checked = msgspec.convert(data, spec.File, dec_hook=spec.decode)
+            return msgspec.convert(data, spec.File)
         except msgspec.ValidationError as exc:
             problem, at, where = str(exc).rpartition(" - at `")
             path = tuple(n or int(i) for n, i in re.findall(r"\.(\w+)|\[(\d+)\]", where))
             raise self.explain(path if at else (), problem if at else str(exc)) from None
-        for path in _out_of_range(checked, ()):
-            raise self.explain(path, "")
-        return checked
 
     def explain(self, path: KeyPath, problem: str) -> ConfigError:
-        """A message for msgspec's `problem` at `path`, in the words of the declaration."""
-        if problem.startswith("Object contains unknown field"):
-            known = list(spec.fields(_struct(_type_at(path)) or spec.File))
-            keys = [p for p in self.nodes if p and p[:-1] == path and p[-1] not in known]
-            key = min(keys, key=lambda p: _line(self.nodes[p][0]))
-            return self.error(self.nodes[key][0], key, _unknown(str(key[-1]), known))
-        if problem.startswith("Object missing required field"):
-            path = (*path, problem.split("`")[1])
-            if path not in self.nodes:  # absent, rather than present and empty
-                missing = f"required key is missing; expected {expected(_type_at(path))}"
-                return self.error(self.nodes[path[:-1]][0], path, missing)
-        node, declared = self.nodes[path][1], _type_at(path)
+        """msgspec's `problem` with the value at `path`, in the words of the declaration."""
+        _key, node, declared = self.nodes[path]
         secret = bool(spec.info(declared).get("secret"))
         got = "an empty list" if "length >=" in problem else _describe(node, secret=secret)
         quoted = node.tag == _STR and node.value.strip().lower() in ("true", "false", "yes", "no")
@@ -213,137 +205,98 @@ class _Reader:
         return self.at(path, f"expected {expected(declared)}, got {got}{hint}")
 
     def resolve(self, file: spec.File, absolute: Path) -> Config:
-        s, w = file.server, file.watch
-        if TOKEN_PREFIX in s.token_env:
+        """The public values, after the checks that span keys or need the file itself."""
+        server = file.server
+        if TOKEN_PREFIX in server.token_env:
             raise self.at(
                 ("server", "token_env"),
-                "this looks like the token itself; token_env "
-                "takes the *name* of the environment variable that holds it (e.g. "
-                "JATOS_TOKEN)",
+                "this looks like the token itself; token_env takes the *name* of the "
+                "environment variable that holds it (e.g. JATOS_TOKEN)",
             )
-        ca_bundle = self.path(("server", "ca_bundle"), s.ca_bundle)
-        if ca_bundle is not None and not os.path.exists(ca_bundle):
-            raise self.at(("server", "ca_bundle"), f"{ca_bundle} does not exist")
-        token = None if s.token is None else self.inline_token(s.token)
-        token_file = self.path(("server", "token_file"), s.token_file)
-        server = ServerConfig(
-            self.url(s.url),
-            s.token_env,
-            token_file,
-            token,
-            s.timeout,
-            s.retries,
-            s.concurrency,
-            s.verify_tls,
-            ca_bundle,
-        )
+        if server.ca_bundle is not None and not os.path.exists(server.ca_bundle):
+            raise self.at(("server", "ca_bundle"), f"{server.ca_bundle} does not exist")
+        token = None if server.token is None else self.inline_token(server.token)
+        public = _public(ServerConfig, server, url=self.url(server.url), inline_token=token)
         mappings: list[MappingConfig] = []
         for i, entry in enumerate(file.mappings):
             mappings.append(self.mapping(("mappings", i), entry, file.defaults, mappings))
-        secrets = [absolute, *([token_file] if token_file else [])]
-        watch = WatchConfig(
-            w.debounce, w.delete_delay, w.reconcile_interval, w.polling, w.poll_interval
-        )
-        return Config(
-            absolute,
-            server,
-            tuple(_keep_out(m, secrets) for m in mappings),
-            self.path(("state_dir",), file.state_dir),
-            watch,
-        )
+        # The file and the token file must never be synced, wherever they lie.
+        secrets = [absolute, *([public.token_file] if public.token_file else [])]
+        kept_out = tuple(keep_out(m, secrets) for m in mappings)
+        watch = _public(WatchConfig, file.watch)
+        return _public(Config, file, path=absolute, server=public, mappings=kept_out, watch=watch)
 
     def url(self, raw: str) -> str:
-        key = ("server", "url")
+        """The base URL of JATOS: the scheme in lower case, no "/" at the end."""
+        at = ("server", "url")
         # A URL with "@" may carry a password: never echo it.
-        got = _describe(self.nodes[key][1]) if "@" not in raw else "a URL with '@' (not shown)"
+        got = "a URL with '@' (not shown)" if "@" in raw else _describe(self.nodes[at][1])
         bad = f"expected the base URL of JATOS, e.g. https://jatos.example.org, got {got}"
-        if not raw or not raw.isprintable() or any(c.isspace() for c in raw):
-            raise self.at(key, bad + " (no spaces or control characters allowed)")
+        if not raw.isprintable() or any(c.isspace() for c in raw):
+            raise self.at(at, bad + " (no spaces or control characters allowed)")
         try:
             parts = urlsplit(raw)
             _port = parts.port  # raises ValueError for a port that is not a number
-            host = parts.hostname
         except ValueError:
-            raise self.at(key, bad) from None
+            raise self.at(at, bad) from None
         if "@" in parts.netloc:
-            raise self.at(
-                key,
-                "the URL must not contain a user name or password (user:pass@); "
-                "the API token authenticates",
-            )
-        if parts.scheme.lower() not in ("http", "https") or not host:
-            raise self.at(key, bad)
-        if parts.query or parts.fragment or "?" in raw or "#" in raw:
-            raise self.at(key, "the URL must not contain a ?query or #fragment; give the base URL")
+            raise self.at(at, "the URL must not contain user:pass@; the API token authenticates")
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise self.at(at, bad)
+        if "?" in raw or "#" in raw:
+            raise self.at(at, "the URL must not contain a ?query or #fragment; give the base URL")
         base, prefix = f"{parts.scheme.lower()}://{parts.netloc}", parts.path.rstrip("/")
         if (cut := prefix.lower().find("/jatos/api")) >= 0:
-            raise self.at(
-                key,
-                f"give the base URL of JATOS, without /jatos/api…: {_quote(base + prefix[:cut])}",
-            )
+            fixed = _quote(base + prefix[:cut])
+            raise self.at(at, f"give the base URL of JATOS, without /jatos/api…: {fixed}")
         return base + prefix
 
     def inline_token(self, value: str) -> Token:
-        key = ("server", "token")
         if self.mode & 0o077:
             raise self.at(
-                key,
-                "an inline token is accepted only from a file that group and "
-                f"others cannot read, and this file has mode {self.mode & 0o777:04o}; "
-                f"run `chmod 600 {self.shown}`, or move the token to a file named by "
-                "token_file (or to $JATOS_TOKEN)",
+                ("server", "token"),
+                "an inline token is accepted only from a file that group and others cannot "
+                f"read, and this file has mode {self.mode & 0o777:04o}; run `chmod 600 "
+                f"{self.shown}`, or move the token to a file named by token_file (or to "
+                "$JATOS_TOKEN)",
             )
-        line = _line(self.nodes[key][1])
+        line = _line(self.nodes[("server", "token")][1])
         return check_token_format(value, source=f"{self.shown}:{line}: server.token")
 
     def mapping(
         self, at: KeyPath, entry: spec.Mapping, defaults: spec.Policy, done: list[MappingConfig]
     ) -> MappingConfig:
-        folder = self.path((*at, "folder"), entry.folder) or Path()  # required: never None
-        name = folder.name if entry.name is None else entry.name
-        if (problem := _name_problem(name)) is not None and entry.name is None:
-            raise self.at(
-                at,
-                f"cannot use the folder's name {_quote(name)} as the mapping's "
-                f"name ({problem}); add name:",
-            )
-        if problem is not None:
-            raise self.at((*at, "name"), f"{_quote(name)} cannot be a name: {problem}")
-        given = [
-            k
-            for k in spec.fields(spec.Policy)
-            if not _is_null(self.nodes.get((*at, k), (None, None))[1])
-        ]
-        policy = {
-            k: getattr(entry if k in given else defaults, k) for k in spec.fields(spec.Policy)
-        }
-        policy["ignore"] = self.patterns(("defaults", "ignore"), defaults.ignore)  # …then its own
-        policy["ignore"] += (
-            self.patterns((*at, "ignore"), entry.ignore) if "ignore" in given else ()
+        """One entry of `mappings:` over `defaults:`, with a name and a study of its own."""
+        name = Path(entry.folder).name if entry.name is None else entry.name
+        named, how = (
+            ((*at, "name"), "the name")
+            if entry.name is not None
+            else (at, "the name taken from its folder,")
+        )
+        if problem := _name_problem(name):
+            add = "; add name:" if entry.name is None else ""
+            raise self.at(named, f"{how} {_quote(name)} cannot be used ({problem}){add}")
+        policy = {}
+        for key in spec.fields(spec.Policy):  # the mapping's own value, else that of defaults:
+            own_key = (*at, key)
+            own = own_key in self.nodes and not _is_null(self.nodes[own_key][1])
+            policy[key] = getattr(entry if own else defaults, key)
+        # The defaults' patterns first, so that a mapping's own "!pattern" can re-include.
+        policy["ignore"] = self.patterns(("defaults", "ignore"), defaults.ignore) + self.patterns(
+            (*at, "ignore"), entry.ignore
         )
         line = _line(self.nodes[at][1])
-        result = MappingConfig(
-            name=name, folder=folder, study=str(entry.study), line=line, **policy
+        result = _public(
+            MappingConfig, entry, name=name, study=str(entry.study), line=line, **policy
         )
         for index, other in enumerate(done):
             where = f"mappings[{index}] (line {other.line})"
             if other.name == name:
-                named, how = (
-                    ((*at, "name"), "the name")
-                    if entry.name is not None
-                    else (at, "the name taken from its folder,")
-                )
-                raise self.at(
-                    named,
-                    f"{how} {_quote(name)} is already used by {where}; give "
-                    "each mapping its own name:",
-                )
+                used = f"{how} {_quote(name)} is already used by {where}"
+                raise self.at(named, f"{used}; give each mapping its own name:")
             if other.study == result.study:
-                raise self.at(
-                    (*at, "study"),
-                    f"study {result.study} is already synced by "
-                    f"{where}; two folders cannot share one study",
-                )
+                synced = f"study {result.study} is already synced by {where}"
+                raise self.at((*at, "study"), f"{synced}; two folders cannot share one study")
         return result
 
     def patterns(self, at: KeyPath, value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -351,74 +304,55 @@ class _Reader:
             {at: value} if isinstance(value, str) else {(*at, i): p for i, p in enumerate(value)}
         )
         for where, pattern in found.items():
-            if (problem := _pattern_problem(pattern)) is not None:
+            if problem := pattern_problem(pattern):
                 raise self.at(
                     where, f"{_quote(pattern)} is not a valid gitignore pattern: {problem}"
                 )
         return tuple(found.values())
 
-    def path(self, at: KeyPath, text: str | None) -> Path | None:
+    def path(self, at: KeyPath, text: str) -> str:
         """`text` as an absolute, normalised path: `~` expanded, relative to the file's folder."""
-        if text is not None and "\x00" in text:
+        if "\x00" in text:
             raise self.at(at, "a path cannot contain a NUL character")
         try:
-            return (
-                None
-                if text is None
-                else Path(os.path.normpath(self.base_dir / Path(text).expanduser()))
-            )
+            return os.path.normpath(self.base_dir / Path(text).expanduser())
         except RuntimeError:
-            raise self.at(
-                at, f"cannot expand ~ in {_quote(str(text))}: unknown user or no home directory"
-            ) from None
+            why = "unknown user or no home directory"
+            raise self.at(at, f"cannot expand ~ in {_quote(text)}: {why}") from None
 
 
-# -- what the declaration says -----------------------------------------------------------------
-
-
-def _struct(declared: Any) -> Any:
-    """The declared class (`Server`, `Mapping` …) among the options of `declared`, or None."""
-    kinds = [o for o in spec.parts(declared)[0] if isinstance(o, type)]
-    return next((o for o in kinds if issubclass(o, msgspec.Struct)), None)
-
-
-def _step(declared: Any, key: str | int) -> Any:
-    """The declared type one key below `declared`, or None where nothing is declared."""
-    if isinstance(key, str):
-        field = spec.fields(_struct(declared)).get(key) if _struct(declared) else None
-        return field and field.type
-    lists = [o for o in spec.parts(declared)[0] if get_origin(o) in (list, tuple)]
-    return get_args(lists[0])[0] if lists else None
-
-
-def _type_at(path: KeyPath) -> Any:
-    declared: Any = spec.File
-    for key in path:
-        declared = _step(declared, key)
-    return declared
+def _public(cls: Callable[..., _T], declared: msgspec.Struct, **resolved: Any) -> _T:
+    """`cls` made of the `resolved` values and, for its other fields, the declared key of the
+    same name (only public names carry a unit: `timeout_s` is `timeout`), a path as a Path."""
+    values = dict(resolved)
+    for name in inspect.signature(cls).parameters.keys() - resolved.keys():
+        key = name.removesuffix("_s")
+        value, info = getattr(declared, key), spec.info(spec.fields(type(declared))[key].type)
+        values[name] = Path(value) if info.get("form") == "path" and value is not None else value
+    return cls(**values)
 
 
 def expected(declared: Any) -> str:
-    """What a key must hold, in words: from its type and limits, else its description."""
-    kind, info, struct = spec.parts(declared)[0][0], spec.info(declared), _struct(declared)
-    low, high = spec.limits(declared)
+    """What a key must hold, in words: from its type, form and limits, else its description."""
+    options, info, struct = spec.parts(declared)[0], spec.info(declared), spec.struct(declared)
+    (low, high), form = spec.limits(declared), info.get("form")
     if "expected" in info:
         return str(info["expected"])
-    if kind is bool:
+    if form == "duration":
+        return (
+            f"a duration from {_duration(low)} to {_duration(high)}: a number of seconds such "
+            'as 30, or text such as "500ms", "30s", "2m"'
+        )
+    if form == "percent":
+        return f"a percentage from {low:g} to {high:g}"
+    if options == [bool]:
         return "true or false"
-    if kind is int:
+    if options == [int]:
         return (
             f"a whole number {f'from {low} to {high}' if high is not None else f'of {low} or more'}"
         )
-    if kind is spec.Seconds:
-        return (
-            f"a duration from {_seconds(low)} to {_seconds(high)}: a number of seconds such as "
-            '30, or text such as "500ms", "30s", "2m"'
-        )
-    if kind is spec.Percent:
-        return f"a percentage from {low:g} to {high:g}"
-    if get_origin(kind) is Literal:
-        return "one of " + ", ".join(get_args(kind))
+    if get_origin(options[0]) is Literal:
+        return "one of " + ", ".join(get_args(options[0]))
     if struct is not None:
         required = [f"{n}:" for n, f in spec.fields(struct).items() if f.required]
         keys = " and ".join(required) or ", ".join(spec.fields(struct))
@@ -428,13 +362,11 @@ def expected(declared: Any) -> str:
 
 def _unknown(name: str, known: list[str]) -> str:
     """Where a key that is unknown here belongs, or the key that was probably meant."""
-    places: dict[str, list[str]] = {
-        n: ["at the top level of the file"] for n in spec.fields(spec.File)
-    }
+    places = {n: ["at the top level of the file"] for n in spec.fields(spec.File)}
     for section, field in spec.fields(spec.File).items():
-        inner = _struct(field.type) or _struct(_step(field.type, 0))
+        inner = spec.struct(field.type) or spec.struct(spec.step(field.type, 0))
         for key in spec.fields(inner) if inner else ():  # mappings: first, then defaults:
-            entry = "under" if _struct(field.type) else "in an entry of"
+            entry = "under" if spec.struct(field.type) else "in an entry of"
             places.setdefault(key, []).insert(0, f"{entry} {section}:")
     if name in places:
         return (
@@ -446,20 +378,6 @@ def _unknown(name: str, known: list[str]) -> str:
     if close:
         return f"unknown key; did you mean '{close[0]}'?"
     return "unknown key; the keys allowed here are: " + ", ".join(known)
-
-
-def _out_of_range(value: msgspec.Struct, path: KeyPath) -> Iterator[KeyPath]:
-    """Key paths whose number is outside the limits declared for a custom number type."""
-    for name, field in spec.fields(type(value)).items():
-        item, (low, high) = getattr(value, name), spec.limits(field.type)
-        if isinstance(item, float) and not (low or 0) <= item <= (item if high is None else high):
-            yield (*path, name)
-        for i, child in enumerate(item) if isinstance(item, list) else [(None, item)]:
-            if isinstance(child, msgspec.Struct):
-                yield from _out_of_range(child, (*path, name) if i is None else (*path, name, i))
-
-
-# -- words -------------------------------------------------------------------------------------
 
 
 def _line(node: Node) -> int:
@@ -494,61 +412,29 @@ def _describe(node: Node, *, secret: bool = False) -> str:
         return "text" if tag == _STR else "a value of the wrong type"
     if tag == _STR:
         return f"the text {_quote(raw)}" if raw else "an empty text"
+    if tag == _BOOL and raw not in ("true", "false"):
+        return f"{raw} (which YAML reads as {str(raw.lower() in ('yes', 'on')).lower()})"
     if tag in (_BOOL, _TAG + "int", _TAG + "float"):
-        shown = raw if len(raw) <= 40 else raw[:37] + "…"
-        if tag == _BOOL and raw not in ("true", "false"):
-            return f"{shown} (which YAML reads as {str(raw.lower() in ('yes', 'on')).lower()})"
-        return shown
+        return raw if len(raw) <= 40 else raw[:37] + "…"
     if tag == _TAG + "timestamp":
         return f"the date {_quote(raw)}"
     return f"{_quote(raw)} tagged {tag.replace(_TAG, '!!')}"
 
 
-def _seconds(value: float) -> str:
-    if value >= 3600 and value % 3600 == 0:
-        return f"{value / 3600:g} h"
-    return f"{value / 60:g} min" if value >= 60 and value % 60 == 0 else f"{value:g} s"
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
 
 
 def _name_problem(name: str) -> str | None:
-    return next(
-        (
-            why
-            for bad, why in [
-                (not name, "it is empty"),
-                (len(name) > 100, "it is longer than 100 characters"),
-                (name != name.strip(), "it starts or ends with a space"),
-                (not name.isprintable(), "it contains a control character"),
-                ("/" in name or "\\" in name, "it contains a slash"),
-                (
-                    name.startswith("-"),
-                    "it starts with '-', which the command line reads as an option",
-                ),
-            ]
-            if bad
-        ),
-        None,
-    )
-
-
-def _pattern_problem(pattern: str) -> str | None:
-    if "\n" in pattern or "\r" in pattern or "\x00" in pattern:
-        return "a pattern is one line" if "\x00" not in pattern else "it contains a NUL character"
-    try:
-        with warnings.catch_warnings():
-            # `re` warns (FutureWarning) about constructs pathspec cannot translate, such as
-            # the POSIX class "[[:alpha:]]"; treat those as errors, but do not let a library
-            # deprecation notice turn every pattern into one.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("error", FutureWarning)
-            pathspec.GitIgnoreSpec.from_lines([pattern])
-    except Exception as exc:  # pathspec raises ValueError, re.error and others for bad input
-        reason = str(exc).strip() or type(exc).__name__
-        if isinstance(exc, FutureWarning):
-            reason = "it uses a construct pathspec cannot match, such as [[:alpha:]]"
-        elif pattern.endswith("\\") and not pattern.endswith("\\\\"):
-            reason = "it ends with a lone backslash"
-        elif pattern.strip() == "!":
-            reason = "'!' needs a pattern after it"
-        return reason if TOKEN_PREFIX not in reason else "pathspec cannot read it"
-    return None
+    """Why `name` cannot name a mapping on the command line, or None."""
+    problems = {
+        "it is empty": not name,
+        "it is longer than 100 characters": len(name) > 100,
+        "it starts or ends with a space": name != name.strip(),
+        "it contains a control character": not name.isprintable(),
+        "it contains a slash": "/" in name or "\\" in name,
+        "it starts with '-', which the command line reads as an option": name.startswith("-"),
+    }
+    return next((why for why, bad in problems.items() if bad), None)

@@ -2,7 +2,9 @@
 
 Validation (`msgspec.convert`), the "expected …" of every message, the JSON Schema and the
 README's table are all derived from these classes. A description is a noun phrase, so that
-it reads well after "expected" too; `expected=` words a message where it would not.
+it reads well after "expected" too; `expected=` words a message where it would not. A key
+that also takes text (`30s`, `50%`, a study ID in quotes) or is a path names its `form`: the
+reader turns such text into the value it stands for, then msgspec checks the limits.
 It imports msgspec, so only code that reads a configuration imports it (`--version` stays
 fast). It must not read files or know YAML: config_reader.py does that.
 """
@@ -10,75 +12,56 @@ fast). It must not read files or know YAML: config_reader.py does that.
 from __future__ import annotations
 
 import functools
-import math
 import re
+from collections.abc import Callable
 from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from msgspec import Meta, Struct
 from msgspec.structs import FieldInfo
 from msgspec.structs import fields as _fields
 
+from jatos_sync.credentials import DEFAULT_TOKEN_ENV
+
 MAX_STUDY_ID = 2**63 - 1  # JATOS study IDs are Java longs
-UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
-TEXT_FORMS = {  # what the custom types below accept as text (also their JSON Schema pattern)
-    "Seconds": rf"^\s*(?:[0-9]+\.?[0-9]*\s*|(?:{_NUMBER}\s*(?:ms|s|m|h)\s*)+)$",
-    "Percent": rf"^\s*{_NUMBER}\s*%\s*$",
-    "StudyRef": rf"^\s*(?:[0-9]{{1,19}}|{UUID})\s*$",
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+def _seconds(text: str) -> float:
+    return sum(float(n) * _UNIT_S[u] for n, u in re.findall(r"([0-9.]+)\s*(ms|s|m|h|)", text))
+
+
+def _study(text: str) -> int | str:
+    return int(text) if text.strip().isdigit() else text.strip().lower()  # as JATOS writes UUIDs
+
+
+# A form → the text a key of that form also takes (its JSON Schema pattern), and its value.
+# The form "path" is the reader's: relative to the configuration file, `~` expanded.
+FORMS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "duration": (rf"^\s*(?:[0-9]+\.?[0-9]*\s*|(?:{_NUMBER}\s*(?:ms|s|m|h)\s*)+)$", _seconds),
+    "percent": (rf"^\s*{_NUMBER}\s*%\s*$", lambda text: float(text.strip().rstrip("%"))),
+    "study": (rf"^\s*(?:[0-9]{{1,19}}|{_UUID})\s*$", _study),
 }
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-if TYPE_CHECKING:  # to the rest of the program, the values they decode to
-    Seconds: TypeAlias = float
-    Percent: TypeAlias = float
-    StudyRef: TypeAlias = str
-else:
-
-    class Seconds(float):
-        """A duration: seconds as a number, or text such as "500ms", "30s", "2m", "1m30s"."""
-
-    class Percent(float):
-        """A share of 0 to 100: a number, or text such as "50%"."""
-
-    class StudyRef(str):
-        """A study ID (a whole number) or a study UUID; stored as text, UUIDs in lower case."""
 
 
-def decode(kind: type, value: object) -> object:
-    """msgspec's dec_hook: check and convert a value given for one of the custom types."""
-    text = value.strip() if isinstance(value, str) else None
-    if text is not None and not re.fullmatch(TEXT_FORMS[kind.__name__], text):
-        raise ValueError(kind.__name__)
-    if kind is StudyRef:
-        if text is not None and not text.isdigit():
-            return StudyRef(text.lower())  # JATOS writes UUIDs in lower case
-        number = value if text is None else int(text)
-        if type(number) is int and 1 <= number <= MAX_STUDY_ID:
-            return StudyRef(number)
-        raise ValueError(kind.__name__)
-    if text is not None:
-        plain = re.fullmatch(r"[0-9.]+", text.rstrip("%").strip())
-        pairs = [] if plain else re.findall(rf"({_NUMBER})\s*(ms|s|m|h)", text)
-        value = float(plain[0]) if plain else sum(float(n) * _UNIT_S[u] for n, u in pairs)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            if math.isfinite(number := float(value)):
-                return kind(number)
-        except OverflowError:
-            pass
-    raise ValueError(kind.__name__)
+def _d(description: str, expected: str = "", **checks: Any) -> Meta:
+    """A key's meaning and msgspec's checks; `expected` words a message where the meaning would
+    not, `form` names the text the key also takes, `secret=True` keeps it out of messages."""
+    extra: dict[str, Any] = {k: checks.pop(k) for k in ("form", "secret") if k in checks}
+    if expected:
+        extra["expected"] = expected
+    return Meta(description=description, extra=extra, **checks)
 
 
-def _d(description: str, expected: str = "", *, secret: bool = False, **checks: Any) -> Meta:
-    """A key's meaning; `minimum`/`maximum` bound the custom number types (ge/le cannot)."""
-    extra = {k: v for k, v in (("expected", expected), ("secret", secret)) if v}
-    bounds: dict[str, Any] = {k: checks.pop(k) for k in ("minimum", "maximum") if k in checks}
-    return Meta(description=description, extra=extra, extra_json_schema=bounds, **checks)
-
-
-Text = Annotated[str, Meta(pattern=r"\S")]  # a path: not empty
+Text = Annotated[str, Meta(pattern=r"\S")]  # not empty
+LocalPath = Annotated[Text, Meta(extra={"form": "path"})]
+Seconds = Annotated[float, Meta(extra={"form": "duration"})]
 Pattern = Annotated[str, _d("a gitignore pattern")]
+StudyRef = (
+    Annotated[int, Meta(ge=1, le=MAX_STUDY_ID)] | Annotated[str, Meta(pattern=FORMS["study"][0])]
+)
 
 
 class Server(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -94,45 +77,40 @@ class Server(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
             "the name of an environment variable (letters, digits, _)",
             pattern="^[A-Za-z_][A-Za-z0-9_]*$",
         ),
-    ] = "JATOS_TOKEN"  # noqa: S105 -- a variable name, not a secret
+    ] = DEFAULT_TOKEN_ENV
     token_file: Annotated[
-        Text | None, _d("the path of a file that holds only the token (chmod 600)")
+        LocalPath | None, _d("the path of a file that holds only the token (chmod 600)")
     ] = None
     token: Annotated[
         str | None,
         _d("the API token as text (jap_…), only in a file that is chmod 600", secret=True),
     ] = None
-    timeout: Annotated[
-        Seconds, _d("the time limit of each request", minimum=0.001, maximum=3600)
-    ] = 30.0
+    timeout: Annotated[Seconds, _d("the time limit of each request", ge=0.001, le=3600)] = 30.0
     retries: Annotated[
         int, _d("retries after a dropped connection, a timeout or HTTP 502/503/504", ge=0, le=100)
     ] = 4
     concurrency: Annotated[int, _d("how many files are uploaded in parallel", ge=1, le=32)] = 4
     verify_tls: Annotated[bool, _d("whether the server's TLS certificate is checked")] = True
     ca_bundle: Annotated[
-        Text | None, _d("the path of a CA certificate file (PEM), for a JATOS behind a private CA")
+        LocalPath | None,
+        _d("the path of a CA certificate file (PEM), for a JATOS behind a private CA"),
     ] = None
 
 
 class Watch(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """How `jatos-sync watch` follows edits."""
 
-    debounce: Annotated[
-        Seconds, _d("the quiet time before an edit is uploaded", minimum=0, maximum=60)
-    ] = 0.3
+    debounce: Annotated[Seconds, _d("the quiet time before an edit is uploaded", ge=0, le=60)] = 0.3
     delete_delay: Annotated[
-        Seconds, _d("how long deletions wait (rebuilds, branch switches)", minimum=0, maximum=3600)
+        Seconds, _d("how long deletions wait (rebuilds, branch switches)", ge=0, le=3600)
     ] = 2.0
     reconcile_interval: Annotated[
-        Seconds, _d("how often everything is compared with the server", minimum=1, maximum=604800)
+        Seconds, _d("how often everything is compared with the server", ge=1, le=604800)
     ] = 600.0
     polling: Annotated[
         Literal["auto", "always", "never"], _d("whether the folder is polled instead of watched")
     ] = "auto"
-    poll_interval: Annotated[
-        Seconds, _d("how often the folder is polled", minimum=0.01, maximum=3600)
-    ] = 1.0
+    poll_interval: Annotated[Seconds, _d("how often the folder is polled", ge=0.01, le=3600)] = 1.0
 
 
 class Policy(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -152,11 +130,12 @@ class Policy(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     ] = ()
     max_delete: Annotated[int, _d("the most deletions one pass may make", ge=0)] = 500
     max_delete_percent: Annotated[
-        Percent,
+        float,
         _d(
             "the largest share of the study one pass may delete (from 10 files on)",
-            minimum=0,
-            maximum=100,
+            form="percent",
+            ge=0,
+            le=100,
         ),
     ] = 50.0
 
@@ -167,8 +146,8 @@ class Mapping(Policy, forbid_unknown_fields=True, frozen=True, kw_only=True):
     name: Annotated[str | None, _d("a name for the command line (default: the folder's name)")] = (
         None
     )
-    folder: Annotated[Text, _d("the path of the local folder to sync (relative to this file)")]
-    study: Annotated[StudyRef, _d("a study ID (a whole number) or a study UUID")]
+    folder: Annotated[LocalPath, _d("the path of the local folder to sync (relative to this file)")]
+    study: Annotated[StudyRef, _d("a study ID (a whole number) or a study UUID", form="study")]
 
 
 class File(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -176,7 +155,7 @@ class File(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
 
     server: Annotated[Server, _d("the JATOS server", "a mapping with at least url:")]
     state_dir: Annotated[
-        Text | None,
+        LocalPath | None,
         _d("the folder for what was last synced and for backups, outside every synced folder"),
     ] = None
     watch: Annotated[Watch, _d("how `jatos-sync watch` follows edits")] = Watch()
@@ -200,6 +179,7 @@ def fields(struct: type) -> dict[str, FieldInfo]:
     return {n: infos[n] for n in dict.fromkeys([*vars(struct)["__annotations__"], *infos])}
 
 
+@functools.cache
 def parts(declared: Any) -> tuple[list[Any], list[Meta]]:
     """The options of a declared type (Annotated and None taken off) and all its Meta."""
     if get_origin(declared) is Annotated:
@@ -211,20 +191,33 @@ def parts(declared: Any) -> tuple[list[Any], list[Meta]]:
     return [declared], []
 
 
+@functools.cache
 def info(declared: Any) -> dict[str, Any]:
-    """A declared type's description and extra; the outermost Meta wins."""
+    """A declared type's description, extra and limits (`ge`, `le`); the outermost Meta wins."""
     found: dict[str, Any] = {}
     for meta in parts(declared)[1]:
-        found.update({"description": meta.description} if meta.description else {})
+        found.update(
+            {k: v for k in ("description", "ge", "le") if (v := getattr(meta, k)) is not None}
+        )
         found.update(meta.extra or {})
     return found
 
 
 def limits(declared: Any) -> tuple[Any, Any]:
     """The lowest and highest number a declared type allows (None: no limit)."""
-    low = high = None
-    for meta in parts(declared)[1]:
-        bounds = meta.extra_json_schema or {}
-        low = next((v for v in (meta.ge, bounds.get("minimum")) if v is not None), low)
-        high = next((v for v in (meta.le, bounds.get("maximum")) if v is not None), high)
-    return low, high
+    return info(declared).get("ge"), info(declared).get("le")
+
+
+def struct(declared: Any) -> Any:
+    """The declared class (`Server`, `Mapping` …) among the options of `declared`, or None."""
+    kinds = [o for o in parts(declared)[0] if isinstance(o, type)]
+    return next((o for o in kinds if issubclass(o, Struct)), None)
+
+
+def step(declared: Any, key: str | int) -> Any:
+    """The declared type one key below `declared`, or None where nothing is declared."""
+    if isinstance(key, str):
+        field = fields(struct(declared)).get(key) if struct(declared) else None
+        return field and field.type
+    lists = [o for o in parts(declared)[0] if get_origin(o) in (list, tuple)]
+    return get_args(lists[0])[0] if lists else None

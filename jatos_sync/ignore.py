@@ -30,12 +30,14 @@ import functools
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pathspec import GitIgnoreSpec
 from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
+from jatos_sync.credentials import TOKEN_PREFIX
 from jatos_sync.errors import ConfigError
 from jatos_sync.model import RelPath
 
@@ -192,14 +194,30 @@ def is_server_temp(path: RelPath | str) -> bool:
 def pattern_problem(pattern: str) -> str | None:
     """Why `pattern` is not a valid gitignore pattern, or None when it is.
 
-    For configuration validation, so that a bad pattern is reported with its file and key.
+    For validation where the pattern is written (the configuration, `.jatosignore`), so that
+    a bad pattern is reported with its file, line and key; never with a token in it.
     """
+    if "\n" in pattern or "\r" in pattern or "\x00" in pattern:
+        return "a pattern is one line" if "\x00" not in pattern else "it contains a NUL character"
     try:
-        # Parsing only: whether a pattern is valid must not depend on the limits of the
-        # backend that matches many patterns at once.
-        _parsed(pattern)
-    except (ValueError, re.error) as exc:
-        return str(exc) or "invalid pattern"
+        with warnings.catch_warnings():
+            # `re` warns (FutureWarning) about constructs pathspec cannot translate, such as
+            # the POSIX class "[[:alpha:]]"; treat those as errors, but do not let a library
+            # deprecation notice turn every pattern into one.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("error", FutureWarning)
+            # Parsing only: whether a pattern is valid must not depend on the limits of the
+            # backend that matches many patterns at once.
+            _parsed(pattern)
+    except Exception as exc:  # pathspec raises ValueError, re.error and others for bad input
+        reason = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, FutureWarning):
+            reason = "it uses a construct pathspec cannot match, such as [[:alpha:]]"
+        elif pattern.endswith("\\") and not pattern.endswith("\\\\"):
+            reason = "it ends with a lone backslash"
+        elif pattern.strip() == "!":
+            reason = "'!' needs a pattern after it"
+        return reason if TOKEN_PREFIX not in reason else "pathspec cannot read it"
     return None
 
 

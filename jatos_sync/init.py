@@ -31,16 +31,8 @@ from typing import Protocol, TextIO
 from urllib.parse import urlsplit
 
 from jatos_sync.client import host_is_loopback
-from jatos_sync.config import (
-    DEFAULT_TOKEN_ENV,
-    SCHEMA_PATH,
-    Token,
-    check_token_format,
-    default_config_path,
-    load_config,
-    parse_config,
-    token_from_file,
-)
+from jatos_sync.config import SCHEMA_PATH, default_config_path, load_config, parse_config
+from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token, check_token_format, token_from_file
 from jatos_sync.errors import EXIT_CONFIG, ConfigError, JatosSyncError
 from jatos_sync.logs import is_terminal, redact
 from jatos_sync.model import StudyInfo

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from jatos_sync.client import JatosClient
-from jatos_sync.config import Config, Token, load_config, load_token
+from jatos_sync.config import Config, load_config
+from jatos_sync.credentials import Token, load_token
 from jatos_sync.daemon.supervisor import Daemon
 from jatos_sync.daemon.worker import Timings
 from jatos_sync.state import StateStore

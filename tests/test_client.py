@@ -17,7 +17,7 @@ import requests_mock
 import urllib3.exceptions
 
 from jatos_sync.client import JatosClient, encode_path
-from jatos_sync.config import Token
+from jatos_sync.credentials import Token
 from jatos_sync.errors import (
     AccessError,
     AuthError,

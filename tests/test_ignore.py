@@ -439,6 +439,24 @@ def test_invalid_character_range_in_jatosignore_is_a_config_error(tmp_path: Path
         IgnoreRules.for_folder(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("[[:alpha:]].png", "such as [[:alpha:]]"),
+        ("a\x00b", "it contains a NUL character"),
+        ("img\\", "it ends with a lone backslash"),
+    ],
+)
+def test_jatosignore_lines_get_the_same_checks_as_configured_patterns(
+    tmp_path: Path, line: str, fragment: str
+) -> None:
+    (tmp_path / ".jatosignore").write_text(f"*.psd\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        IgnoreRules.for_folder(tmp_path)
+    assert f"{tmp_path / '.jatosignore'}:2:" in str(caught.value)
+    assert fragment in str(caught.value)
+
+
 def test_bad_mapping_pattern_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'!'"):
         IgnoreRules.for_folder(tmp_path, ["drafts/", "!"])

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from jatos_sync import init
 from jatos_sync.cli import main
 from jatos_sync.client import JatosClient
-from jatos_sync.config import DEFAULT_TOKEN_ENV, Token, load_config, parse_config
+from jatos_sync.config import load_config, parse_config
+from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
 from jatos_sync.model import StudyInfo
 from jatos_sync.testing import StandInServer, make_token
 

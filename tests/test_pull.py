@@ -23,7 +23,8 @@ import pytest
 from jatos_sync import pull
 from jatos_sync.cli import build_parser
 from jatos_sync.client import JatosClient
-from jatos_sync.config import Token, load_config
+from jatos_sync.config import load_config
+from jatos_sync.credentials import Token
 from jatos_sync.errors import AuthError, ConfigError, JatosSyncError
 from jatos_sync.model import FileInfo, LocalFile, LocalSnapshot, PathProblem, RelPath
 from jatos_sync.model import RemoteSnapshot as Remote

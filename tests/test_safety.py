@@ -228,7 +228,8 @@ def test_an_edit_that_keeps_size_and_adler32_is_uploaded(world_any: World) -> No
 
 def test_the_quick_pass_of_watch_uploads_such_an_edit_too(world_any: World) -> None:
     from jatos_sync.client import JatosClient
-    from jatos_sync.config import Token, load_config
+    from jatos_sync.config import load_config
+    from jatos_sync.credentials import Token
     from jatos_sync.model import RelPath
     from jatos_sync.state import StateStore
     from jatos_sync.sync import MappingSync

@@ -35,7 +35,8 @@ import structlog
 import jatos_sync
 from jatos_sync.cli import build_parser, main
 from jatos_sync.client import JatosClient
-from jatos_sync.config import load_config, load_token
+from jatos_sync.config import load_config
+from jatos_sync.credentials import load_token
 from jatos_sync.logs import configure_logging
 from jatos_sync.testing import make_token
 from tests.conftest import World, assert_no_token
@@ -788,7 +789,7 @@ def test_a_client_verifies_tls_unless_told_otherwise(monkeypatch: pytest.MonkeyP
 
 
 def load_token_for_tests() -> Any:
-    from jatos_sync.config import check_token_format
+    from jatos_sync.credentials import check_token_format
 
     return check_token_format(make_token(), source="test")
 

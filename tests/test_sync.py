@@ -12,7 +12,8 @@ import pytest
 
 from jatos_sync import plan, sync
 from jatos_sync.client import JatosClient
-from jatos_sync.config import Token, load_config
+from jatos_sync.config import load_config
+from jatos_sync.credentials import Token
 from jatos_sync.errors import InternalError
 from jatos_sync.model import RelPath
 from jatos_sync.state import StateStore

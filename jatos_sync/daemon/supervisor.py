@@ -29,7 +29,8 @@ import structlog
 
 from jatos_sync.check import warn_about_token, warn_before_connecting
 from jatos_sync.client import JatosClient
-from jatos_sync.config import Config, MappingConfig, Token, load_config, load_token
+from jatos_sync.config import Config, MappingConfig, load_config
+from jatos_sync.credentials import Token, load_token
 from jatos_sync.daemon.locks import MappingLocks
 from jatos_sync.daemon.status import remove_stale_status, status_document, summary, write_status
 from jatos_sync.daemon.worker import MappingWorker, Timings, backoff_s
