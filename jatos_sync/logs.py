@@ -1,10 +1,10 @@
 """structlog configuration for the program, and token redaction.
 
 Log events are snake_case facts with consistent keys (`upload_done path=… bytes=…`). On a
-terminal they are short readable lines; otherwise (a pipe, a CI log, the journal) one JSON
-object per line. Any string that looks like a JATOS token is masked before it is written,
-whatever its source. Only `cli.py` calls `configure_logging`; importing this module does
-nothing.
+terminal they are sentences for a person (sentences.py); otherwise (a pipe, a CI log, the
+journal) one JSON object per line. Any string that looks like a JATOS token is masked before
+it is written, whatever its source. Only `cli.py` calls `configure_logging`; importing this
+module does nothing.
 """
 
 from __future__ import annotations
@@ -77,13 +77,12 @@ def configure_logging(
         if environ.get("JOURNAL_STREAM"):
             processors.append(_journal_priority)
     else:
+        # Words for a person (sentences.py); the same facts stay JSON everywhere else.
+        from jatos_sync.sentences import HumanRenderer
+
+        colours = is_terminal(stream) and not environ.get("NO_COLOR")
         processors += [
-            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(
-                colors=is_terminal(stream) and "NO_COLOR" not in environ,
-                pad_event_to=0,
-                pad_level=False,
-            ),
+            HumanRenderer(colours=colours, verbose=verbosity > 0),
             _redact_rendered,
         ]
     structlog.configure(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TextIO, cast
 from jatos_sync.apply import ProgressSink
 from jatos_sync.logs import is_terminal
 from jatos_sync.model import RelPath
+from jatos_sync.sentences import BAR
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -155,6 +156,7 @@ class TerminalProgress:
                 return
             self._by_bytes = total_bytes > 0
             self._progress, self._task = self._open()
+            BAR.started()  # per-file log lines give way to the bar (sentences.py)
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._refresh_loop, name="jatos-sync-progress", daemon=True
@@ -183,6 +185,7 @@ class TerminalProgress:
             self._thread = None
         if progress is None:
             return
+        BAR.ended()
         try:
             progress.stop()  # transient: erases the bar and leaves the cursor where it began
         finally:

@@ -518,8 +518,8 @@ def test_config_error_exits_with_code_2() -> None:
     [
         ("server:\n  url: http://h\n bad: [\n", "jatos-sync.yaml:3:", "YAML syntax error"),
         ("server:\n\turl: x\n", "jatos-sync.yaml:2:1:", "'\\t'"),
-        ("a: 'unterminated\n", "jatos-sync.yaml:2:1:", "quoted scalar"),
-        ("a: *nowhere\n", "jatos-sync.yaml:1:4:", "undefined alias"),
+        ("a: 'unterminated\n", "jatos-sync.yaml:2:1:", "a quote opened on line 1 is never closed"),
+        ("a: *nowhere\n", "jatos-sync.yaml:1:4:", "alias (*) with no anchor (&)"),
         ("a: 1\n---\nb: 2\n", "jatos-sync.yaml:2:1:", "exactly one YAML document"),
         ("a: !!python/object:os.system x\nb: [\n", "jatos-sync.yaml:", "YAML syntax error"),
         ("a: b\x00\n", "jatos-sync.yaml:1:", "U+0000"),
@@ -530,6 +530,40 @@ def test_yaml_syntax_errors_give_line_and_column(document: str, start: str, frag
     message = error_of(document)
     assert message.startswith(start), message
     assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    ("document", "said"),
+    [
+        (
+            "server:\n  url: http://h\n    token_env: X\nmappings: []\n",
+            "line 3 is indented more than line 2; keys must line up",
+        ),
+        (
+            "server:\n  url: http://h\nmappings:\n  - name: x\n    folder: a\n   study: 1\n",
+            "line 6 is indented 3 spaces and line 5 4; keys of one mapping must line up",
+        ),
+        (
+            "mappings:\n  - folder: a\n  study: 1\n",
+            "line 3 lines up with the list above it but does not start with '- '",
+        ),
+        ("server:\n\turl: http://h\n", "tabs are not allowed in YAML; use spaces"),
+        (
+            "server:\n  url: http://h: bad\n",
+            "the value on line 2 holds ': '; put the value in quotes",
+        ),
+        (
+            "server:\n  url http://h\n  retries: 1\n",
+            "line 2 has no ':' after its key, so line 3 reads as part of it",
+        ),
+        ("mappings: [a, b\nserver: 1\n", "a [ opened on line 1 is not closed with ]"),
+    ],
+)
+def test_yaml_syntax_errors_are_said_plainly(document: str, said: str) -> None:
+    message = error_of(document)
+    assert said in message, message
+    for pyyaml in ("while parsing", "expected <block end>", "block mapping start", "found '?'"):
+        assert pyyaml not in message
 
 
 @pytest.mark.parametrize(

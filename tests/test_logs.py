@@ -50,12 +50,48 @@ def test_plain_json_lines_have_no_prefix() -> None:
     assert json.loads(buf.getvalue())["path"] == "a.js"
 
 
-def test_console_lines_are_short_and_colourless_without_a_tty() -> None:
+def test_console_lines_are_sentences_and_colourless_without_a_tty() -> None:
     buf = io.StringIO()
     configure_logging(stream=buf, fmt="console", environ={})
+    structlog.get_logger().info("upload_done", path="img/fixation.svg", bytes=176, elapsed_s=0.01)
+    assert buf.getvalue() == "↑ img/fixation.svg  176 B\n"
+
+
+def test_on_a_terminal_sentences_are_coloured_unless_no_color() -> None:
+    for environ, coloured in (({}, True), ({"NO_COLOR": "1"}, False)):
+        buf = Tty()
+        configure_logging(stream=buf, environ=environ)
+        structlog.get_logger().warning("mapping_paused", mapping="stroop", reason="locked")
+        line = buf.getvalue()
+        assert "⚠ stroop is paused: locked" in line
+        assert ("\x1b[" in line) is coloured
+
+
+def test_verbose_adds_the_technical_fields() -> None:
+    buf = io.StringIO()
+    configure_logging(stream=buf, fmt="console", verbosity=1, environ={})
     structlog.get_logger().info("upload_done", path="a.js", bytes=3, elapsed_s=0.01)
     line = buf.getvalue()
-    assert "upload_done" in line and "path=a.js" in line and "\x1b[" not in line
+    assert (
+        line.startswith("↑ a.js  3 B") and "[upload_done path=a.js bytes=3 elapsed_s=0.01" in line
+    )
+
+
+def test_what_the_command_says_itself_is_not_logged_twice_on_a_terminal() -> None:
+    buf = io.StringIO()
+    configure_logging(stream=buf, fmt="console", environ={})
+    structlog.get_logger().error("command_failed", error="no such study", exit_code=2)
+    assert buf.getvalue() == ""
+    configure_logging(stream=buf, fmt="json", environ={})
+    structlog.get_logger().error("command_failed", error="no such study", exit_code=2)
+    assert json.loads(buf.getvalue())["event"] == "command_failed"  # machines still get it
+
+
+def test_an_unknown_event_is_shown_in_words() -> None:
+    buf = io.StringIO()
+    configure_logging(stream=buf, fmt="console", environ={})
+    structlog.get_logger().warning("leftover_not_removed", path="x.part", error="busy")
+    assert buf.getvalue() == "⚠ leftover not removed: x.part, busy\n"
 
 
 def test_tokens_are_redacted_wherever_they_appear() -> None:
