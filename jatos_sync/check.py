@@ -7,6 +7,7 @@ researcher understands, with the exit code of the worst problem (PRODUCT.md §5)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from jatos_sync.config import MappingConfig
 from jatos_sync.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
+    AccessError,
     JatosSyncError,
     StudyLockedError,
+    StudyNotFoundError,
     worst_exit_code,
 )
 from jatos_sync.ignore import IgnoreRules
-from jatos_sync.model import TokenInfo, jatos_version_for_api
+from jatos_sync.model import StudyInfo, TokenInfo, jatos_version_for_api
 from jatos_sync.scan import check_folder, scan_folder
 from jatos_sync.state import StateStore, mapping_key
 
@@ -42,6 +45,7 @@ class CheckReport:
     facts: dict[str, Any] = field(default_factory=dict)
     problems: list[tuple[int, str]] = field(default_factory=list)  # (exit code, message)
     warnings: list[str] = field(default_factory=list)
+    reachable: list[StudyInfo] = field(default_factory=list)  # when `study:` is wrong
 
     @property
     def exit_code(self) -> int:
@@ -114,17 +118,29 @@ def check_mapping(
             study_title=study.title, study_id=study.id, study_uuid=study.uuid, locked=study.locked
         )
         if study.locked:
+            # JATOS checks the lock on file changes from 3.8.6 on (docs/jatos-api.md §7).
+            old = token.api_version == "1.0.0"
             report.problems.append(
                 (
                     StudyLockedError.exit_code,
-                    "the study is locked in JATOS: uploads and deletions will be refused until "
-                    "you unlock it on the study's page",
+                    "the study is locked in JATOS: "
+                    + (
+                        "this JATOS (3.8.2) does not stop file changes to a locked study, so "
+                        "unlock it on the study's page before you sync, or leave it alone"
+                        if old
+                        else "uploads and deletions will be refused until you unlock it on "
+                        "the study's page"
+                    ),
                 )
             )
         remote = client.list_assets(mapping.study)
         report.facts["server_files"] = len(remote.files)
     except JatosSyncError as exc:
         report.problems.append((exc.exit_code, str(exc)))
+        if isinstance(exc, (StudyNotFoundError, AccessError)) and "study_id" not in report.facts:
+            # A wrong `study:` is fixed by knowing the right one: say what the token can reach.
+            with contextlib.suppress(JatosSyncError):
+                report.reachable = sorted(client.list_studies(), key=lambda s: s.id)
 
     try:
         store.root.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -40,7 +40,7 @@ from jatos_sync.errors import (
     worst_exit_code,
 )
 from jatos_sync.logs import configure_logging, is_terminal, redact
-from jatos_sync.model import RelPath
+from jatos_sync.model import RelPath, StudyInfo
 from jatos_sync.progress import bar_safe, progress_for
 from jatos_sync.state import StateStore
 from jatos_sync.sync import Confirm, MappingResult, check_distinct_studies, run_pass
@@ -468,6 +468,11 @@ def _cmd_check(ctx: _Context) -> int:
                     **r.facts,
                     "warnings": r.warnings,
                     "problems": [{"exit_code": c, "message": m} for c, m in r.problems],
+                    **(
+                        {"reachable_studies": [_study_json(s) for s in r.reachable]}
+                        if r.reachable
+                        else {}
+                    ),
                 }
                 for r in reports
             ],
@@ -483,9 +488,19 @@ def _cmd_check(ctx: _Context) -> int:
             print(f"  warning: {warning}", file=ctx.out)
         for _code, message in r.problems:
             print(f"  PROBLEM: {redact(message)}", file=ctx.out)
+        if r.reachable:
+            print(
+                "  The studies your token can reach (put an ID or UUID in `study:`):", file=ctx.out
+            )
+            for study in r.reachable:
+                print(f"    {study.id:>6}  {study.uuid}  {shown(study.title)}", file=ctx.out)
         if not r.problems:
             print("  ok: ready to sync", file=ctx.out)
     return code
+
+
+def _study_json(study: StudyInfo) -> dict[str, object]:
+    return {"id": study.id, "uuid": study.uuid, "title": study.title}
 
 
 def _cmd_demo(ctx: _Context) -> int:

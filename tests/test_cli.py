@@ -138,6 +138,28 @@ def test_check_reports_version_owner_study_and_counts(world_any: World) -> None:
     assert "ok: ready to sync" in result.out
 
 
+@pytest.mark.parametrize("wrong", ["999", "not-a-member"])
+def test_check_lists_the_studies_the_token_can_reach_when_the_study_is_wrong(
+    world_any: World, wrong: str
+) -> None:
+    other = world_any.server.add_study("Flanker", members=["alice"])
+    ref = "999"
+    if wrong == "not-a-member":
+        world_any.server.add_user("bob")
+        ref = str(world_any.server.add_study("Bob's study", members=["bob"]).id)
+    world_any.write_config(study=ref)
+    result = world_any.run("check")
+    assert result.code in (2, 3)
+    assert "The studies your token can reach" in result.out
+    for study in (world_any.study, other):
+        assert str(study.id) in result.out and study.uuid in result.out
+        assert study.title in result.out
+    assert "Bob's study" not in result.out
+    doc = world_any.run("check", "--json").json
+    (mapping,) = doc["mappings"]
+    assert {s["id"] for s in mapping["reachable_studies"]} == {world_any.study.id, other.id}
+
+
 def test_check_names_a_locked_study(world_any: World) -> None:
     world_any.server.set_locked(world_any.study, True)
     result = world_any.run("check")
