@@ -406,6 +406,13 @@ def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
     """What a running `watch` daemon reports (its status file in the state directory)."""
     pids = ", ".join(str(p) for p in daemon.get("pids") or [daemon.get("pid")])
     print(f"\nwatch daemon (pid {pids}) is running:", file=out)
+    mappings = [m for m in daemon.get("mappings") or [] if isinstance(m, dict)]
+    if mappings and all(m.get("state") == "paused" for m in mappings):
+        print(
+            "  NOTHING IS BEING SYNCED: every mapping is paused. Fix what each one's last "
+            "error says; the daemon tries again by itself.",
+            file=out,
+        )
     for m in daemon.get("mappings") or []:
         age = m.get("oldest_pending_age_s")
         since = f", oldest {age:.0f} s ago" if isinstance(age, (int, float)) else ""

@@ -361,3 +361,20 @@ def test_a_second_watch_of_other_mappings_runs_and_both_show_in_status(lab: Lab)
         finally:
             stop.set()
             second.join(15)
+
+
+def test_a_daemon_with_every_mapping_paused_says_so_loudly_and_again(
+    lab: Lab, tmp_path: Path
+) -> None:
+    shutil.rmtree(lab.folders["exp"])  # a missing folder: the mapping can only wait
+    timings = dataclasses.replace(FAST, nothing_syncing_every_s=0.3)
+    with capture_logs() as logs, running(lab.daemon(timings=timings)):
+
+        def said_twice() -> bool:
+            return sum(1 for e in logs if e["event"] == "nothing_syncing") >= 2
+
+        wait_for("the repeated warning", said_twice)
+        shown = lab.world.run("status")
+    said = [e for e in logs if e["event"] == "nothing_syncing"]
+    assert said[0]["log_level"] == "error" and "does not exist" in said[0]["reasons"]
+    assert "NOTHING IS BEING SYNCED" in shown.out and "does not exist" in shown.out

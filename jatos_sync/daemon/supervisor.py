@@ -35,6 +35,7 @@ from jatos_sync.daemon.locks import MappingLocks
 from jatos_sync.daemon.status import remove_stale_status, status_document, summary, write_status
 from jatos_sync.daemon.worker import MappingWorker, Timings, backoff_s
 from jatos_sync.errors import EXIT_OK, ConfigError, InternalError, ServerUnavailableError
+from jatos_sync.logs import redact
 from jatos_sync.notify import Heartbeat, Notifier, WatchdogPinger
 from jatos_sync.state import StateStore, mapping_key
 from jatos_sync.sync import check_distinct_studies
@@ -80,6 +81,7 @@ class Daemon:
         self._locks = MappingLocks(self._store.root)
         # This daemon's status file: its pid, and a tag for daemons sharing a process (tests).
         self._status_name = f"{os.getpid()}-{os.urandom(3).hex()}"
+        self._nothing_said_at: float | None = None  # when "nothing is syncing" was said
         self.workers: dict[str, MappingWorker] = {}
         self._stop_requested = False
         self._reload_requested = False
@@ -135,6 +137,7 @@ class Daemon:
                     self._reload_requested = False
                     self._reload()
                 self._tend_workers()
+                self._say_if_nothing_syncs()
                 if not self._ready and all(
                     w.first_pass_done.is_set() for w in self.workers.values()
                 ):
@@ -153,6 +156,28 @@ class Daemon:
             pinger.join(self._timings.stop_timeout_s)
             self._notifier.close()
             log.info("watch_stopped")
+
+    def _say_if_nothing_syncs(self) -> None:
+        """Every mapping paused (a missing folder, a refused token …): the daemon runs but
+        does nothing. Say so, with each reason and how to fix it, now and then again every
+        `nothing_syncing_every_s`, until one mapping syncs (docs/safety.md, rule 13)."""
+        statuses = [w.status for w in self.workers.values()]
+        if not statuses or any(s.state != "paused" for s in statuses):
+            self._nothing_said_at = None
+            return
+        now = self._clock()
+        if self._nothing_said_at is not None and (
+            now - self._nothing_said_at < self._timings.nothing_syncing_every_s
+        ):
+            return
+        self._nothing_said_at = now
+        reasons = "; ".join(f"{s.name}: {s.last_error}" for s in statuses)
+        log.error(
+            "nothing_syncing",
+            reasons=redact(reasons),
+            hint="fix what each mapping says; the daemon retries by itself",
+        )
+        self._changed.set()
 
     # -------------------------------------------------------------- workers
 

@@ -65,6 +65,8 @@ class Timings:
     # Before a quick pass replaces or deletes a server file not seen for this long, that
     # file is downloaded to check for a colleague's edit (one extra request; PRODUCT §7).
     verify_after_s: float = 60.0
+    # While every mapping is paused nothing syncs: said this often, loudly, until it changes.
+    nothing_syncing_every_s: float = 60.0
 
 
 def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
