@@ -123,11 +123,16 @@ def apply_plan(
             return work
 
         def run(path: RelPath) -> None:
-            try:
-                work(path)
-            finally:
+            def advance() -> None:
                 info = plan.expected.get(path)
                 progress.advance(path, nbytes=info.size if info else 0)
+
+            try:
+                work(path)
+            except Exception:  # a failed file is done too; an interrupted one (Ctrl-C) is not
+                advance()
+                raise
+            advance()
 
         return run
 

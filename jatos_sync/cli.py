@@ -21,6 +21,7 @@ import structlog
 from jatos_sync import __version__, demo
 from jatos_sync import init as init_cmd
 from jatos_sync import pull as pull_cmd
+from jatos_sync.apply import ProgressSink
 from jatos_sync.check import (
     check_mapping,
     exit_code_for,
@@ -41,7 +42,7 @@ from jatos_sync.errors import (
 )
 from jatos_sync.logs import configure_logging, is_terminal, redact
 from jatos_sync.model import RelPath, StudyInfo
-from jatos_sync.progress import bar_safe, progress_for
+from jatos_sync.progress import Tally, bar_safe, progress_for
 from jatos_sync.state import StateStore
 from jatos_sync.sync import Confirm, MappingResult, check_distinct_studies, run_pass
 
@@ -168,7 +169,7 @@ def main(
     except JatosSyncError as exc:
         return _failed(args, exc, out=out, err=err)
     except KeyboardInterrupt:
-        print("jatos-sync: interrupted", file=err)
+        print(f"jatos-sync: {ctx.how_far()}", file=err)
         return EXIT_INTERRUPTED
     except Exception as exc:  # the last resort: a bug is one line and exit 1, not a traceback
         log.debug("internal_error", command=args.command, exc_info=exc)
@@ -204,6 +205,24 @@ class _Context:
     ) -> None:
         self.args, self.environ, self.out, self.err, self.stdin = args, environ, out, err, stdin
         self._client_factory = client_factory
+        self.tallies: list[Tally] = []  # the passes' file counts, for Ctrl-C
+
+    def tally(self, bar: ProgressSink | None) -> Tally:
+        tally = Tally(bar)
+        self.tallies.append(tally)
+        return tally
+
+    def how_far(self) -> str:
+        """What Ctrl-C leaves behind, and how to finish."""
+        files = sum(t.files for t in self.tallies)
+        done = sum(t.done for t in self.tallies)
+        command = f"jatos-sync {self.args.command}"
+        if not files:
+            return f"interrupted; nothing was left half done. Run `{command}` again to finish."
+        return (
+            f"interrupted after {done} of {files} files. Nothing is lost: run `{command}` "
+            "again to finish; what is already done is not done twice."
+        )
 
     @property
     def config_path(self) -> Path:
@@ -269,7 +288,9 @@ def _run_passes(
                 confirm=_confirm_on_terminal(ctx, client),
                 concurrency=config.server.concurrency,
                 stop=stop,
-                progress=progress_for(ctx.err, enabled=show_progress, label=mapping.name),
+                progress=ctx.tally(
+                    progress_for(ctx.err, enabled=show_progress, label=mapping.name)
+                ),
             )
             for mapping in mappings
         ]
@@ -535,8 +556,10 @@ def _cmd_pull(ctx: _Context) -> int:
             client=client,
             store=ctx.store(config),
             out=ctx.out,
-            progress=progress_for(
-                ctx.err, enabled=not (ctx.args.json or ctx.args.quiet), label="downloading"
+            progress=ctx.tally(
+                progress_for(
+                    ctx.err, enabled=not (ctx.args.json or ctx.args.quiet), label="downloading"
+                )
             ),
         )
     finally:

@@ -246,6 +246,33 @@ class TerminalProgress:
             self.refresh()
 
 
+class Tally:
+    """Counts a pass's files as they are done, and passes everything on to `bar` (if any):
+    after Ctrl-C the command can say how far it got."""
+
+    def __init__(self, bar: ProgressSink | None = None) -> None:
+        self._bar = bar
+        self._lock = threading.Lock()
+        self.files = 0
+        self.done = 0
+
+    def start(self, *, files: int, total_bytes: int) -> None:
+        with self._lock:
+            self.files += files
+        if self._bar is not None:
+            self._bar.start(files=files, total_bytes=total_bytes)
+
+    def advance(self, path: RelPath, *, nbytes: int) -> None:
+        with self._lock:
+            self.done += 1
+        if self._bar is not None:
+            self._bar.advance(path, nbytes=nbytes)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def progress_for(
     stream: TextIO,
     *,

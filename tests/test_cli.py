@@ -241,3 +241,28 @@ def test_the_traceback_of_an_unexpected_exception_is_logged_only_with_v(
     assert quiet.code == 1 and "Traceback" not in quiet.err
     verbose = world310.run("-v", "--log-format", "json", "sync")
     assert verbose.code == 1 and "Traceback" in verbose.err and "ValueError: a bug" in verbose.err
+
+
+def test_ctrl_c_in_a_long_sync_says_how_far_it_got_and_how_to_finish(
+    world_any: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world_any.write_config(server_extra="  concurrency: 1\n")
+    for i in range(5):
+        world_any.put(f"f{i}.js", f"// {i}\n")
+    real = JatosClient.upload
+    calls = []
+
+    def upload(self: JatosClient, *args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JatosClient, "upload", upload)
+    result = world_any.run("sync")
+    assert result.code == 130
+    assert "interrupted after 2 of 5 files" in result.err
+    assert "run `jatos-sync sync` again to finish" in result.err
+    monkeypatch.setattr(JatosClient, "upload", real)
+    again = world_any.run("sync", "--json")
+    assert again.code == 0 and len(again.json["mappings"][0]["uploaded"]) == 3
