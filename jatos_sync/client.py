@@ -298,6 +298,8 @@ class JatosClient:
         cleanup: list[IO[bytes]] = []
         try:
             answer = self._request("POST", url, body=body, what=f"upload of {path}")
+        except FileNotFoundError as exc:  # deleted just now: the caller looks at it again
+            raise LocalFileChangedError(f"{path}: disappeared while it was uploaded") from exc
         except OSError as exc:
             raise FileSyncError(f"{path}: could not read the local file: {exc}") from exc
         finally:

@@ -1,16 +1,16 @@
 """File-system events → debounced dirty paths for the daemon. The only importer of watchdog.
 
-Owns three things:
+Owns:
 
-- `Debouncer`, pure logic with an explicit `now`: which paths are ready for a pass, which
-  deletions must still wait (`hold`), and when a full look at the folder is due.
 - `FolderWatcher`: one watchdog observer for one folder. It translates events into
-  `Change`s ("this path may have changed; look soon" — STYLE.md, level-triggered sync),
+  `Change`s (debounce.py; "this path may have changed; look soon": level-triggered sync),
   drops what the ignore rules exclude, and reports lost events (inotify queue overflow) as
-  a request to rescan everything.
+  a request to rescan everything. A write that has ended — the file closed after writing
+  (inotify's IN_CLOSE_WRITE) or renamed into place (IN_MOVED_TO: the safe save of vim,
+  emacs, JetBrains and VS Code) — is a `done` change: complete, ready for upload at once.
 - Choosing between native events and polling: polling on file systems where events from
-  other machines never arrive (NFS, SMB, 9p/WSL, sshfs, vboxsf, other FUSE — FIELD_NOTES
-  "inotify limits and network file systems"), and when the inotify limits are exhausted.
+  other machines never arrive (NFS, SMB, 9p/WSL, sshfs, vboxsf, other FUSE), and when the
+  inotify limits are exhausted.
 - Following what the kernel does not report under the folder's own paths: the scan follows
   symbolic links, also to directories outside the folder, but inotify watches only the real
   tree. `links.LinkMap` records where the scan meets each linked directory and file; their
@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import heapq
-import itertools
 import logging
 import math
 import os
@@ -38,8 +36,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -59,6 +56,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
+from jatos_sync.debounce import Change
 from jatos_sync.errors import ConfigError
 from jatos_sync.ignore import IgnoreRules
 from jatos_sync.links import LinkMap, map_links, signature
@@ -114,181 +112,6 @@ EVENT_FILTER: list[type[FileSystemEvent]] = [
 RAISED_WATCH_LIMIT = 524288
 RAISED_INSTANCE_LIMIT = 1024
 _SYSCTL_FILE = "/etc/sysctl.d/90-jatos-sync.conf"
-
-
-# ------------------------------------------------------------------------------- changes
-
-
-@dataclass(frozen=True)
-class Change:
-    """What the watcher saw, as a hint: the pass looks at the path itself.
-
-    touch: `path` (a file, or a directory: its whole subtree) may have changed or appeared;
-    gone: `path` disappeared (deleted or moved away); rescan: events were lost, look at
-    everything; folder_gone: the watched folder itself was deleted.
-    """
-
-    kind: Literal["touch", "gone", "rescan", "folder_gone"]
-    path: RelPath | None = None
-    is_dir: bool = False
-
-
-@dataclass(frozen=True)
-class Batch:
-    """What is ready for one pass.
-
-    `dirty`: paths (files or directories) to look at again; `hold`: paths (files or
-    directories) missing locally whose deletion must still wait; `full_local`: look at the
-    whole folder (a full pass) instead of only `dirty`.
-    """
-
-    dirty: frozenset[RelPath] = frozenset()
-    hold: frozenset[RelPath] = frozenset()
-    full_local: bool = False
-
-    def __bool__(self) -> bool:
-        return self.full_local or bool(self.dirty)
-
-
-class Debouncer:
-    """Turns a stream of changes into batches, with explicit times (no clock inside).
-
-    - A touched path is ready `debounce_s` after its last event: a burst of writes, or an
-      editor's write-rename-delete dance, becomes one look at the path, once it is quiet.
-    - A path that disappeared is ready only after `delete_delay_s` of staying gone; until
-      then it is in `hold`, so no pass deletes it. If it reappears (a touch of the same
-      file) its deletion is cancelled and it is simply looked at again; the pass then sees
-      the server already holds that content and sends nothing. A directory that reappears
-      does not cancel the wait for the files it held: they must come back one by one.
-    - A rescan (lost events, periodic reconcile, server back) becomes a batch with
-      `full_local` once the folder has been quiet for the longer of both delays, so a full
-      pass never runs in the middle of a rebuild whose deletions it cannot tell apart from
-      real ones. That batch takes every pending path with it.
-
-    Paths handed out in a batch stay pending until `finish()`; failed ones can be queued
-    again there. `pending()` and `oldest_pending_since()` are for the status file.
-
-    Times come from one monotonic clock: `now` never goes back between calls. Deadlines
-    live in a heap, so a burst of thousands of events costs O(log n) per event, not O(n).
-    """
-
-    def __init__(self, *, debounce_s: float, delete_delay_s: float) -> None:
-        self.debounce_s = debounce_s
-        self.delete_delay_s = delete_delay_s
-        self._dirty: dict[RelPath, float] = {}  # path -> when it is ready
-        self._gone: dict[RelPath, float] = {}  # path -> when its deletion may happen
-        # (when, sequence, is a deletion, path); entries superseded in the dicts are stale.
-        self._timeline: list[tuple[float, int, bool, RelPath]] = []
-        self._sequence = itertools.count()
-        self._in_pass: set[RelPath] = set()
-        # path -> its first event while pending; insertion order is time order.
-        self._since: dict[RelPath, float] = {}
-        self._rescan_at: float | None = None
-        self._last_event = -math.inf
-
-    def touch(self, path: RelPath, now: float, *, is_dir: bool = False) -> None:
-        """`path` was created, written or moved here."""
-        self._note(path, now)
-        self._schedule(path, now + self.debounce_s, gone=False)
-        if not is_dir:
-            self._gone.pop(path, None)
-
-    def gone(self, path: RelPath, now: float) -> None:
-        """`path` was deleted or moved away."""
-        self._note(path, now)
-        self._dirty.pop(path, None)
-        self._schedule(path, now + self.delete_delay_s, gone=True)
-
-    def rescan(self, now: float) -> None:
-        """Ask for a full look at the folder (kept at the earliest request)."""
-        if self._rescan_at is None:
-            self._rescan_at = now
-
-    def due(self, now: float, *, full_only: bool = False) -> Batch:
-        """Take what is ready at `now`. With `full_only`, only a due rescan is taken."""
-        if self._rescan_at is not None and now >= self._rescan_due():
-            taken = frozenset(self._dirty) | frozenset(self._gone)
-            self._dirty.clear()
-            self._gone.clear()
-            self._timeline.clear()
-            self._rescan_at = None
-            self._in_pass |= taken
-            return Batch(dirty=taken, full_local=True)
-        if full_only:
-            return Batch()
-        ready: set[RelPath] = set()
-        while self._timeline and self._timeline[0][0] <= now:
-            entry = heapq.heappop(self._timeline)
-            if self._current(entry):
-                _, _, gone, path = entry
-                del (self._gone if gone else self._dirty)[path]
-                ready.add(path)
-        if not ready:
-            return Batch()
-        self._in_pass |= ready
-        return Batch(dirty=frozenset(ready), hold=frozenset(self._gone))
-
-    def finish(
-        self, batch: Batch, *, now: float, retry: Mapping[RelPath, float] | None = None
-    ) -> None:
-        """The pass for `batch` is over at `now`. `retry`: paths to look at again, and when.
-
-        A path touched again during the pass keeps its own (sooner) time.
-        """
-        self._in_pass -= batch.dirty
-        for path, at in (retry or {}).items():
-            if path not in self._dirty:
-                self._schedule(path, at, gone=False)
-            self._since.setdefault(path, now)
-        for path in batch.dirty:
-            if path not in self._dirty and path not in self._gone:
-                self._since.pop(path, None)
-
-    def reset(self) -> None:
-        """Forget everything pending (the folder itself went away)."""
-        self._dirty.clear()
-        self._gone.clear()
-        self._timeline.clear()
-        self._in_pass.clear()
-        self._since.clear()
-        self._rescan_at = None
-
-    def pending(self) -> int:
-        """How many paths wait for a pass or are in one."""
-        return len(self._since)
-
-    def oldest_pending_since(self) -> float | None:
-        return next(iter(self._since.values()), None)
-
-    def next_deadline(self, *, full_only: bool = False) -> float | None:
-        """When `due()` (with the same `full_only`) will next have something, possibly
-        already past; None if nothing is pending."""
-        times = []
-        if not full_only:
-            while self._timeline and not self._current(self._timeline[0]):
-                heapq.heappop(self._timeline)
-            if self._timeline:
-                times.append(self._timeline[0][0])
-        if self._rescan_at is not None:
-            times.append(self._rescan_due())
-        return min(times, default=None)
-
-    def _schedule(self, path: RelPath, at: float, *, gone: bool) -> None:
-        (self._gone if gone else self._dirty)[path] = at
-        heapq.heappush(self._timeline, (at, next(self._sequence), gone, path))
-
-    def _current(self, entry: tuple[float, int, bool, RelPath]) -> bool:
-        at, _, gone, path = entry
-        return (self._gone if gone else self._dirty).get(path) == at
-
-    def _note(self, path: RelPath, now: float) -> None:
-        self._since.setdefault(path, now)
-        self._last_event = max(self._last_event, now)
-
-    def _rescan_due(self) -> float:
-        assert self._rescan_at is not None
-        quiet_s = max(self.debounce_s, self.delete_delay_s)
-        return max(self._rescan_at + self.debounce_s, self._last_event + quiet_s)
 
 
 # --------------------------------------------------------------- events or polling
@@ -779,8 +602,8 @@ class FolderWatcher:
                     self._pass_on("gone", src, is_dir=is_dir)
                     self._forget(src)
             for dest in self._relatives(event.dest_path):
-                if dest.parts:
-                    self._pass_on("touch", dest, is_dir=is_dir)
+                if dest.parts:  # a file renamed into place is complete (an editor's save)
+                    self._pass_on("touch" if is_dir else "done", dest, is_dir=is_dir)
             self._notice(event.dest_path, is_dir=is_dir)
             return
         for src in self._relatives(event.src_path):
@@ -790,7 +613,9 @@ class FolderWatcher:
             elif kind == "deleted":
                 self._pass_on("gone", src, is_dir=is_dir)
                 self._forget(src)
-            elif kind == "created" or (not is_dir and kind in ("modified", "closed", "attrib")):
+            elif kind == "closed" and not is_dir:  # closed after a write: complete
+                self._pass_on("done", src, is_dir=False)
+            elif kind == "created" or (not is_dir and kind in ("modified", "attrib")):
                 self._pass_on("touch", src, is_dir=is_dir)
         if kind in ("created", "attrib"):
             self._notice(event.src_path, is_dir=is_dir)
@@ -825,7 +650,9 @@ class FolderWatcher:
             for known in [k for k in self._hard if k == text or k.startswith(below)]:
                 del self._hard[known]
 
-    def _pass_on(self, kind: Literal["touch", "gone"], path: RelPath, *, is_dir: bool) -> None:
+    def _pass_on(
+        self, kind: Literal["touch", "done", "gone"], path: RelPath, *, is_dir: bool
+    ) -> None:
         if self._rules.decides_rules(path):
             # `.jatosignore`, or a PsychoPy experiment at any depth: these decide the ignore
             # rules themselves (and may be ignored by them), so the pass must see them too.

@@ -683,8 +683,8 @@ def test_participant_data_on_the_server_is_not_deleted_once_it_is_ignored(
 def test_the_watcher_drops_participant_data_once_an_experiment_appears(tmp_path: Path) -> None:
     from watchdog.events import FileCreatedEvent, FileModifiedEvent
 
+    from jatos_sync.debounce import Change
     from jatos_sync.model import RelPath
-    from jatos_sync.watch import Change
     from tests.test_watch import Rig
 
     rig = Rig(tmp_path)

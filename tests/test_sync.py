@@ -305,3 +305,21 @@ def test_a_quick_pass_under_a_folder_it_may_not_enter_fails_the_path_and_deletes
         ("js/b.js", "could not read: permission denied; make it readable"),
     ]
     assert result.deleted == [] and {"js/a.js", "js/b.js"} <= set(synced.remote())
+
+
+def test_a_file_deleted_just_before_its_upload_is_skipped_not_failed(
+    synced: World, syncer: MappingSync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An edit and a deletion in quick succession (a save, then a rebuild): by the time the
+    # upload opens the file it is gone. That is no failure; the next pass deletes it.
+    path = synced.put("js/new.js", "new")
+    real = JatosClient.upload
+
+    def upload(self: JatosClient, study: str, rel: P, source: Path, *, size: int) -> object:
+        path.unlink()
+        return real(self, study, rel, source, size=size)
+
+    monkeypatch.setattr(JatosClient, "upload", upload)
+    result = syncer.quick_pass([P("js/new.js")])
+    assert result.failed == [] and result.exit_code == 0
+    assert [s.path for s in result.skipped] == [P("js/new.js")]

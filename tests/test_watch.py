@@ -28,157 +28,11 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from jatos_sync.debounce import Change
 from jatos_sync.model import RelPath
-from jatos_sync.watch import (
-    Batch,
-    Change,
-    Debouncer,
-    FolderWatcher,
-    Mode,
-    choose_mode,
-    fs_type_of,
-    limit_advice,
-)
+from jatos_sync.watch import FolderWatcher, Mode, choose_mode, fs_type_of, limit_advice
 
 P = RelPath
-
-
-# ------------------------------------------------------------------------- Debouncer
-
-
-def make_debouncer() -> Debouncer:
-    return Debouncer(debounce_s=0.3, delete_delay_s=2.0)
-
-
-def test_a_burst_of_events_makes_the_path_ready_once_after_it_is_quiet() -> None:
-    d = make_debouncer()
-    for t in (0.0, 0.1, 0.2, 0.35):  # each event restarts the path's quiet period
-        d.touch(P("a.js"), t)
-    assert d.due(0.6) == Batch()
-    assert d.due(0.65) == Batch(dirty=frozenset({P("a.js")}))
-    assert d.due(5.0) == Batch()
-
-
-def test_paths_wait_each_for_their_own_quiet_period() -> None:
-    d = make_debouncer()
-    d.touch(P("a.js"), 0.0)
-    d.touch(P("b.js"), 0.2)
-    assert d.due(0.3).dirty == {P("a.js")}
-    assert d.due(0.4) == Batch()
-    assert d.due(0.5).dirty == {P("b.js")}
-
-
-def test_a_deletion_is_held_until_the_path_stayed_gone_for_the_delay() -> None:
-    d = make_debouncer()
-    d.gone(P("old.js"), 0.0)
-    d.touch(P("new.js"), 0.0)
-    batch = d.due(0.3)
-    assert batch == Batch(dirty=frozenset({P("new.js")}), hold=frozenset({P("old.js")}))
-    d.finish(batch, now=0.0)
-    assert d.due(1.9) == Batch()
-    assert d.due(2.0) == Batch(dirty=frozenset({P("old.js")}))
-
-
-def test_a_file_that_reappears_is_looked_at_again_instead_of_deleted() -> None:
-    d = make_debouncer()
-    d.gone(P("index.html"), 0.0)  # an editor renames the original away …
-    d.touch(P("index.html"), 0.01)  # … and writes the new version
-    assert d.due(0.31) == Batch(dirty=frozenset({P("index.html")}))
-    assert d.next_deadline() is None
-
-
-def test_a_directory_that_reappears_still_holds_the_files_it_had() -> None:
-    d = make_debouncer()
-    d.gone(P("dist"), 0.0)
-    d.touch(P("dist"), 0.1, is_dir=True)
-    d.touch(P("dist/app.js"), 0.2)
-    batch = d.due(0.5)
-    assert batch.dirty == {P("dist"), P("dist/app.js")}
-    assert batch.hold == {P("dist")}
-    d.finish(batch, now=0.0)
-    assert d.due(2.0).dirty == {P("dist")}
-
-
-def test_a_temp_file_renamed_away_before_it_was_quiet_is_only_checked_after_the_delay() -> None:
-    d = make_debouncer()
-    d.touch(P("x.tmp"), 0.0)
-    d.gone(P("x.tmp"), 0.1)
-    assert d.due(0.5) == Batch()
-    assert d.due(2.1).dirty == {P("x.tmp")}
-
-
-def test_a_rescan_waits_for_a_quiet_folder_and_takes_everything_pending() -> None:
-    d = make_debouncer()
-    d.rescan(0.0)
-    d.gone(P("dist/a.js"), 0.5)
-    d.touch(P("dist/b.js"), 1.0)
-    first = d.due(1.3)
-    assert first == Batch(dirty=frozenset({P("dist/b.js")}), hold=frozenset({P("dist/a.js")}))
-    d.finish(first, now=0.0)
-    d.touch(P("dist/c.js"), 1.5)
-    assert d.next_deadline(full_only=True) == pytest.approx(3.5)
-    assert not d.due(3.4, full_only=True)
-    d.due(1.8)  # c.js on its own
-    assert d.due(3.5) == Batch(dirty=frozenset({P("dist/a.js")}), full_local=True)
-    assert d.next_deadline(full_only=True) is None
-
-
-def test_a_rescan_in_a_quiet_folder_is_due_after_the_debounce() -> None:
-    d = make_debouncer()
-    d.rescan(10.0)
-    d.rescan(11.0)  # the earliest request counts
-    assert d.next_deadline() == pytest.approx(10.3)
-    assert d.due(10.3, full_only=True) == Batch(full_local=True)
-
-
-def test_full_only_leaves_ordinary_paths_pending() -> None:
-    d = make_debouncer()
-    d.touch(P("a.js"), 0.0)
-    assert d.due(1.0, full_only=True) == Batch()
-    assert d.next_deadline(full_only=True) is None
-    assert d.due(1.0).dirty == {P("a.js")}
-
-
-def test_next_deadline_is_the_earliest_time_something_becomes_ready() -> None:
-    d = make_debouncer()
-    assert d.next_deadline() is None
-    d.gone(P("a"), 0.0)
-    d.touch(P("b"), 1.0)
-    assert d.next_deadline() == pytest.approx(1.3)
-    d.due(1.3)
-    assert d.next_deadline() == pytest.approx(2.0)
-
-
-def test_pending_paths_and_their_age_survive_a_failed_pass() -> None:
-    d = make_debouncer()
-    d.touch(P("a.js"), 1.0)
-    d.touch(P("a.js"), 2.0)
-    d.touch(P("b.js"), 3.0)
-    assert (d.pending(), d.oldest_pending_since()) == (2, 1.0)
-    batch = d.due(3.3)
-    assert d.pending() == 2  # in the pass: still pending
-    d.finish(batch, now=3.4, retry={P("a.js"): 10.0})
-    assert (d.pending(), d.oldest_pending_since()) == (1, 1.0)
-    assert d.due(9.9) == Batch()
-    assert d.due(10.0).dirty == {P("a.js")}
-
-
-def test_an_edit_during_a_pass_is_not_delayed_by_the_retry_time() -> None:
-    d = make_debouncer()
-    d.touch(P("a.js"), 0.0)
-    batch = d.due(0.3)
-    d.touch(P("a.js"), 0.4)  # edited again while the pass ran
-    d.finish(batch, now=0.5, retry={P("a.js"): 60.0})
-    assert d.due(0.7).dirty == {P("a.js")}
-
-
-def test_reset_forgets_everything() -> None:
-    d = make_debouncer()
-    d.touch(P("a"), 0.0)
-    d.gone(P("b"), 0.0)
-    d.rescan(0.0)
-    d.reset()
-    assert (d.pending(), d.next_deadline()) == (0, None)
 
 
 # ----------------------------------------------------------------- events or polling
@@ -399,20 +253,21 @@ def gone(path: str, *, is_dir: bool = False) -> Change:
     return Change("gone", P(path), is_dir=is_dir)
 
 
-def test_writes_become_touches_and_reads_are_ignored(rig: Rig) -> None:
+def done(path: str) -> Change:
+    return Change("done", P(path))
+
+
+def test_writes_become_touches_a_finished_write_is_done_and_reads_are_ignored(rig: Rig) -> None:
     f = rig.p("img/a b.png")
-    assert (
-        rig.emit(
-            FileCreatedEvent(f),
-            FileOpenedEvent(f),
-            FileModifiedEvent(f),
-            FileClosedEvent(f),
-            FileAttribEvent(f),
-            FileClosedNoWriteEvent(f),
-            DirModifiedEvent(rig.p("img")),
-        )
-        == [touch("img/a b.png")] * 4
-    )
+    assert rig.emit(
+        FileCreatedEvent(f),
+        FileOpenedEvent(f),
+        FileModifiedEvent(f),
+        FileClosedEvent(f),
+        FileAttribEvent(f),
+        FileClosedNoWriteEvent(f),
+        DirModifiedEvent(rig.p("img")),
+    ) == [touch("img/a b.png")] * 2 + [done("img/a b.png"), touch("img/a b.png")]
     assert rig.observers[-1].path == rig.root
 
 
@@ -422,7 +277,7 @@ def test_moves_become_gone_and_touch_and_outside_paths_are_dropped(rig: Rig) -> 
         FileMovedEvent(rig.p("c.js"), "/elsewhere/c.js"),
         FileMovedEvent("/elsewhere/d.js", rig.p("d.js")),
         FileDeletedEvent("/elsewhere/e.js"),
-    ) == [gone("a.js"), touch("b.js"), gone("c.js"), touch("d.js")]
+    ) == [gone("a.js"), done("b.js"), gone("c.js"), done("d.js")]
 
 
 def test_directory_events_name_the_directory(rig: Rig) -> None:
@@ -466,7 +321,7 @@ def test_editor_and_tool_temp_files_are_dropped(rig: Rig) -> None:
         gone("index.html"),
         touch("index.html"),
         gone("index.html"),
-        touch("index.html"),
+        done("index.html"),  # renamed into place: complete
     ]
 
 
@@ -605,7 +460,7 @@ def test_events_in_a_linked_folder_outside_are_reported_at_the_links_path(
             touch("stimuli/words.csv"),
             touch("stimuli/sub/new.csv"),
             gone("stimuli/words.csv"),
-            touch("stimuli/colours.csv"),
+            done("stimuli/colours.csv"),
             gone("stimuli", is_dir=True),
         ]
         assert rig.watcher.not_followed == ()

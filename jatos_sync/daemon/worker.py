@@ -30,21 +30,14 @@ import structlog
 from jatos_sync.client import JatosClient
 from jatos_sync.config import MappingConfig, WatchConfig
 from jatos_sync.daemon.status import MappingStatus
+from jatos_sync.debounce import Batch, Change, Debouncer
 from jatos_sync.errors import AuthError, ConfigError, InternalError, JatosSyncError, SafetyStop
 from jatos_sync.ignore import IGNORE_FILE_NAME
 from jatos_sync.model import RelPath
 from jatos_sync.scan import check_folder
 from jatos_sync.state import StateStore
 from jatos_sync.sync import MappingResult, MappingSync
-from jatos_sync.watch import (
-    Batch,
-    Change,
-    Debouncer,
-    FolderWatcher,
-    Mode,
-    ObserverFactory,
-    default_observer_factory,
-)
+from jatos_sync.watch import FolderWatcher, Mode, ObserverFactory, default_observer_factory
 
 log = structlog.get_logger("jatos_sync.daemon")
 
@@ -278,8 +271,9 @@ class MappingWorker:
         return max(0.0, min(deadlines) - now)
 
     def _note(self, change: Change, now: float) -> None:
-        if change.kind == "touch" and change.path is not None:
-            self._debouncer.touch(change.path, now, is_dir=change.is_dir)
+        if change.kind in ("touch", "done") and change.path is not None:
+            settled = change.kind == "done"  # a write that has ended: no quiet time to wait
+            self._debouncer.touch(change.path, now, is_dir=change.is_dir, settled=settled)
         elif change.kind == "gone" and change.path is not None:
             self._debouncer.gone(change.path, now)
         elif change.kind == "rescan":
