@@ -20,6 +20,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,6 +68,10 @@ def _serve(conn: Connection, personality: str) -> None:
                 conn.send(None)
             elif command == "restart":
                 server.restart()
+                conn.send(None)
+            elif command == "fill":  # (study, folder): its files written on the server's disk
+                study_id, source = arg
+                shutil.copytree(source, server.assets_dir(study_id), dirs_exist_ok=True)
                 conn.send(None)
             elif command == "files":  # path -> (size, Adler-32) of a study's files
                 conn.send({p: (len(b), zlib.adler32(b)) for p, b in server.files(arg).items()})

@@ -296,6 +296,10 @@ class StandInServer:
         with self._state.lock:
             self._state.study(study).locked = locked
 
+    def assets_dir(self, study: Study | int) -> Path:
+        """The study's assets directory on the stand-in's disk (to fill it in bulk)."""
+        return self._state.study(study).assets_dir
+
     def files(self, study: Study | int) -> dict[str, bytes]:
         """Relative POSIX path -> content of the study's regular files (for assertions)."""
         return assets.regular_files(self._state.study(study).assets_dir)
