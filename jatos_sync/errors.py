@@ -48,6 +48,16 @@ class ConfigError(JatosSyncError):
     exit_code = EXIT_CONFIG
 
 
+class DefinitionError(ConfigError):
+    """A study definition (in the configuration, a `.jas` or on the server) that JATOS would
+    refuse or that cannot be read; the message says what and why."""
+
+
+class ArchiveError(ConfigError):
+    """A study archive (`.jzip`) that is not one, or holds an entry that would land outside
+    its folder; nothing was unpacked."""
+
+
 class UnsupportedServerError(JatosSyncError):
     """The server is not a JATOS, or a JATOS too old for the asset API (3.8.1)."""
 
@@ -74,6 +84,13 @@ class AccessError(JatosSyncError):
 
 class StudyLockedError(AccessError):
     """The study is locked in JATOS; uploads and deletions are refused until it is unlocked."""
+
+
+class StudyRefusedError(JatosSyncError):
+    """JATOS refused a change of a study's properties or components (its validation); the
+    message carries JATOS's reason."""
+
+    exit_code = EXIT_CONFIG
 
 
 class SafetyStop(JatosSyncError):

@@ -23,7 +23,8 @@ from typing import TextIO
 from jatos_sync.client import JatosClient
 from jatos_sync.config import default_config_path, load_config, parse_config
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
-from jatos_sync.errors import EXIT_CONFIG, JatosSyncError
+from jatos_sync.errors import EXIT_CONFIG, ConfigError, JatosSyncError, worst_exit_code
+from jatos_sync.init import study as study_modes
 from jatos_sync.init.questions import (
     InputEndedError,
     Session,
@@ -80,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace an existing configuration file (the old one is kept as .bak)",
     )
+    study_modes.add_arguments(parser)
 
 
 def run(
@@ -91,10 +93,12 @@ def run(
     err: TextIO,
     client_factory: Callable[[str, Token], JatosClient],
     check: Callable[[Path], int],
+    sync: Callable[[Path], int] | None = None,
     read_secret: Callable[[str], str] = getpass.getpass,
     cwd: Path | None = None,
 ) -> int:
-    """The `init` command; returns `check`'s exit code, or 2 when nothing was written."""
+    """The `init` command; returns `check`'s exit code (with --create, the worse of the
+    sync's and check's), or 2 when nothing was written."""
     here = cwd or Path.cwd()
     target = Path(args.config) if getattr(args, "config", None) else default_config_path(environ)
     config_path = Path(os.path.abspath(here / target.expanduser()))
@@ -107,14 +111,23 @@ def run(
         )
         return EXIT_CONFIG
     interactive = is_terminal(stdin)
+    mode = study_modes.mode_of(args)
+    if mode == "create" and sync is None:
+        raise ConfigError("init --create needs the sync command to create the study")
     if not interactive:
-        missing = [flag for flag in ("--url", "--study") if not getattr(args, flag[2:], None)]
+        needed = study_modes.required_flags(mode)
+        missing = [flag for flag in needed if not getattr(args, flag[2:], None)]
         if missing:
+            example = {
+                "create": "--create --url https://jatos.example.org --folder experiment",
+                "from_archive": "--from study.jzip --url https://jatos.example.org",
+                "adopt": "--adopt --url https://jatos.example.org --study 42",
+            }.get(mode or "", "--url https://jatos.example.org --study 42 --folder experiment")
             print(
                 "jatos-sync init: not on a terminal, so nothing can be asked; give "
                 + " and ".join(missing)
-                + " (and optionally --folder, --token-file, --name). Example: jatos-sync init "
-                "--url https://jatos.example.org --study 42 --folder experiment",
+                + f" (and optionally --folder, --token-file, --name). Example: jatos-sync init "
+                f"{example}",
                 file=err,
             )
             return EXIT_CONFIG
@@ -130,10 +143,10 @@ def run(
         interactive=interactive,
     )
     try:
-        answers = session.collect()
+        answers = study_modes.collect(session, mode) if mode else session.collect()
         text = render_config(answers, config_path=config_path)
         # The real parser is the judge: never write a file the other commands would refuse.
-        parse_config(text, path=config_path)
+        study_modes.check_written(parse_config(text, path=config_path), answers)
         backup = write_config(config_path, text)
         load_config(config_path)
     except InputEndedError:
@@ -148,9 +161,14 @@ def run(
     print(f"\nWrote {config_path}", file=out)
     if backup is not None:
         print(f"  (the previous file is kept as {backup})", file=out)
+    synced = 0
+    if mode == "create" and sync is not None:
+        print("Creating the study and uploading the folder (jatos-sync sync):", file=out)
+        out.flush()
+        synced = sync(config_path)
     print("Checking the setup (jatos-sync check):", file=out)
     out.flush()
-    code = check(config_path)
+    code = worst_exit_code([synced, check(config_path)])
     default = Path(os.path.abspath(here / default_config_path(environ).expanduser()))
     option = "" if config_path == default else f"-c {config_path} "
     _next_steps(answers, config_path, option, code, out, token_in_env=session.token_needs_export)
@@ -187,6 +205,12 @@ def _next_steps(
         empty = False
     if empty:  # a new lab member starts from the server's copy
         steps.insert(0, (f"jatos-sync {option}pull {name}", "download the study's files"))
+    if answers.definition is not None:  # the study is code: its lifecycle
+        steps[1] = (f"jatos-sync {option}sync", "upload the folder, then the study's definition")
+        steps += [
+            (f"jatos-sync {option}links {name}", "a link for participants"),
+            (f"jatos-sync {option}export {name}", "a snapshot of the study as a .jzip"),
+        ]
     width = max(len(command) for command, _ in steps)
     print("Next steps:", file=out)
     for command, what in steps:

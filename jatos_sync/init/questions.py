@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from jatos_sync.client import JatosClient, host_is_loopback
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token, check_token_format, token_from_file
+from jatos_sync.definition import Definition
 from jatos_sync.errors import ConfigError, JatosSyncError
 from jatos_sync.init.render import WHERE_TO_CREATE, Answers, ignore_pattern, one_line, store_token
 from jatos_sync.logs import redact
@@ -160,6 +161,21 @@ class Session:
         token_file, token = self.token(url)
         folder = self.folder()
         study, title = self.study(url, token)
+        return self.answers(url, token_file, folder, study, title=title)
+
+    def answers(
+        self,
+        url: str,
+        token_file: Path | None,
+        folder: Path,
+        study: str,
+        *,
+        title: str = "",
+        create: bool = False,
+        definition: Definition | None = None,
+    ) -> Answers:
+        """What the file will say, with the rules that keep the configuration file and the
+        token file out of the synced folder."""
         name = self.args.name or default_name(folder, study)
         ignore: list[str] = []
         if is_inside(self.config_path, folder):
@@ -182,6 +198,8 @@ class Session:
             token_file=token_file,
             study_title=title,
             ignore=tuple(ignore),
+            create=create,
+            definition=definition,
         )
 
     def url(self) -> str:
@@ -278,13 +296,13 @@ class Session:
             return None
         return check_token_format(text, source=str(path))
 
-    def folder(self) -> Path:
+    def folder(self, default: str = ".") -> Path:
         given = self.args.folder
         while True:
             if given or not self.interactive:
-                text = given or "."
+                text = given or default
             else:
-                text = self.ask("Local folder to sync", default=".")
+                text = self.ask("Local folder to sync", default=default)
             folder = Path(os.path.abspath(self.here / Path(text).expanduser()))
             if folder.is_dir():
                 return folder

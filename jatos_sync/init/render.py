@@ -10,6 +10,7 @@ never put the token into the configuration text.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from jatos_sync.config import SCHEMA_PATH
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
+from jatos_sync.definition import Definition, json_value
 
 # Characters with a meaning in gitignore patterns; escaped when a file name becomes one.
 _GLOB_CHARS = re.compile(r"([*?\[\]\\!#])")
@@ -37,6 +39,8 @@ class Answers:
     token_env: str = DEFAULT_TOKEN_ENV
     study_title: str = ""
     ignore: tuple[str, ...] = field(default_factory=tuple)
+    create: bool = False  # create: true (the study is a UUID)
+    definition: Definition | None = None  # the study itself, as code
 
 
 def ignore_pattern(name: str) -> str:
@@ -140,9 +144,70 @@ def render_config(answers: Answers, *, config_path: Path, today: date | None = N
         "    # backup: true            # keep a copy of a server file someone else changed",
         "    # max_delete: 500         # hold back a pass that would delete more files",
         "    # max_delete_percent: 50  # ... or more than this share of the study's files",
+        *definition_lines(answers),
         "",
     ]
     return "\n".join(lines)
+
+
+def definition_lines(answers: Answers) -> list[str]:
+    """`create:` and `definition:` of the mapping, when the study is code."""
+    definition = answers.definition
+    if definition is None:
+        return []
+    lines = [
+        "    # Create the study, with the UUID above, on a server that has none (a new lab",
+        "    # server, a review server); where it exists, sync keeps it in step.",
+        "    create: true" if answers.create else "    # create: true",
+        "    # The study itself, kept in step by `jatos-sync sync` and `watch` after the files.",
+        "    # Keys left out take JATOS's defaults. A component left out is deactivated, never",
+        "    # deleted; its uuid identifies it, so a new title does not make a new component.",
+        "    definition:",
+        f"      title: {yaml_quote(definition.title)}",
+    ]
+    texts = (
+        ("description", definition.description),
+        ("comments", definition.comments),
+        ("end_redirect_url", definition.end_redirect_url),
+        ("entry_message", definition.entry_message),
+    )
+    lines += [f"      {key}: {yaml_quote(value)}" for key, value in texts if value]
+    if definition.input is not None:
+        lines.append(f"      input: {yaml_json(definition.input)}   # any JSON value")
+    flags = (
+        ("linear", definition.linear),
+        ("allow_preview", definition.allow_preview),
+        ("group_study", definition.group_study),
+    )
+    lines += [f"      {key}: true" for key, value in flags if value]
+    if not definition.components:
+        lines.append("      components: []   # add one per HTML page: - title: …, html: …")
+        return lines
+    lines.append("      components:   # in study order")
+    for c in definition.components:
+        lines += [
+            f"        - title: {yaml_quote(c.title)}",
+            f"          html: {yaml_quote(c.html)}",
+        ]
+        if c.uuid:
+            lines.append(f"          uuid: {c.uuid}")
+        if c.input is not None:
+            lines.append(f"          input: {yaml_json(c.input)}")
+        if c.reloadable:
+            lines.append("          reloadable: true")
+        if not c.active:
+            lines.append("          active: false")
+        if c.comments:
+            lines.append(f"          comments: {yaml_quote(c.comments)}")
+    return lines
+
+
+def yaml_json(text: str) -> str:
+    """Stored JSON text as a YAML flow value that reads back as the same JSON value."""
+    value = json_value(text)
+    if isinstance(value, str):
+        return yaml_quote(value)
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
 def write_config(path: Path, text: str) -> Path | None:
