@@ -111,7 +111,10 @@ def same_json(a: Json, b: Json) -> bool:
 
 
 def same_input(a: str | None, b: str | None) -> bool:
-    """Whether two stored inputs (JSON text) mean the same (§10.2: minified, "" is null)."""
+    """Whether two stored inputs (JSON text) mean the same (§10.2: minified, "" is null).
+    Text that is not JSON equals only the same text."""
+    if not (_is_json(a or "null") and _is_json(b or "null")):
+        return (a or None) == (b or None)
     return same_json(json_value(a), json_value(b))
 
 
@@ -588,19 +591,19 @@ def plan_definition(
     last_matched = max((i for i, m in enumerate(found) if m is not None), default=-1)
     first_new = min((i for i, m in enumerate(found) if m is None), default=len(found))
     reorder = ranks != matched or first_new < last_matched
-    if ranks != matched:
-        for rank, m in enumerate(matched):
-            if ranks[rank] is not m:
-                new_position = found.index(m) + 1
-                title = definition.components[new_position - 1].title
-                changes.append(Change("moved", None, position[m.id], new_position, title))
+    if reorder:
+        for new_position, (component, m) in enumerate(
+            zip(definition.components, found, strict=True), start=1
+        ):
+            if m is not None and position[m.id] != new_position:
+                changes.append(Change("moved", None, position[m.id], new_position, component.title))
     can_delete = api_version != API_VERSION_382  # 3.8.2 has no component endpoints (§12.3)
     deleting = delete_components and can_delete
     deletes = tuple(leftovers) if deleting and allow_delete else ()
     withheld = tuple(leftovers) if deleting and not allow_delete else ()
     deactivates = tuple(c.id for c in leftovers if c.active and c not in deletes)
     for leftover in leftovers:
-        count = (results or {}).get(leftover.id)
+        count = None if results is None else results.get(leftover.id, 0)
         if leftover in deletes:
             changes.append(Change("deleted", component=leftover.title, results=count))
             continue

@@ -207,7 +207,21 @@ def yaml_json(text: str) -> str:
     value = json_value(text)
     if isinstance(value, str):
         return yaml_quote(value)
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return _flow(value)
+
+
+def _flow(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flow(str(k))}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, float):
+        mantissa, e, exponent = repr(value).partition("e")
+        # YAML 1.1 reads a float only with a dot before its exponent (1e+100 is text there).
+        return f"{mantissa if '.' in mantissa else mantissa + '.0'}{e}{exponent}"
+    if isinstance(value, str):
+        return yaml_quote(value)
+    return json.dumps(value)
 
 
 def write_config(path: Path, text: str) -> Path | None:
