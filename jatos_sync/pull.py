@@ -590,7 +590,7 @@ def select_mapping(config: Config, name: str | None, *, command: str = "pull") -
     if len(config.mappings) == 1:
         return config.mappings[0]
     names = ", ".join(m.name for m in config.mappings)
-    raise ConfigError(f"{command} takes one mapping: name it, one of: {names}")
+    raise ConfigError(f"{command} takes one mapping: name the mapping, one of: {names}")
 
 
 def run(
