@@ -1,15 +1,13 @@
 """The study itself as data: what a mapping declares, what the server has, and what it takes
 to bring the one in step with the other.
 
-Owns the values of a `definition:` (`Definition`, `ComponentDef`), the server's study as
-`GET /studies/{id}/properties?withComponentProperties=true` describes it, parsed
-defensively for every version (`ServerStudy`; docs/jatos-api.md §10.2), the local rules
-JATOS will apply to a definition (§11.6), the semantic comparison of inputs (JATOS minifies
-them and shows them as text before 3.10, §15.2 item 10), component matching (by `uuid:`,
-else by HTML file), the plan (`DefinitionPlan`: the changes, and whether they go through
-PATCH and the component endpoints or a `.jas` re-import), the `.jas` document of a
-definition (§11.6, §15.2 items 4-7), and the conversions from a `.jas` and from a server
-study into a definition (`init --from`, `init --adopt`).
+Owns the values of a `definition:` (`Definition`, `ComponentDef`) and of the server's study
+(`ServerStudy`; read from JATOS's JSON by study_json.py), the local rules JATOS will apply
+to a definition (docs/jatos-api.md §11.6), the semantic comparison of inputs (JATOS
+minifies them and shows them as text before 3.10, §15.2 item 10), component matching (by
+`uuid:`, else by HTML file), the plan (`DefinitionPlan`: the changes, and whether they go
+through PATCH and the component endpoints or a `.jas` re-import), and the request bodies
+and `.jas` document of a definition (§11.6, §15.2 items 4-7).
 
 Pure: no I/O, no HTTP, no clock, no randomness (new UUIDs come from the caller). Carrying a
 plan out is studies.py's business; validating the configuration file is config_reader.py's.
@@ -24,9 +22,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from jatos_sync.errors import DefinitionError, ServerUnavailableError, UnsafePathError
-from jatos_sync.paths import server_path
 
 Json = Any  # None, bool, int, float, str, list or dict of these
 
@@ -113,12 +108,12 @@ def same_json(a: Json, b: Json) -> bool:
 def same_input(a: str | None, b: str | None) -> bool:
     """Whether two stored inputs (JSON text) mean the same (§10.2: minified, "" is null).
     Text that is not JSON equals only the same text."""
-    if not (_is_json(a or "null") and _is_json(b or "null")):
+    if not (is_json_text(a or "null") and is_json_text(b or "null")):
         return (a or None) == (b or None)
     return same_json(json_value(a), json_value(b))
 
 
-def _text(value: str | None) -> str | None:
+def optional_text(value: str | None) -> str | None:
     """An optional text as JATOS keeps it: "" and None are both "nothing"."""
     return value or None
 
@@ -225,116 +220,6 @@ class ServerStudy:
     group_study: bool
     components: tuple[ServerComponent, ...] = ()
     batches: tuple[ServerBatch, ...] = ()
-
-
-def parse_study(data: Mapping[str, Any], *, what: str) -> ServerStudy:
-    """The study JSON of any version (§10.2), checked where it enters (docs/safety.md, rule
-    10): IDs, UUIDs and HTML paths must be what JATOS writes, or nothing is decided from it.
-    Keys JATOS leaves out once it omits nulls (§3.2) read as null."""
-    reader = _Reader(what)
-    components = tuple(
-        _component(reader, item, n) for n, item in enumerate(reader.items(data, "components"))
-    )
-    batches = tuple(_batch(reader, item, n) for n, item in enumerate(reader.items(data, "batches")))
-    shown = "description" in data
-    return ServerStudy(
-        id=reader.id(data, "id"),
-        uuid=reader.uuid(data, "uuid"),
-        title=reader.text(data, "title") or "",
-        dir_name=reader.text(data, "dirName") or "",
-        locked=data.get("locked") is True,
-        active=data.get("active") is not False,
-        description=reader.text(data, "description"),
-        description_hash=reader.text(data, "descriptionHash"),
-        description_shown=shown,
-        comments=reader.text(data, "comments"),
-        input=reader.input(data, "studyInput"),
-        end_redirect_url=reader.text(data, "endRedirectUrl"),
-        entry_message=reader.text(data, "studyEntryMsg"),
-        linear=data.get("linearStudy") is True,
-        allow_preview=data.get("allowPreview") is True,
-        group_study=data.get("groupStudy") is True,
-        components=components,
-        batches=batches,
-    )
-
-
-class _Reader:
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def bad(self, key: str, problem: str) -> ServerUnavailableError:
-        return ServerUnavailableError(
-            f"The server's description of {self.what} is not what JATOS writes ({key}: "
-            f"{problem}); nothing was changed. Is server.url a JATOS server?"
-        )
-
-    def id(self, data: Mapping[str, Any], key: str) -> int:
-        value = data.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.bad(key, "not a positive whole number")
-        return value
-
-    def uuid(self, data: Mapping[str, Any], key: str) -> str:
-        value = data.get(key)
-        if not isinstance(value, str) or not UUID.fullmatch(value):
-            raise self.bad(key, "not a UUID")
-        return value.lower()
-
-    def text(self, data: Mapping[str, Any], key: str) -> str | None:
-        value = data.get(key)
-        if value is None or isinstance(value, str):
-            return _text(value)
-        raise self.bad(key, "not text")
-
-    def input(self, data: Mapping[str, Any], key: str) -> str | None:
-        """3.10's parsed input under `key`, or ≤3.9's JSON text under `jsonData`."""
-        if key in data:
-            return json_text(data[key])
-        value = data.get("jsonData")
-        if value is None or isinstance(value, str):
-            return _text(value)
-        return json_text(value)
-
-    def items(self, data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-        value = data.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise self.bad(key, "not a list of objects")
-        return value
-
-
-def _component(reader: _Reader, data: Mapping[str, Any], n: int) -> ServerComponent:
-    html = reader.text(data, "htmlFilePath")
-    if html:
-        try:  # ≤3.9 write the server's file separator (§10.2)
-            html = str(server_path(html.replace("\\", "/")))
-        except UnsafePathError as exc:
-            raise reader.bad(f"components[{n}].htmlFilePath", str(exc)) from None
-    return ServerComponent(
-        id=reader.id(data, "id"),
-        uuid=reader.uuid(data, "uuid"),
-        title=reader.text(data, "title") or "",
-        html=html,
-        input=reader.input(data, "componentInput"),
-        reloadable=data.get("reloadable") is True,
-        active=data.get("active") is not False,
-        comments=reader.text(data, "comments"),
-    )
-
-
-def _batch(reader: _Reader, data: Mapping[str, Any], n: int) -> ServerBatch:
-    types = data.get("allowedWorkerTypes")
-    return ServerBatch(
-        id=reader.id(data, "id"),
-        uuid=reader.uuid(data, "uuid"),
-        title=reader.text(data, "title") or "",
-        active=data.get("active") is not False,
-        worker_types=frozenset(t for t in types if isinstance(t, str))
-        if isinstance(types, list)
-        else frozenset(),
-    )
 
 
 # ============================================================================ the plan
@@ -499,7 +384,7 @@ def _study_changes(definition: Definition, study: ServerStudy) -> list[tuple[str
     for name, key in _STUDY_FIELDS:
         want, have = getattr(definition, name), getattr(study, name)
         if name == "description" and not study.description_shown:
-            if description_hash(_text(want)) == study.description_hash:
+            if description_hash(optional_text(want)) == study.description_hash:
                 continue
             have = HIDDEN_DESCRIPTION if study.description_hash else None
         elif name == "input":
@@ -508,7 +393,7 @@ def _study_changes(definition: Definition, study: ServerStudy) -> list[tuple[str
         elif isinstance(want, bool):
             if want == have:
                 continue
-        elif _text(want) == _text(have):
+        elif optional_text(want) == optional_text(have):
             continue
         found.append((name, key, have, want))
     return found
@@ -526,7 +411,7 @@ def _component_changes(
         elif isinstance(want, bool):
             if want == have:
                 continue
-        elif _text(want) == _text(have):
+        elif optional_text(want) == optional_text(have):
             continue
         found.append((name, key, have, want))
     return found
@@ -534,12 +419,13 @@ def _component_changes(
 
 def _shown_value(name: str, value: Json) -> Json:
     """A value for the change list: inputs as JSON values, not text."""
-    return json_value(value) if name == "input" and value != HIDDEN_DESCRIPTION else value
+    return json_value(value) if name == "input" else value
 
 
-def _wire(name: str, value: Json) -> Json:
-    """A declared value as a PATCH or POST body carries it: inputs as JSON text (§10.4)."""
-    return _text(value) if isinstance(value, str) or value is None else value
+def _wire(value: Json) -> Json:
+    """A declared value as a PATCH or POST body carries it: inputs stay JSON text (§10.4),
+    an empty text is null."""
+    return optional_text(value) if isinstance(value, str) or value is None else value
 
 
 def plan_definition(
@@ -563,9 +449,11 @@ def plan_definition(
     """
     patchable = api_version == API_VERSION_310
     found, leftovers = match_components(definition.components, study.components)
-    changes: list[Change] = []
-    for name, _key, have, want in _study_changes(definition, study):
-        changes.append(Change("changed", name, _shown_value(name, have), _shown_value(name, want)))
+    study_fields = _study_changes(definition, study)
+    changes = [
+        Change("changed", name, _shown_value(name, have), _shown_value(name, want))
+        for name, _key, have, want in study_fields
+    ]
     position = {c.id: n for n, c in enumerate(study.components, start=1)}
     reimport_needed = False
     updates: list[tuple[int, Mapping[str, Json]]] = []
@@ -580,7 +468,7 @@ def plan_definition(
         for name, key, have, want in _component_changes(component, match):
             shown = (_shown_value(name, have), _shown_value(name, want))
             changes.append(Change("updated", name, *shown, component=component.title))
-            body[key] = _wire(name, want)
+            body[key] = _wire(want)
         if "htmlFilePath" in body and not match.html:
             reimport_needed = True  # a PATCH of a null path fails (§12.2)
         if body:
@@ -612,7 +500,6 @@ def plan_definition(
         if leftover in withheld:
             changes.append(Change("deletion withheld", component=leftover.title, results=count))
     component_changes = creates or updates or deactivates or reorder
-    study_fields = _study_changes(definition, study)
     reimport = (reorder or reimport_needed or not patchable) and bool(
         study_fields or component_changes
     )
@@ -628,7 +515,7 @@ def plan_definition(
             deletes=deletes,
             withheld=withheld,
         )
-    patch: dict[str, Json] = {key: _wire(name, want) for name, key, _have, want in study_fields}
+    patch: dict[str, Json] = {key: _wire(want) for _name, key, _have, want in study_fields}
     if patch:
         patch["active"] = study.active  # a PATCH without it re-activates the study (§10.4)
     return DefinitionPlan(
@@ -654,7 +541,7 @@ def component_body(component: ComponentDef) -> dict[str, Json]:
         "htmlFilePath": component.html,
         "reloadable": component.reloadable,
         "active": component.active,
-        "comments": _text(component.comments),
+        "comments": optional_text(component.comments),
         "componentInput": component.input,
     }
 
@@ -670,15 +557,15 @@ def jas_document(
     data: dict[str, Json] = {
         "uuid": study_uuid,
         "title": definition.title,
-        "description": _text(definition.description),
+        "description": optional_text(definition.description),
         "groupStudy": definition.group_study,
         "linearStudy": definition.linear,
         "allowPreview": definition.allow_preview,
         "dirName": dir_name,
-        "comments": _text(definition.comments),
+        "comments": optional_text(definition.comments),
         "jsonData": definition.input,
-        "endRedirectUrl": _text(definition.end_redirect_url),
-        "studyEntryMsg": _text(definition.entry_message),
+        "endRedirectUrl": optional_text(definition.end_redirect_url),
+        "studyEntryMsg": optional_text(definition.entry_message),
         "componentList": [
             {
                 "uuid": uuid,
@@ -686,7 +573,7 @@ def jas_document(
                 "htmlFilePath": c.html,
                 "reloadable": c.reloadable,
                 "active": c.active,
-                "comments": _text(c.comments),
+                "comments": optional_text(c.comments),
                 "jsonData": c.input,
             }
             for c, uuid in zip(definition.components, component_uuids, strict=True)
@@ -695,163 +582,7 @@ def jas_document(
     return {"version": "3", "data": data}
 
 
-# ============================================================================ conversions
-
-
-@dataclass(frozen=True)
-class Adopted:
-    """A definition taken from a `.jas` or a server study, with the study's identity."""
-
-    uuid: str | None  # None: the archive named none
-    dir_name: str | None
-    definition: Definition
-
-
-def definition_from_jas(document: Json) -> Adopted:
-    """The definition a `.jas` describes (any version's: inputs under `jsonData` or 3.10's
-    names, as JSON text). Every value is untrusted: paths are checked as a server's are,
-    and what JATOS itself would refuse is refused here with the reason."""
-    if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
-        raise DefinitionError('the .jas holds no study (no "data" object)')
-    version = document.get("version")
-    if str(version).strip() not in ("3", "2", "0"):
-        raise DefinitionError(f"the .jas has version {version!r}; JATOS writes version 3")
-    data: Mapping[str, Any] = document["data"]
-    uuid = data.get("uuid")
-    if uuid is not None and (not isinstance(uuid, str) or not UUID.fullmatch(uuid)):
-        raise DefinitionError(f"the study's uuid {uuid!r} is not a UUID")
-    raw = data.get("componentList") or []
-    if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):
-        raise DefinitionError("componentList is not a list of components")
-    components = tuple(_jas_component(c, n) for n, c in enumerate(raw))
-    definition = Definition(
-        title=_jas_text(data, "title", "the study") or "",
-        description=_jas_text(data, "description", "the study"),
-        comments=_jas_text(data, "comments", "the study"),
-        input=_jas_input(data, "studyInput", "the study"),
-        end_redirect_url=_jas_text(data, "endRedirectUrl", "the study"),
-        entry_message=_jas_text(data, "studyEntryMsg", "the study"),
-        linear=data.get("linearStudy") is True,
-        allow_preview=data.get("allowPreview") is True,
-        group_study=data.get("groupStudy") is True,
-        components=components,
-    )
-    check_definition(definition)
-    dir_name = data.get("dirName")
-    return Adopted(
-        uuid=uuid.lower() if isinstance(uuid, str) else None,
-        dir_name=dir_name if isinstance(dir_name, str) and dir_name else None,
-        definition=definition,
-    )
-
-
-def _jas_text(data: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = data.get(key)
-    if value is None or isinstance(value, str):
-        return _text(value)
-    raise DefinitionError(f"{key} of {where} is not text")
-
-
-def _jas_input(data: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = data.get("jsonData", data.get(key))
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        return json_text(value)
-    try:
-        return json_text(json.loads(value))
-    except ValueError:
-        raise DefinitionError(f"the input of {where} is not valid JSON") from None
-
-
-def _jas_component(data: Mapping[str, Any], n: int) -> ComponentDef:
-    title = _jas_text(data, "title", f"component {n + 1}") or ""
-    where = f"component {n + 1} ({title!r})"
-    html = _jas_text(data, "htmlFilePath", where)
-    if not html:
-        raise DefinitionError(
-            f"{where} has no HTML file; give it one in JATOS before exporting, or remove it"
-        )
-    try:
-        html = str(server_path(html.replace("\\", "/")))
-    except UnsafePathError as exc:
-        raise DefinitionError(f"the HTML path of {where} is unsafe: {exc}") from None
-    uuid = data.get("uuid")
-    if uuid is not None and (not isinstance(uuid, str) or not UUID.fullmatch(uuid)):
-        raise DefinitionError(f"the uuid of {where} is not a UUID")
-    return ComponentDef(
-        title=title,
-        html=html,
-        uuid=uuid.lower() if isinstance(uuid, str) else None,
-        input=_jas_input(data, "componentInput", where),
-        reloadable=data.get("reloadable") is True,
-        active=data.get("active") is not False,
-        comments=_jas_text(data, "comments", where),
-    )
-
-
-def definition_from_study(study: ServerStudy) -> Definition:
-    """The definition of a study as the server has it (`init --adopt`). Before 3.10 the
-    server does not show the description (only its hash): it is left out, and a
-    description that exists is reported by the caller."""
-    components = []
-    for n, c in enumerate(study.components):
-        if not c.html:
-            raise DefinitionError(
-                f"component {n + 1} ({c.title!r}) has no HTML file; give it one in JATOS first"
-            )
-        components.append(
-            ComponentDef(
-                title=c.title,
-                html=c.html,
-                uuid=c.uuid,
-                input=c.input,
-                reloadable=c.reloadable,
-                active=c.active,
-                comments=c.comments,
-            )
-        )
-    definition = Definition(
-        title=study.title,
-        description=study.description if study.description_shown else None,
-        comments=study.comments,
-        input=study.input,
-        end_redirect_url=study.end_redirect_url,
-        entry_message=study.entry_message,
-        linear=study.linear,
-        allow_preview=study.allow_preview,
-        group_study=study.group_study,
-        components=tuple(components),
-    )
-    check_definition(definition)
-    return definition
-
-
-def check_definition(definition: Definition) -> None:
-    """Raise `DefinitionError` for anything JATOS would refuse (§11.6)."""
-    problems = [
-        ("the study's title", title_problem(definition.title, study=True)),
-        ("the study's description", text_problem(definition.description)),
-        ("the study's comments", text_problem(definition.comments)),
-        ("the study's end redirect URL", text_problem(definition.end_redirect_url)),
-        ("the study's entry message", entry_message_problem(definition.entry_message)),
-    ]
-    for n, c in enumerate(definition.components, start=1):
-        where = f"component {n} ({c.title!r})"
-        problems += [
-            (f"the title of {where}", title_problem(c.title, study=False)),
-            (f"the HTML file of {where}", html_path_problem(c.html)),
-            (f"the comments of {where}", text_problem(c.comments)),
-        ]
-    for what, problem in problems:
-        if problem is not None:
-            raise DefinitionError(f"{what}: {problem}")
-    for value in [definition.input, *(c.input for c in definition.components)]:
-        if value is not None and not _is_json(value):
-            raise DefinitionError("an input is not valid JSON")
-
-
-def _is_json(text: str) -> bool:
+def is_json_text(text: str) -> bool:
     try:
         value = json.loads(text)
     except ValueError:

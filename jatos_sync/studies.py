@@ -43,7 +43,6 @@ from jatos_sync.definition import (
     component_body,
     dir_name_for,
     jas_document,
-    parse_study,
     plan_definition,
 )
 from jatos_sync.errors import (
@@ -57,6 +56,7 @@ from jatos_sync.errors import (
 )
 from jatos_sync.jzip import build_archive
 from jatos_sync.model import PathProblem, RelPath
+from jatos_sync.study_json import parse_study
 
 log = structlog.get_logger("jatos_sync.studies")
 

@@ -34,7 +34,6 @@ from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token, check_token_format,
 from jatos_sync.definition import (
     ComponentDef,
     Definition,
-    definition_from_jas,
     html_path_problem,
     title_problem,
 )
@@ -44,6 +43,7 @@ from jatos_sync.init.questions import Session
 from jatos_sync.init.render import Answers
 from jatos_sync.jzip import check_export, read_archive, unpack_assets
 from jatos_sync.studies import export_study, read_study
+from jatos_sync.study_json import definition_from_jas
 
 MODES = ("create", "from_archive", "adopt")
 _TITLE_TAG = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
