@@ -19,7 +19,7 @@ import os
 import shutil
 import stat
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +38,9 @@ _COPY_CHUNK = 1 << 20
 JAS_NAME = "study.jas"  # any root file ending in "jas" is the study's (§11.3)
 
 
+Guard = Callable[[RelPath], Callable[[bytes], None]]  # a path → a check of its chunks
+
+
 def build_archive(
     dest: Path,
     *,
@@ -45,9 +48,12 @@ def build_archive(
     dir_name: str,
     folder: Path,
     files: Sequence[RelPath] = (),
+    guard: Guard | None = None,
 ) -> None:
     """Write a study archive to `dest`: `study.jas` and the `files` of `folder` under
-    `<dir_name>/` (file entries only). A file that cannot be read fails the whole archive."""
+    `<dir_name>/` (file entries only). A file that cannot be read fails the whole archive,
+    and so does one that `guard` refuses (a file that holds the API token must never reach
+    the server inside an archive either, docs/safety.md, rule 9)."""
     if files and (dir_name.endswith("jas") or not dir_name or "/" in dir_name):
         raise ValueError(f"not a usable assets folder name: {dir_name!r}")
     text = json.dumps(jas, ensure_ascii=False).encode("utf-8")
@@ -58,8 +64,17 @@ def build_archive(
         zf.writestr(JAS_NAME, text)
         for path in sorted(files, key=str):
             source = folder.joinpath(*path.parts)
+            check = guard(path) if guard is not None else None
             try:
-                zf.write(source, f"{dir_name}/{path}")
+                info = zipfile.ZipInfo.from_file(
+                    source, f"{dir_name}/{path}", strict_timestamps=False
+                )
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with source.open("rb") as src, zf.open(info, "w") as dst:
+                    while chunk := src.read(_COPY_CHUNK):
+                        if check is not None:
+                            check(chunk)
+                        dst.write(chunk)
             except OSError as exc:
                 raise ArchiveError(
                     f"{path}: could not be read for the study archive "

@@ -17,6 +17,7 @@ the user (cli.py).
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import uuid
@@ -189,7 +190,14 @@ def create_study(
     what = f"the creation of study {study_uuid}"
     with tempfile.TemporaryDirectory(prefix="jatos-sync-") as tmp:
         archive = Path(tmp) / "study.jzip"
-        build_archive(archive, jas=jas, dir_name=dir_name, folder=folder, files=files)
+        build_archive(
+            archive,
+            jas=jas,
+            dir_name=dir_name,
+            folder=folder,
+            files=files,
+            guard=lambda path: client.token_guard(path).check,
+        )
         _import(client, archive, keep_assets=False, what=what)
     study = find_study(client, study_uuid)
     if study is None:
@@ -214,7 +222,13 @@ def apply_plan(
         )
         with tempfile.TemporaryDirectory(prefix="jatos-sync-") as tmp:
             archive = Path(tmp) / "definition.jzip"
-            build_archive(archive, jas=jas, dir_name=study.dir_name, folder=Path(tmp))
+            build_archive(
+                archive,
+                jas=jas,
+                dir_name=study.dir_name,
+                folder=Path(tmp),
+                guard=lambda path: client.token_guard(path).check,
+            )
             _import(client, archive, keep_assets=True, what=what)
     else:
         if plan.study_patch:
@@ -395,6 +409,7 @@ class StudyStep:
                     "can access), or add `create: true` to the mapping to create it."
                 )
             new = _creation_definition(mapping)
+            refuse_token(self.client, new, mapping=mapping.name)
             created = [Change("created", study=new.title)]
             created += [Change("created", component=c.title) for c in new.components]
             if dry_run:
@@ -414,6 +429,8 @@ class StudyStep:
         if definition is None:
             return
         plan = self._plan(study, definition)
+        if plan.writes:
+            refuse_token(self.client, definition, mapping=mapping.name)
         self.plan = plan
         if plan.writes and study.locked:
             if not dry_run:
@@ -511,3 +528,16 @@ def _creation_definition(mapping: MappingConfig) -> Definition:
         return mapping.definition
     title = mapping.name if len(mapping.name.strip()) >= 3 else f"{mapping.name} study"
     return Definition(title=title)
+
+
+def refuse_token(client: JatosClient, definition: Definition, *, mapping: str) -> None:
+    """Refuse a definition that holds the API token (pasted into an input or a text by
+    mistake): JATOS shows inputs to every participant's browser (docs/safety.md, rule 9)."""
+    uuids = ["" for _ in definition.components]
+    document = jas_document(definition, study_uuid="", dir_name="", component_uuids=uuids)
+    client.token_guard(
+        RelPath("jatos-sync.yaml"),
+        message=f"The definition of mapping {mapping!r} holds the API token (in an input or a "
+        "text), and JATOS shows inputs to every participant; nothing was changed. Remove it "
+        "from the configuration, and make a new token in JATOS.",
+    ).check(json.dumps(document, ensure_ascii=False).encode("utf-8"))

@@ -255,6 +255,29 @@ def test_without_create_a_missing_study_is_an_error_that_names_the_key(lab: Stud
     assert lab.writes() == []
 
 
+def test_a_file_that_holds_the_token_never_reaches_the_server_inside_the_archive(
+    lab: StudyLab,
+) -> None:
+    (lab.folder / "notes.txt").write_text(f"my token: {lab.token}\n")
+    lab.write(definition())
+    result = lab.run("sync")
+    assert result.code == 1
+    assert "notes.txt holds the API token" in result.out
+    assert lab.server.find_study(STUDY_UUID) is None and lab.writes() == []
+
+
+def test_a_definition_that_holds_the_token_is_never_sent(lab: StudyLab) -> None:
+    lab.write(definition(input={"key": lab.token}))
+    created = lab.run("sync")
+    assert created.code == 1 and "holds the API token" in created.out
+    assert lab.server.find_study(STUDY_UUID) is None and lab.writes() == []
+    lab.created()
+    lab.write(definition(comments=f"token {lab.token}"))
+    changed = lab.run("sync")
+    assert changed.code == 1 and "nothing was changed" in changed.out
+    assert lab.writes() == [] and lab.study().comments == "pilot version"
+
+
 # ------------------------------------------------------------------------------ changing
 
 EDITS: dict[str, dict[str, Any]] = {
