@@ -111,6 +111,10 @@ class FileSyncError(JatosSyncError):
     exit_code = EXIT_PARTIAL
 
 
+class RequestTooLargeError(FileSyncError):
+    """JATOS, or a proxy in front of it, refused a request body as too large (HTTP 413)."""
+
+
 class UnsafePathError(FileSyncError):
     """A path (from the server, an archive or a state file) that is not a plain relative
     path, or a local path built from one that would lead outside its root

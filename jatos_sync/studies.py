@@ -49,6 +49,7 @@ from jatos_sync.definition import (
 from jatos_sync.errors import (
     AccessError,
     JatosSyncError,
+    RequestTooLargeError,
     ServerUnavailableError,
     StudyLockedError,
     StudyNotFoundError,
@@ -151,24 +152,29 @@ def _refused(answer: ApiAnswer, what: str) -> JatosSyncError:
     return StudyRefusedError(f"{what}: JATOS refused it ({message}); nothing of it was changed.")
 
 
-def _import(client: JatosClient, archive: Path, *, keep_assets: bool, what: str) -> None:
+def _import(client: JatosClient, archive: Path, *, keep_assets: bool, what: str) -> bool:
     """`POST /study` (≤3.9) or `POST /studies` (3.10) with the archive as the part `study`
     (§11.2). Both keep flags false creates (or replaces the assets: only for a study that
     does not exist yet); `keepProperties=false&keepAssets=true` changes properties and
-    components only (§11.3, §15.2 item 2)."""
+    components only (§11.3, §15.2 item 2). False when the archive was refused as too large
+    (HTTP 413, by JATOS or a proxy in front of it, §5.1): nothing was imported then."""
     route = "/studies" if client.api_version == API_VERSION_310 else "/study"
     flags = {"keepProperties": "false", "keepAssets": "true" if keep_assets else "false"}
-    answer = client.api_upload(
-        route,
-        archive,
-        part="study",
-        filename="study.jzip",
-        what=what,
-        params=flags,
-        ok=(200, 201, 400),
-    )
+    try:
+        answer = client.api_upload(
+            route,
+            archive,
+            part="study",
+            filename="study.jzip",
+            what=what,
+            params=flags,
+            ok=(200, 201, 400),
+        )
+    except RequestTooLargeError:
+        return False
     if answer.status == 400:
         raise _refused(answer, what)
+    return True
 
 
 def create_study(
@@ -198,7 +204,21 @@ def create_study(
             files=files,
             guard=lambda path: client.token_guard(path).check,
         )
-        _import(client, archive, keep_assets=False, what=what)
+        if not _import(client, archive, keep_assets=False, what=what):
+            # Too large for the server or a proxy in front of it: the study alone, and the
+            # pass's file sync uploads the files one by one (each within the limit or not).
+            log.warning(
+                "study_archive_too_large",
+                study=study_uuid,
+                hint="the study is created without its files; they are uploaded one by one",
+            )
+            build_archive(archive, jas=jas, dir_name=dir_name, folder=folder)
+            if not _import(client, archive, keep_assets=False, what=what):
+                raise ServerUnavailableError(
+                    f"{what}: even an archive without files was refused as too large (HTTP "
+                    "413); ask the JATOS admin to raise the request size limit."
+                )
+            files = ()
     study = find_study(client, study_uuid)
     if study is None:
         raise ServerUnavailableError(
@@ -229,7 +249,11 @@ def apply_plan(
                 folder=Path(tmp),
                 guard=lambda path: client.token_guard(path).check,
             )
-            _import(client, archive, keep_assets=True, what=what)
+            if not _import(client, archive, keep_assets=True, what=what):
+                raise ServerUnavailableError(
+                    f"{what}: the server refused the study's .jas (a few kilobytes) as too "
+                    "large (HTTP 413); ask the JATOS admin to raise the request size limit."
+                )
     else:
         if plan.study_patch:
             _send(

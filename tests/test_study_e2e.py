@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -231,6 +232,29 @@ def test_a_sync_after_creation_deletes_a_file_deleted_locally(lab: StudyLab) -> 
     result = lab.run("sync")
     assert result.code == 0, result.out
     assert "js/task.js" not in lab.server.files(study)
+
+
+def test_an_archive_a_proxy_refuses_as_too_large_creates_the_study_then_uploads_file_by_file(
+    lab: StudyLab,
+) -> None:
+    for n in range(3):  # incompressible: together above the proxy's limit, each below it
+        (lab.folder / "img" / f"{n}.bin").parent.mkdir(exist_ok=True)
+        (lab.folder / "img" / f"{n}.bin").write_bytes(os.urandom(1500))
+    lab.server.faults.proxy_max_body_bytes = 4000
+    lab.write(definition())
+    result = lab.run("sync")
+    assert result.code == 0, result.out + result.err
+    assert "study_archive_too_large" in result.err
+    study = lab.study()
+    assert lab.server.files(study) == {
+        p.relative_to(lab.folder).as_posix(): p.read_bytes()
+        for p in lab.folder.rglob("*")
+        if p.is_file()
+    }
+    assert lab.components() == [
+        ("Consent", "consent.html", True),
+        ("Experiment", "index.html", True),
+    ]
 
 
 def test_status_of_a_study_to_create_lists_it_and_changes_nothing(lab: StudyLab) -> None:
