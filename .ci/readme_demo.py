@@ -56,7 +56,7 @@ def main() -> int:
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a person would
             code = proc.wait(timeout=30)
         text = log.read_text(errors="replace")
-    ok = code == 0 and "now serves 9 files" in text and "jatos-sync init" in text
+    ok = code == 0 and "now serves 10 files" in text and "jatos-sync init" in text
     print(text[-1500:] if not ok else "::: README demo command: synced, watched, stopped (exit 0)")
     return 0 if ok else 1
 

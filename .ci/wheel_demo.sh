@@ -12,6 +12,6 @@ python3 -m venv "$tmp/venv"
 mkdir "$tmp/empty"
 cd "$tmp/empty"
 "$tmp/venv/bin/jatos-sync" demo --once >"$tmp/demo.log" 2>&1 || { cat "$tmp/demo.log"; exit 1; }
-grep -q "now serves 9 files" "$tmp/demo.log" || { cat "$tmp/demo.log"; exit 1; }
+grep -q "now serves 10 files" "$tmp/demo.log" || { cat "$tmp/demo.log"; exit 1; }
 if [ -n "$(ls -A)" ]; then echo "the demo left files in the folder it ran in:"; ls -A; exit 1; fi
 echo "::: wheel: jatos-sync demo --once ran from an empty folder"

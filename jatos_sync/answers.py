@@ -25,6 +25,7 @@ from jatos_sync.errors import (
     FileSyncError,
     JatosSyncError,
     RemoteFileMissingError,
+    RequestTooLargeError,
     ServerUnavailableError,
     StudyLockedError,
     StudyNotFoundError,
@@ -156,6 +157,12 @@ def general_error(answer: ApiAnswer, what: str, *, base_url: str) -> JatosSyncEr
         return UnsupportedServerError(
             f"{base_url} has no JATOS API here ({msg or 'HTTP 404'}). Is server.url "
             "the base address of JATOS 3.8.2 or newer, including any path prefix?"
+        )
+    if status == 413:
+        who = "a proxy in front of JATOS" if answer.is_html else "JATOS"
+        return RequestTooLargeError(
+            f"{what}: {who} refused the request as too large (HTTP 413). Ask the server "
+            "admin to raise its body-size limit (nginx: client_max_body_size)."
         )
     if status >= 500:
         return ServerUnavailableError(

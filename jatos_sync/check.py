@@ -135,6 +135,15 @@ def check_mapping(
             )
         remote = client.list_assets(mapping.study)
         report.facts["server_files"] = len(remote.files)
+    except StudyNotFoundError as exc:
+        if not mapping.create:
+            report.problems.append((exc.exit_code, str(exc)))
+        else:  # not a problem: the next sync creates it
+            report.facts["study"] = "not on this server yet"
+            report.warnings.append(
+                f"study {mapping.study} does not exist on this server yet; `jatos-sync sync` "
+                "creates it (create: true)"
+            )
     except JatosSyncError as exc:
         report.problems.append((exc.exit_code, str(exc)))
         if isinstance(exc, (StudyNotFoundError, AccessError)) and "study_id" not in report.facts:

@@ -19,6 +19,8 @@ from typing import Any, TextIO
 import structlog
 
 from jatos_sync import __version__, demo
+from jatos_sync import codes as links_cmd
+from jatos_sync import export as export_cmd
 from jatos_sync import init as init_cmd
 from jatos_sync import pull as pull_cmd
 from jatos_sync.apply import ProgressSink
@@ -33,6 +35,7 @@ from jatos_sync.config import Config, default_config_path, load_config
 from jatos_sync.credentials import load_token
 from jatos_sync.daemon import supervisor
 from jatos_sync.daemon.status import read_status
+from jatos_sync.definition import describe
 from jatos_sync.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
@@ -110,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     init_cmd.add_arguments(
         commands.add_parser("init", help="write a config file (asks on a terminal)")
     )
+    export_cmd.add_arguments(commands.add_parser("export", help="the study as a .jzip file"))
+    links_cmd.add_arguments(
+        commands.add_parser("links", help="participant links for a study, one per line")
+    )
     demo_cmd = commands.add_parser(
         "demo", help="the whole thing against a built-in JATOS stand-in server"
     )
@@ -161,6 +168,8 @@ def main(
         "watch": _cmd_watch,
         "pull": _cmd_pull,
         "init": _cmd_init,
+        "export": _cmd_export,
+        "links": _cmd_links,
         "demo": _cmd_demo,
         "config": _cmd_config,
     }[args.command]
@@ -232,11 +241,11 @@ class _Context:
     def config(self) -> Config:
         return load_config(self.config_path)
 
-    def runner(self, command: str) -> Callable[[Path], int]:
+    def runner(self, *command: str) -> Callable[[Path], int]:
         """Run another command of this program in-process, on another config file."""
 
         def run(config_path: Path) -> int:
-            argv = ["-c", str(config_path), "--log-format", self.args.log_format, command]
+            argv = ["-c", str(config_path), "--log-format", self.args.log_format, *command]
             return main(
                 argv,
                 environ=self.environ,
@@ -391,10 +400,17 @@ def _print_result(r: MappingResult, out: TextIO) -> None:
     counts += [f"{len(r.skipped)} skipped"] if r.skipped else []
     counts += [f"{len(r.failed)} failed"] if r.failed else []
     counts += [f"{len(r.withheld)} deletions withheld"] if r.withheld else []
-    if r.error is not None and not (r.uploaded or r.deleted or r.failed):
+    counts += [f"{len(r.definition)} change(s) of the study itself"] if r.definition else []
+    if r.error is not None and not (r.uploaded or r.deleted or r.failed or r.definition):
         print(f"{r.name} → study {r.study}: stopped. {redact(str(r.error))}", file=out)
         return
     print(f"{r.name} → study {r.study}: {', '.join(counts)}", file=out)
+    for change in r.definition[:LIST_LIMIT]:
+        print(f"  {shown(describe(change, dry_run=r.dry_run))}", file=out)
+    if len(r.definition) > LIST_LIMIT:
+        print(f"  … and {len(r.definition) - LIST_LIMIT} more", file=out)
+    if r.definition_withheld:
+        print(f"  withheld: {r.definition_withheld}", file=out)
     if r.error is not None:
         print(f"  stopped: {redact(str(r.error))}", file=out)
     if r.dry_run:
@@ -532,7 +548,13 @@ def _study_json(study: StudyInfo) -> dict[str, object]:
 
 
 def _cmd_demo(ctx: _Context) -> int:
-    return demo.run(ctx.args, out=ctx.out, sync=ctx.runner("sync"), watch=ctx.runner("watch"))
+    return demo.run(
+        ctx.args,
+        out=ctx.out,
+        sync=ctx.runner("sync"),
+        watch=ctx.runner("watch"),
+        links=ctx.runner("links"),
+    )
 
 
 def _cmd_config(ctx: _Context) -> int:
@@ -576,4 +598,19 @@ def _cmd_init(ctx: _Context) -> int:
         # Few retries and a short timeout: a mistyped URL must not stall an interactive session.
         client_factory=lambda url, token: JatosClient(url, token, retries=1, timeout_s=15.0),
         check=ctx.runner("check"),
+        sync=ctx.runner("sync"),
     )
+
+
+def _cmd_export(ctx: _Context) -> int:
+    config = ctx.config()
+    client, _info = ctx.connect(config)
+    with client:
+        return export_cmd.run(ctx.args, config=config, client=client, out=ctx.out)
+
+
+def _cmd_links(ctx: _Context) -> int:
+    config = ctx.config()
+    client, _info = ctx.connect(config)
+    with client:
+        return links_cmd.run(ctx.args, config=config, client=client, out=ctx.out)

@@ -91,6 +91,36 @@ class _BearerAuth(requests.auth.AuthBase):
         return "_BearerAuth(jap_…)"
 
 
+class TokenGuard:
+    """Refuses bytes, fed chunk by chunk, that hold `secret` (the API token): each chunk is
+    searched together with the end of the chunk before it, so the token is found across a
+    seam too, before the chunk that completes it is passed on (docs/safety.md, rule 9)."""
+
+    def __init__(self, secret: bytes, *, path: RelPath, message: str = "") -> None:
+        self._secret = secret
+        self._path = path
+        self._message = message  # what to say instead of the message about a file
+        self._tail = b""  # the last len(secret) - 1 bytes seen
+
+    def __repr__(self) -> str:
+        return f"TokenGuard({str(self._path)!r})"
+
+    def check(self, data: bytes) -> None:
+        if not self._secret:
+            return
+        keep = len(self._secret) - 1
+        # Only the seam is copied: the tail plus the first bytes of this chunk.
+        if self._secret in data or self._secret in self._tail + data[:keep]:
+            raise FileSyncError(
+                self._message
+                or f"{self._path} holds the API token, so it was not uploaded (the study would "
+                "serve it to anyone). Remove the file from the folder, or add it to "
+                ".jatosignore; if it was ever uploaded, delete it from the study in JATOS and "
+                "make a new token."
+            )
+        self._tail = (self._tail + data)[-keep:] if len(data) < keep else data[-keep:]
+
+
 class _HashingReader:
     """A file reader for the multipart encoder that sends exactly `size` bytes.
 
@@ -99,18 +129,15 @@ class _HashingReader:
     file shrinks while it is read, it raises instead of sending a body shorter than the
     announced length.
 
-    It also refuses to hand out `secret` (the API token): each chunk is searched, together
-    with the end of the chunk before it, before it is handed out, so a file that holds the
-    token fails with `FileSyncError` before the token's last byte, and so before the file's
-    last byte, is sent; the server never stores the file (docs/safety.md, rule 9).
+    It also refuses to hand out the API token (`TokenGuard`): a file that holds the token
+    fails with `FileSyncError` before the token's last byte, and so before the file's last
+    byte, is sent; the server never stores the file (docs/safety.md, rule 9).
     """
 
     def __init__(self, fileobj: IO[bytes], size: int, *, path: RelPath, secret: bytes) -> None:
         self._f = fileobj
         self._remaining = size
-        self._path = path
-        self._secret = secret
-        self._tail = b""  # the last len(secret) - 1 bytes handed out
+        self._guard = TokenGuard(secret, path=path)
         self.checksum = 1
         self._strong = hashlib.sha256()
 
@@ -125,8 +152,7 @@ class _HashingReader:
         data = self._f.read(n)
         if not data:
             raise LocalFileChangedError("the file got shorter while it was being uploaded")
-        if self._secret:
-            self._refuse_secret(data)
+        self._guard.check(data)
         self._remaining -= len(data)
         self.checksum = zlib.adler32(data, self.checksum)
         self._strong.update(data)
@@ -135,18 +161,6 @@ class _HashingReader:
     @property
     def digest(self) -> bytes:
         return self._strong.digest()[:DIGEST_BYTES]
-
-    def _refuse_secret(self, data: bytes) -> None:
-        keep = len(self._secret) - 1
-        # Only the seam is copied: the tail plus the first bytes of this chunk.
-        if self._secret in data or self._secret in self._tail + data[:keep]:
-            raise FileSyncError(
-                f"{self._path} holds the API token, so it was not uploaded (the study would "
-                "serve it to anyone). Remove the file from the folder, or add it to "
-                ".jatosignore; if it was ever uploaded, delete it from the study in JATOS and "
-                "make a new token."
-            )
-        self._tail = (self._tail + data)[-keep:] if len(data) < keep else data[-keep:]
 
 
 def encode_path(path: RelPath) -> str:
@@ -226,6 +240,12 @@ class JatosClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def token_guard(self, path: RelPath, *, message: str = "") -> TokenGuard:
+        """A guard that refuses the content of `path` if it holds this client's token, for
+        whatever sends content other than `upload` does (a study archive, a definition)."""
+        secret = self._auth._token.reveal().encode("utf-8")
+        return TokenGuard(secret, path=path, message=message)
 
     # ----------------------------------------------------------------- endpoints
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jatos_sync.credentials import TOKEN_PREFIX, Token, os_reason
+from jatos_sync.definition import Definition
 from jatos_sync.errors import ConfigError
 
 CONFIG_ENV = "JATOS_SYNC_CONFIG"
@@ -67,6 +68,9 @@ class MappingConfig:
     max_delete: int
     max_delete_percent: float
     line: int  # line of this mapping in the file, for messages
+    create: bool = False  # create the study (study is a UUID) when the server has none
+    definition: Definition | None = None  # the study itself, kept in step after the files
+    delete_components: bool = False  # delete left-out components (with --yes), not deactivate
 
 
 @dataclass(frozen=True)

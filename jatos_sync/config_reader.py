@@ -13,8 +13,10 @@ server, create anything, or put a token into a message.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
+import math
 import os
 import re
 from collections.abc import Callable
@@ -31,8 +33,18 @@ from yaml.reader import ReaderError
 from jatos_sync import config_spec as spec
 from jatos_sync.config import Config, MappingConfig, ServerConfig, WatchConfig, _quote
 from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
-from jatos_sync.errors import ConfigError
-from jatos_sync.ignore import pattern_problem
+from jatos_sync.definition import (
+    ComponentDef,
+    Definition,
+    entry_message_problem,
+    html_path_problem,
+    json_text,
+    text_problem,
+    title_problem,
+)
+from jatos_sync.errors import ConfigError, UnsafePathError
+from jatos_sync.ignore import IgnoreRules, pattern_problem
+from jatos_sync.paths import server_path
 
 KeyPath = tuple[str | int, ...]
 _T = TypeVar("_T")
@@ -115,6 +127,8 @@ class _Reader:
 
         Unknown and missing keys are reported here; msgspec checks the values (`check`).
         """
+        if spec.info(declared).get("form") == "json":
+            return self.json_value(node, path)
         if isinstance(node, MappingNode) and (struct := spec.struct(declared)) is not None:
             known = spec.fields(struct)
             data: dict[str, object] = {}
@@ -151,6 +165,39 @@ class _Reader:
         except (ValueError, ArithmeticError, LookupError, TypeError):  # `!!int abc`, 9999…
             kind = "true or false" if node.tag == _BOOL else "a number (too large or malformed)"
             raise self.at(path, f"cannot read {_quote(str(node.value))} as {kind}") from None
+
+    def json_value(self, node: Node, path: KeyPath) -> object:
+        """The value at `node` as JSON data (an input: "any value JSON can hold"); what JSON
+        cannot hold (a date, binary data, infinity) is reported on its line."""
+        self.visit(node)
+        if isinstance(node, MappingNode):
+            found: dict[str, object] = {}
+            for name, (key, value) in self.flatten(node, path, set()).items():
+                self.nodes[where := (*path, name)] = (key, value, Any)
+                found[name] = self.json_value(value, where)
+            return found
+        if isinstance(node, SequenceNode):
+            items = []
+            for i, child in enumerate(node.value):
+                self.nodes[where := (*path, i)] = (child, child, Any)
+                items.append(self.json_value(child, where))
+            return items
+        if node.tag == _STR:
+            return str(node.value)
+        try:
+            value = SafeConstructor().construct_object(node)
+        except (ConstructorError, ValueError, ArithmeticError, LookupError, TypeError):
+            value = node
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float) and math.isfinite(value):
+            return value
+        raise self.error(
+            f"{_describe(node)} cannot be part of an input: JSON has no such value; put it "
+            "in quotes to make it text",
+            node,
+            path,
+        )
 
     def flatten(self, node: MappingNode, path: KeyPath, active: set[int]) -> dict[str, Any]:
         """Key name → (key node, value node), resolving merge keys (`<<: *anchor`)."""
@@ -216,7 +263,10 @@ class _Reader:
             mappings.append(self.mapping(("mappings", i), entry, file.defaults, mappings))
         # The file and the token file must never be synced, wherever they lie.
         secrets = [absolute, *([public.token_file] if public.token_file else [])]
-        kept_out = tuple(keep_out(m, secrets) for m in mappings)
+        kept_out = tuple(
+            self.with_definition(("mappings", i), entry, keep_out(mapping, secrets))
+            for i, (entry, mapping) in enumerate(zip(file.mappings, mappings, strict=True))
+        )
         watch = _public(WatchConfig, file.watch)
         return _public(Config, file, path=absolute, server=public, mappings=kept_out, watch=watch)
 
@@ -281,8 +331,20 @@ class _Reader:
         )
         line = _line(self.nodes[at][1])
         result = _public(
-            MappingConfig, entry, name=name, study=str(entry.study), line=line, **policy
+            MappingConfig,
+            entry,
+            name=name,
+            study=str(entry.study),
+            line=line,
+            definition=None,  # with_definition, once the ignore rules are complete
+            **policy,
         )
+        if result.create and result.study.isdigit():
+            raise self.at(
+                (*at, "create"),
+                "create: true needs `study:` to be a UUID (a new study can be given its UUID, "
+                "never its ID); `jatos-sync init --create` writes a new one",
+            )
         for index, other in enumerate(done):
             where = f"mappings[{index}] (line {other.line})"
             if other.name == name:
@@ -292,6 +354,108 @@ class _Reader:
                 synced = f"study {result.study} is already synced by {where}"
                 raise self.at((*at, "study"), f"{synced}; two folders cannot share one study")
         return result
+
+    def with_definition(
+        self, at: KeyPath, entry: spec.Mapping, mapping: MappingConfig
+    ) -> MappingConfig:
+        """`mapping` with its `definition:`, checked as JATOS would check it (§11.6 of
+        docs/jatos-api.md), and each component's HTML file checked in the folder: there,
+        syncable and not ignored (a folder that is missing is the pass's to report)."""
+        declared = entry.definition
+        if declared is None:
+            return mapping
+        here = (*at, "definition")
+        self.check_text(here, declared, study=True)
+        rules = self.rules(mapping)
+        components: list[ComponentDef] = []
+        uuids: dict[str, int] = {}
+        for i, component in enumerate(declared.components):
+            where = (*here, "components", i)
+            self.check_text(where, component, study=False)
+            html = self.html_file(where, component.html, mapping, rules)
+            if component.uuid is not None:
+                key = component.uuid.lower()
+                if key in uuids:
+                    raise self.at(
+                        (*where, "uuid"),
+                        f"components[{uuids[key]}] has this uuid too; each component needs its own",
+                    )
+                uuids[key] = i
+            components.append(
+                ComponentDef(
+                    title=component.title,
+                    html=html,
+                    uuid=component.uuid.lower() if component.uuid else None,
+                    input=json_text(component.input),
+                    reloadable=component.reloadable,
+                    active=component.active,
+                    comments=component.comments,
+                )
+            )
+        definition = Definition(
+            title=declared.title,
+            description=declared.description,
+            comments=declared.comments,
+            input=json_text(declared.input),
+            end_redirect_url=declared.end_redirect_url,
+            entry_message=declared.entry_message,
+            linear=declared.linear,
+            allow_preview=declared.allow_preview,
+            group_study=declared.group_study,
+            components=tuple(components),
+        )
+        return dataclasses.replace(mapping, definition=definition)
+
+    def check_text(self, at: KeyPath, declared: Any, *, study: bool) -> None:
+        """The rules JATOS applies to titles and texts (no HTML, lengths)."""
+        checks: dict[str, str | None] = {"title": title_problem(declared.title, study=study)}
+        checks["comments"] = text_problem(declared.comments)
+        if study:
+            checks["description"] = text_problem(declared.description)
+            checks["end_redirect_url"] = text_problem(declared.end_redirect_url)
+            checks["entry_message"] = entry_message_problem(declared.entry_message)
+        for key, problem in checks.items():
+            if problem is not None:
+                raise self.at((*at, key), problem)
+
+    def rules(self, mapping: MappingConfig) -> IgnoreRules | None:
+        if not os.path.isdir(mapping.folder):
+            return None  # the pass stops with the folder's problem (docs/safety.md, rule 1)
+        try:
+            return IgnoreRules.for_folder(mapping.folder, mapping.ignore)
+        except ConfigError:
+            return None  # a broken .jatosignore is reported by the pass, with its line
+
+    def html_file(
+        self, at: KeyPath, text: str, mapping: MappingConfig, rules: IgnoreRules | None
+    ) -> str:
+        """A component's HTML path, checked: a plain relative path JATOS accepts, and a
+        file of the folder that would be synced."""
+        where = (*at, "html")
+        try:
+            path = server_path(text)
+        except UnsafePathError as exc:
+            raise self.at(where, f"expected a path relative to the folder ({exc})") from None
+        if problem := html_path_problem(str(path)):
+            raise self.at(where, problem)
+        if rules is None:
+            return str(path)
+        local = mapping.folder.joinpath(*path.parts)
+        if not os.path.isfile(local):
+            raise self.at(
+                where,
+                f"{_quote(str(path))} is not a file in the folder {mapping.folder}; a "
+                "component needs its HTML file there (create it, or fix html:)",
+            )
+        if rules.is_ignored(path):
+            raise self.at(
+                where,
+                f"{_quote(str(path))} is ignored (by the built-in rules, .jatosignore or "
+                "ignore:), so it would never reach the server; remove the rule that ignores it",
+            )
+        if os.path.getsize(local) == 0:
+            raise self.at(where, f"{_quote(str(path))} is empty, and JATOS refuses empty files")
+        return str(path)
 
     def patterns(self, at: KeyPath, value: str | tuple[str, ...]) -> tuple[str, ...]:
         found = (

@@ -140,6 +140,61 @@ class Policy(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     ] = 50.0
 
 
+Json = Annotated[Any, Meta(extra={"form": "json"})]  # any YAML value that JSON can hold
+_A_TITLE = "a title of 1 to 255 characters"
+
+
+class Component(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One component of the study, in study order."""
+
+    title: Annotated[Text, _d("the component's title", _A_TITLE, max_length=255)]
+    html: Annotated[
+        Text,
+        _d(
+            "the component's HTML file, relative to the synced folder",
+            "the path of an HTML file in the folder, e.g. index.html",
+        ),
+    ]
+    uuid: Annotated[
+        Annotated[str, Meta(pattern=f"^{_UUID}$")] | None,
+        _d(
+            "the component's UUID (init writes it); without one the HTML file identifies it",
+            "a UUID such as 3c8d5a2e-6f0b-4f5e-9a51-0d2f4c7b9e11",
+        ),
+    ] = None
+    input: Annotated[Json, _d("the component input: any value JSON can hold")] = None
+    reloadable: Annotated[bool, _d("whether a participant may reload the component")] = False
+    active: Annotated[bool, _d("whether the component is active")] = True
+    comments: Annotated[str | None, _d("comments on the component, shown in JATOS only")] = None
+
+
+class Definition(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The study itself; absent keys take JATOS's defaults, so this is the whole truth."""
+
+    title: Annotated[Text, _d("the study's title", _A_TITLE, max_length=255)]
+    description: Annotated[str | None, _d("the study's description")] = None
+    comments: Annotated[str | None, _d("comments on the study, shown in JATOS only")] = None
+    input: Annotated[Json, _d("the study input (JATOS's Study input): any value JSON can hold")] = (
+        None
+    )
+    end_redirect_url: Annotated[
+        str | None, _d("the address participants are sent to when they finish")
+    ] = None
+    entry_message: Annotated[
+        str | None, _d("the message participants see before the study starts")
+    ] = None
+    linear: Annotated[bool, _d("whether the study flow is linear (no going back)")] = False
+    allow_preview: Annotated[bool, _d("whether a link may be previewed before it is used")] = False
+    group_study: Annotated[bool, _d("whether the study is a group study")] = False
+    components: Annotated[
+        tuple[Component, ...],
+        _d(
+            "the components, in study order; one left out is deactivated",
+            "a list of components, each starting with '- ' and holding title: and html:",
+        ),
+    ] = ()
+
+
 class Mapping(Policy, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One local folder kept identical to one study's assets."""
 
@@ -148,6 +203,23 @@ class Mapping(Policy, forbid_unknown_fields=True, frozen=True, kw_only=True):
     )
     folder: Annotated[LocalPath, _d("the path of the local folder to sync (relative to this file)")]
     study: Annotated[StudyRef, _d("a study ID (a whole number) or a study UUID", form="study")]
+    create: Annotated[
+        bool, _d("whether sync creates the study (with this UUID) when the server has none")
+    ] = False
+    definition: Annotated[
+        Definition | None,
+        _d(
+            "the study itself (title, input, components …), kept in step by sync and watch",
+            "a mapping with title: and optionally description:, input:, components: …",
+        ),
+    ] = None
+    delete_components: Annotated[
+        bool,
+        _d(
+            "whether components left out of the definition are deleted with all their "
+            "results (only by sync --yes) instead of deactivated"
+        ),
+    ] = False
 
 
 class File(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

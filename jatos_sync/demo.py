@@ -2,10 +2,12 @@
 
 It copies the sample experiment that ships with the package into a folder (a new temporary
 one, or `--folder DIR`), starts the stand-in server (`jatos_sync.testing`) on 127.0.0.1
-with a free port, a temporary data folder, a user, a token and a study, writes a
-configuration that maps the folder to that study, syncs, shows what the study now serves
-and — unless `--once` — keeps watching, so edits in the folder are uploaded as they are
-saved. It ends by saying how to do the same with a real JATOS.
+with a free port, a temporary data folder, a user and a token but no study, writes a
+configuration whose mapping creates the study (`create: true`) with a definition (title,
+input, a consent page and the task as components), syncs — which creates the study,
+uploads the files and sets its definition —, shows what the study now serves and a
+participant link, and — unless `--once` — keeps watching, so edits in the folder are
+uploaded as they are saved. It ends by saying how to do the same with a real JATOS.
 
 It owns the demo folder, the stand-in's lifecycle and the demo's configuration; running
 `sync` and `watch` is handed in by the CLI, so this module knows nothing about argument
@@ -19,6 +21,7 @@ import argparse
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -69,17 +72,41 @@ def _demo_folder(given: str | None) -> Iterator[tuple[Path, bool]]:
         yield folder, False
 
 
-def demo_config(*, url: str, token_file: Path, state_dir: Path, folder: Path, study: int) -> str:
-    """The demo's configuration (YAML text): the folder mapped to the stand-in's study."""
+DEMO_TITLE = "Colour-word task (jatos-sync demo)"
+
+
+def demo_config(
+    *, url: str, token_file: Path, state_dir: Path, folder: Path, study_uuid: str
+) -> str:
+    """The demo's configuration (YAML text): the folder and the study it creates, as code."""
     return (
         "# Written by `jatos-sync demo`: the sample experiment and the built-in stand-in.\n"
         f"server:\n  url: {url}\n  token_file: {token_file}\n  retries: 1\n"
         f"state_dir: {state_dir}\n"
-        f"mappings:\n  - name: demo\n    folder: {folder}\n    study: {study}\n"
+        "mappings:\n"
+        "  - name: demo\n"
+        f"    folder: {folder}\n"
+        f"    study: {study_uuid}\n"
+        "    create: true                # the server starts empty: sync creates the study\n"
+        "    definition:                 # the study itself, kept in step by sync and watch\n"
+        f'      title: "{DEMO_TITLE}"\n'
+        "      input: {trials: 16, keys: [r, g, b, y]}\n"
+        "      components:\n"
+        "        - title: Consent\n"
+        "          html: consent.html\n"
+        "        - title: Colour-word task\n"
+        "          html: index.html\n"
     )
 
 
-def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -> int:
+def run(
+    args: argparse.Namespace,
+    *,
+    out: TextIO,
+    sync: Runner,
+    watch: Runner,
+    links: Runner | None = None,
+) -> int:
     # Imported here: the other commands need not load the stand-in server at start-up.
     from jatos_sync.testing import StandInServer
 
@@ -93,7 +120,7 @@ def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -
             token_file = root / "token"
             token_file.write_text(server.add_token("demo", name="jatos-sync demo") + "\n")
             os.chmod(token_file, 0o600)
-            study = server.add_study("Colour-word task (jatos-sync demo)", members=["demo"])
+            study_uuid = str(uuid.uuid4())
             config = root / "jatos-sync.yaml"
             config.write_text(
                 demo_config(
@@ -101,24 +128,30 @@ def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -
                     token_file=token_file,
                     state_dir=root / "state",
                     folder=folder,
-                    study=study.id,
+                    study_uuid=study_uuid,
                 ),
                 encoding="utf-8",
             )
             print(
                 f"The sample experiment is in {folder}"
                 f"{'' if kept else ' (a temporary copy, removed at the end)'}.\n"
-                f"Started a JATOS stand-in (behaves like JATOS 3.10) at {server.url} with "
-                f"one empty study. Syncing the folder to it:\n",
+                f"Started a JATOS stand-in (behaves like JATOS 3.10) at {server.url}, with no "
+                f"study yet. Syncing the folder creates the study {DEMO_TITLE!r} with its two "
+                "components, then uploads the files:\n",
                 file=out,
             )
             code = sync(config)
-            files = sorted(server.files(study))
+            created = server.find_study(study_uuid)
+            files = sorted(server.files(created)) if created is not None else []
             print(
-                f"\nStudy {study.id} on the stand-in now serves {len(files)} files: "
+                f"\nThe study now serves {len(files)} files: "
                 f"{', '.join(files[:12])}{' …' if len(files) > 12 else ''}",
                 file=out,
             )
+            if links is not None and code == 0:
+                print("\nA link for participants (jatos-sync links):", file=out)
+                out.flush()
+                code = links(config)
             if not getattr(args, "once", False) and code == 0:
                 print(
                     f"\nWatching {folder}: edit a file there and save it - each upload is "
@@ -133,7 +166,10 @@ def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -
 _NEXT_STEPS = """
 To do the same with your own experiment and your JATOS (3.8.2 or newer):
   1. In JATOS, open your user menu -> API tokens and create a token.
-  2. In your experiment's folder run:  jatos-sync init
-     It asks for your JATOS address, the token and the study, and writes jatos-sync.yaml.
+  2. In your experiment's folder run:  jatos-sync init --create
+     It asks for your JATOS address and the token, writes jatos-sync.yaml with the study
+     as code (title, one component per HTML page), creates the study and uploads the
+     folder. For a study that exists already: jatos-sync init (or init --adopt).
   3. jatos-sync check     # version, token, study and lock
-     jatos-sync sync      # deploy once    -   jatos-sync watch   # follow your edits"""
+     jatos-sync sync      # deploy once    -   jatos-sync watch   # follow your edits
+     jatos-sync links     # links for participants"""

@@ -48,6 +48,16 @@ class ConfigError(JatosSyncError):
     exit_code = EXIT_CONFIG
 
 
+class DefinitionError(ConfigError):
+    """A study definition (in the configuration, a `.jas` or on the server) that JATOS would
+    refuse or that cannot be read; the message says what and why."""
+
+
+class ArchiveError(ConfigError):
+    """A study archive (`.jzip`) that is not one, or holds an entry that would land outside
+    its folder; nothing was unpacked."""
+
+
 class UnsupportedServerError(JatosSyncError):
     """The server is not a JATOS, or a JATOS too old for the asset API (3.8.1)."""
 
@@ -76,6 +86,13 @@ class StudyLockedError(AccessError):
     """The study is locked in JATOS; uploads and deletions are refused until it is unlocked."""
 
 
+class StudyRefusedError(JatosSyncError):
+    """JATOS refused a change of a study's properties or components (its validation); the
+    message carries JATOS's reason."""
+
+    exit_code = EXIT_CONFIG
+
+
 class SafetyStop(JatosSyncError):
     """A data-safety guard refused to act (PRODUCT.md §7)."""
 
@@ -92,6 +109,10 @@ class FileSyncError(JatosSyncError):
     """One file could not be synced; the rest of the pass goes on."""
 
     exit_code = EXIT_PARTIAL
+
+
+class RequestTooLargeError(FileSyncError):
+    """JATOS, or a proxy in front of it, refused a request body as too large (HTTP 413)."""
 
 
 class UnsafePathError(FileSyncError):

@@ -583,13 +583,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def select_mapping(config: Config, name: str | None) -> MappingConfig:
+def select_mapping(config: Config, name: str | None, *, command: str = "pull") -> MappingConfig:
+    """The mapping named `name`, or the only one; `command` takes exactly one."""
     if name:
         return config.select([name])[0]
     if len(config.mappings) == 1:
         return config.mappings[0]
     names = ", ".join(m.name for m in config.mappings)
-    raise ConfigError(f"pull fills one folder: name the mapping, one of: {names}")
+    raise ConfigError(f"{command} takes one mapping: name the mapping, one of: {names}")
 
 
 def run(

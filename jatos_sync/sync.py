@@ -23,6 +23,7 @@ import structlog
 from jatos_sync.apply import Outcome, ProgressSink, Target, apply_plan
 from jatos_sync.client import JatosClient
 from jatos_sync.config import MappingConfig
+from jatos_sync.definition import Change
 from jatos_sync.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -35,9 +36,19 @@ from jatos_sync.errors import (
 )
 from jatos_sync.ignore import IGNORE_FILE_NAME, IgnoreRules
 from jatos_sync.model import LocalSnapshot, PathProblem, RelPath, RemoteSnapshot
-from jatos_sync.plan import Folder, Plan, Policy, at_or_below, make_plan, next_synced, server_view
+from jatos_sync.plan import (
+    Folder,
+    Plan,
+    Policy,
+    at_or_below,
+    make_plan,
+    next_synced,
+    server_view,
+    skip_reason,
+)
 from jatos_sync.scan import check_folder, scan_folder
 from jatos_sync.state import MappingState, StateStore, StateWriteError, mapping_key
+from jatos_sync.studies import StudyStep
 
 log = structlog.get_logger("jatos_sync.sync")
 
@@ -60,6 +71,8 @@ class MappingResult:
     backed_up: list[RelPath] = field(default_factory=list)
     server_only: list[RelPath] = field(default_factory=list)  # never synced from here: kept
     replaces_unsynced: list[RelPath] = field(default_factory=list)  # uploads over such files
+    definition: list[Change] = field(default_factory=list)  # the study's own changes
+    definition_withheld: str = ""  # why component deletions wait for --yes
     error: JatosSyncError | None = None
     state_error: str | None = None  # the pass worked, but its record could not be saved
 
@@ -67,7 +80,7 @@ class MappingResult:
     def exit_code(self) -> int:
         if self.error is not None:
             return self.error.exit_code
-        if self.withheld_reason:
+        if self.withheld_reason or self.definition_withheld:
             return EXIT_SAFETY
         if self.failed or self.withheld or self.state_error:
             return EXIT_PARTIAL
@@ -87,8 +100,11 @@ class MappingResult:
             "backed_up": [str(p) for p in self.backed_up],
             "server_only": [str(p) for p in self.server_only],
             "replaces_unsynced": [str(p) for p in self.replaces_unsynced],
+            "definition": [c.to_json() for c in self.definition],
             "exit_code": self.exit_code,
         }
+        if self.definition_withheld:
+            result["definition_withheld"] = self.definition_withheld
         if self.withheld_reason:
             result["withheld_reason"] = self.withheld_reason
         if self.error is not None:
@@ -182,14 +198,20 @@ class MappingSync:
         """
         mapping = self.mapping
         result = MappingResult(mapping.name, mapping.study, mapping.folder, dry_run=dry_run)
+        step: StudyStep | None = None
         try:
             check_folder(mapping.folder)
             self.store.ensure_outside(mapping.folder)
             self._root = _identity(mapping.folder)
+            if mapping.create or mapping.definition is not None:
+                # The study first: created if missing, its definition planned; a locked
+                # study that would change stops the pass before anything changed.
+                step = StudyStep(mapping, self.client, allow_delete=allow_mass_delete)
+                step.prepare(dry_run=dry_run, files=self._syncable_files)
             # JATOS reads every file to answer the listing (§2.2): scan the local folder
             # while it does, instead of one after the other.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jatos-sync-list") as pool:
-                listing = pool.submit(self.client.list_assets, mapping.study)
+                listing = pool.submit(self._list if step is None or step.exists else self._nothing)
                 self._rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
                 # The daemon keeps its state in memory between passes: if the disk refused
                 # the last save, what is on disk is older than what this process knows.
@@ -209,11 +231,36 @@ class MappingSync:
             if not (dry_run or allow_mass_delete):
                 self._confirm_first_sync(plan, confirm)
             self._reconcile(result, plan, stop=stop, progress=progress)
+            if step is not None:  # after the files: no component points at a missing page
+                assert self._remote is not None
+                result.failed += step.finish(dry_run=dry_run, server_files=self._remote.files)
+                result.definition_withheld = step.withheld
         except JatosSyncError as exc:
             _record_error(result, exc)
         except Exception as exc:  # a bug must not end the command or the daemon's worker
             self._internal_error(result, exc)
+        if step is not None:
+            result.definition = step.changes
         return result
+
+    def _list(self) -> RemoteSnapshot:
+        return self.client.list_assets(self.mapping.study)
+
+    def _nothing(self) -> RemoteSnapshot:
+        """What a study that a dry run would create holds: nothing yet."""
+        return RemoteSnapshot(files={}, api_version=self.client.api_version or "")
+
+    def _syncable_files(self) -> list[RelPath]:
+        """The files a sync would upload now, for the archive that creates the study."""
+        rules = IgnoreRules.for_folder(self.mapping.folder, self.mapping.ignore)
+        self._state = self._state or self.store.load(self.key)
+        local = scan_folder(self.mapping.folder, rules, cache=self._state.cache)
+        api_version = self.client.api_version or ""
+        return [
+            path
+            for path, info in local.files.items()
+            if skip_reason(path, info.info, api_version=api_version) is None
+        ]
 
     def _confirm_first_sync(self, plan: Plan, confirm: Confirm | None) -> None:
         state = self._state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from jatos_sync.cli import main
 
 EXPECTED = [
     "index.html",
+    "consent.html",
     "js/experiment.js",
     "css/style.css",
     "stimuli/practice/list 1.csv",
@@ -35,6 +37,11 @@ def test_demo_once_syncs_the_sample_experiment_from_an_empty_folder(
     served = text.split("now serves", 1)[1]
     assert all(name in served for name in EXPECTED)
     assert "drafts/ideas.txt" not in served  # ignored by the sample's .jatosignore
+    # The server started empty: the sync created the study, with its definition.
+    assert "with no study yet" in text
+    assert "study 'Colour-word task (jatos-sync demo)' created" in text
+    assert "component 'Consent' created" in text and "component 'Colour-word task' created" in text
+    assert re.search(r"A link for participants.*\nhttp://127\.0\.0\.1:\d+/publix/\w{11}\n", text)
     assert "a temporary copy, removed at the end" in text
     assert "jatos-sync init" in text and "API tokens" in text
     assert os.listdir(tmp_path) == []  # nothing left behind where it ran

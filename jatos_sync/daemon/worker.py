@@ -6,8 +6,10 @@ worker starts with a full reconcile, then turns file-system changes into quick p
 send only the requests the changed paths need. It reconciles fully every
 `watch.reconcile_interval` (not much more often: JATOS reads every file of the study to
 answer a listing, docs/jatos-api.md §3), after lost events, when its folder comes back,
-when its server comes back and on SIGHUP. Errors about the whole study or server pause
-that mapping, which is retried with capped backoff (the daemon keeps running).
+when its server comes back and on SIGHUP. A full pass also creates the study and brings
+its definition in step when the mapping has `create:` or `definition:`; a quick pass never
+touches the definition. Errors about the whole study or server pause that mapping, which is
+retried with capped backoff (the daemon keeps running).
 
 Owns `Timings` (the daemon's pacing), `backoff_s`, the `Inbox` from the watcher's thread
 and the worker's loop. It must not decide what to sync (plan.py), parse HTTP (client.py),
@@ -409,6 +411,7 @@ class MappingWorker:
             uploaded=len(result.uploaded),
             deleted=len(result.deleted),
             failed=len(result.failed),
+            definition=len(result.definition),  # changes of the study itself (full passes)
             elapsed_s=round(done - started, 3),
         )
 
@@ -494,7 +497,7 @@ def _problem(result: MappingResult) -> str | None:
         return reason + more
     if result.withheld_reason:
         return f"{len(result.withheld)} deletions withheld: {result.withheld_reason}"
-    return result.state_error
+    return result.definition_withheld or result.state_error
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:

@@ -287,6 +287,10 @@ class StandInServer:
         study.assets_dir.mkdir(parents=True, exist_ok=True)
         return study
 
+    def find_study(self, study_uuid: str) -> Study | None:
+        """The study with this UUID (e.g. one a client created by an import), or None."""
+        return self._state.study_by_uuid(study_uuid.lower())
+
     def add_member(self, study: Study | int, username: str) -> None:
         with self._state.lock:
             self._state.user(username)

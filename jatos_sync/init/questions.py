@@ -1,79 +1,41 @@
-"""`jatos-sync init`: write a commented `jatos-sync.yaml`, then run `check` (issue 6 part 2).
+"""The `jatos-sync init` conversation: on a terminal it asks for the JATOS address, the API
+token (pasted with the input hidden, and then optionally stored in a file only the user
+can read), the folder and — with a token — which of the user's studies to sync, from a
+table whose rows are letters (a number typed is always a study ID), confirmed by the
+study's title. Without a terminal it takes the flags.
 
-On a terminal it asks: the JATOS address, where the API token comes from (pasted with the
-input hidden, and then optionally stored in a file only the user can read), the folder, and
-— with a token — which of the user's studies to sync, from a table whose rows are letters
-(a number typed is always a study ID), confirmed by the study's title. Without a
-terminal it takes flags (`--url`, `--study`, optional `--folder`, `--token-file`, `--name`)
-and names the missing ones. Either way it refuses to overwrite an existing file without
-`--force`, validates the text it is about to write with the real config parser, writes it
-atomically, and ends with `check` (a callable from the CLI) whose exit code it returns.
-
-It must never write, print or log the token: the YAML names only where the token is
-(`token_file` or `token_env`). It does not sync anything, and talks to the server only to
-list the user's studies (JATOS_ASSETS_API.md §9.2).
+Owns `Session` and the pure helpers of the questions (addresses, study references, the
+table). It must never write, print or log the token.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
 import os
 import re
-import shlex
-import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TextIO
 from urllib.parse import urlsplit
 
-from jatos_sync.client import host_is_loopback
-from jatos_sync.config import SCHEMA_PATH, default_config_path, load_config, parse_config
+from jatos_sync.client import JatosClient, host_is_loopback
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token, check_token_format, token_from_file
-from jatos_sync.errors import EXIT_CONFIG, ConfigError, JatosSyncError
-from jatos_sync.logs import is_terminal, redact
+from jatos_sync.definition import Definition
+from jatos_sync.errors import ConfigError, JatosSyncError
+from jatos_sync.init.render import WHERE_TO_CREATE, Answers, ignore_pattern, one_line, store_token
+from jatos_sync.logs import redact
 from jatos_sync.model import StudyInfo
 from jatos_sync.paths import is_inside, resolved
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MAX_STUDY_ID = 2**63 - 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,99}")
-# Characters with a meaning in gitignore patterns; escaped when a file name becomes one.
-_GLOB_CHARS = re.compile(r"([*?\[\]\\!#])")
-_WHERE_TO_CREATE = "Create one in JATOS: your user menu (top right) → API tokens → New token."
 _PASTE_ATTEMPTS = 3
 
 
-class StudyLister(Protocol):
-    """The part of JatosClient that init uses (a seam for tests)."""
-
-    def list_studies(self) -> list[StudyInfo]: ...
-
-    def close(self) -> None: ...
-
-
-class _InputEndedError(Exception):
+class InputEndedError(Exception):
     """stdin closed while a question was open."""
-
-
-@dataclass(frozen=True)
-class Answers:
-    """Everything the configuration file says; never the token itself."""
-
-    url: str
-    folder: Path  # absolute
-    study: str  # numeric ID or lower-case UUID
-    name: str
-    token_file: Path | None = None  # None: the token is read from $token_env
-    token_env: str = DEFAULT_TOKEN_ENV
-    study_title: str = ""
-    ignore: tuple[str, ...] = field(default_factory=tuple)
-
-
-# ------------------------------------------------------------------------------ values
 
 
 def normalize_url(text: str) -> tuple[str, str]:
@@ -137,290 +99,7 @@ def default_name(folder: Path, study: str) -> str:
     return f"study-{study}"[:100]
 
 
-def ignore_pattern(name: str) -> str:
-    """A gitignore pattern matching exactly the top-level file `name`."""
-    return "/" + _GLOB_CHARS.sub(r"\\\1", name)
-
-
-def yaml_quote(text: str) -> str:
-    """`text` as a YAML double-quoted scalar that reads back as exactly `text`."""
-    out: list[str] = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
-
-
-def _shown_path(path: Path, *, base: Path) -> str:
-    """`path` for the file: relative to `base` when inside it, `~/…` under home."""
-    try:
-        relative = path.relative_to(base)
-    except ValueError:
-        pass
-    else:
-        return relative.as_posix() if relative.parts else "."
-    with contextlib.suppress(ValueError, RuntimeError):
-        return "~/" + path.relative_to(Path("~").expanduser()).as_posix()
-    return str(path)
-
-
-def _comment(text: str) -> str:
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
-
-
-# ------------------------------------------------------------------------------ the file
-
-
-def render_config(answers: Answers, *, config_path: Path, today: date | None = None) -> str:
-    """The commented configuration file. Pure; `parse_config` accepts what it returns."""
-    base = config_path.parent
-    written = (today or date.today()).isoformat()
-    if answers.token_file is not None:
-        token_lines = [
-            f"  token_file: {yaml_quote(_shown_path(answers.token_file, base=base))}"
-            "   # holds only the token; chmod 600",
-            f"  # token_env: {DEFAULT_TOKEN_ENV}   # or: read it from this environment variable",
-        ]
-    else:
-        token_lines = [
-            f"  token_env: {answers.token_env}   # the environment variable that holds the token",
-            "  # token_file: ~/.config/jatos-sync/token   # or: a file only you can read",
-        ]
-    study = answers.study if answers.study.isdigit() else yaml_quote(answers.study)
-    title = f" ({_comment(answers.study_title)})" if answers.study_title else ""
-    ignore = "[" + ", ".join(yaml_quote(p) for p in answers.ignore) + "]"
-    lines = [
-        f"# yaml-language-server: $schema={SCHEMA_PATH.as_uri()}",
-        f"# jatos-sync configuration, written by `jatos-sync init` on {written}.",
-        "# Test it with `jatos-sync check`; see what a sync would do with `jatos-sync status`.",
-        "# Lines starting with # are comments; remove the # of an optional setting to use it.",
-        "",
-        "server:",
-        "  # The address of your JATOS server, as in the browser, without /jatos/… (keep a",
-        "  # path prefix if your JATOS has one).",
-        f"  url: {yaml_quote(answers.url)}",
-        "  # Where jatos-sync finds your JATOS API token (jap_…). The token itself never goes",
-        f"  # into this file. {_WHERE_TO_CREATE}",
-        *token_lines,
-        "  # Optional settings:",
-        "  # timeout: 30s        # for each request to the server",
-        "  # retries: 4          # after a dropped connection, a timeout or HTTP 502/503/504",
-        "  # concurrency: 4      # how many files are sent at the same time (1-32)",
-        "  # verify_tls: true    # false only for a test server with a self-signed certificate",
-        "",
-        "# Where jatos-sync remembers what it synced and keeps backups of replaced files",
-        "# (default: ~/.local/state/jatos-sync). It must be outside every synced folder.",
-        "# state_dir: ~/.local/state/jatos-sync",
-        "",
-        "# How `jatos-sync watch` follows your edits:",
-        "# watch:",
-        "#   debounce: 300ms          # wait this long after the last change, then sync",
-        "#   delete_delay: 2s         # deletions wait this long (editors delete and recreate)",
-        "#   reconcile_interval: 10m  # compare with the server in full this often",
-        "#   polling: auto            # auto, always or never: check the folder by polling",
-        "",
-        "# Each mapping keeps one study's files identical to one local folder.",
-        "mappings:",
-        f"  - name: {yaml_quote(answers.name)}   # for the command line: jatos-sync sync NAME",
-        "    # The local folder; a relative path is relative to this file.",
-        f"    folder: {yaml_quote(_shown_path(answers.folder, base=base))}",
-        f"    # The study's ID or UUID, as shown on its page in JATOS{title}.",
-        f"    study: {study}",
-        "    # Files that are never synced, in .gitignore syntax, on top of the built-in list",
-        "    # (.git, .DS_Store, editor backups, …). A .jatosignore file in the folder works too.",
-        f"    ignore: {ignore}",
-        "    # Delete a file on the server when you delete it locally.",
-        "    delete: true",
-        "    # Optional settings:",
-        "    # backup: true            # keep a copy of a server file someone else changed",
-        "    # max_delete: 500         # hold back a pass that would delete more files",
-        "    # max_delete_percent: 50  # ... or more than this share of the study's files",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_config(path: Path, text: str) -> Path | None:
-    """Write `text` to `path` atomically; an existing file is kept as `<path>.bak`.
-
-    Returns the backup's path, if one was made.
-    """
-    backup: Path | None = None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        backup = path.with_name(path.name + ".bak")
-        shutil.copy2(path, backup)
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-    # 0o666 before the umask, like any new file: the file holds no secret.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return backup
-
-
-def store_token(path: Path, token: Token) -> None:
-    """Write the token to `path`, readable by the user only (directory 0700, file 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with open(fd, "w", encoding="utf-8") as stream:
-            stream.write(token.reveal() + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, 0o600)  # whatever the umask or an inherited ACL did
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-# ------------------------------------------------------------------------------ the command
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`init [--url URL] [--study ID|UUID] [--folder DIR] [--token-file FILE] [--name NAME]
-    [--force]`; the file written is the global `-c` (default ./jatos-sync.yaml)."""
-    parser.add_argument("--url", help="the JATOS server's address, e.g. https://jatos.example.org")
-    parser.add_argument("--study", help="the study's ID or UUID")
-    parser.add_argument("--folder", help="the local folder to sync (default: the current one)")
-    parser.add_argument(
-        "--token-file",
-        help=f"a file holding the API token (default: the token is read from ${DEFAULT_TOKEN_ENV})",
-    )
-    parser.add_argument("--name", help="the mapping's name (default: the folder's name)")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an existing configuration file (the old one is kept as .bak)",
-    )
-
-
-def run(
-    args: argparse.Namespace,
-    *,
-    environ: Mapping[str, str],
-    stdin: TextIO,
-    out: TextIO,
-    err: TextIO,
-    client_factory: Callable[[str, Token], StudyLister],
-    check: Callable[[Path], int],
-    read_secret: Callable[[str], str] = getpass.getpass,
-    cwd: Path | None = None,
-) -> int:
-    """The `init` command; returns `check`'s exit code, or 2 when nothing was written."""
-    here = cwd or Path.cwd()
-    target = Path(args.config) if getattr(args, "config", None) else default_config_path(environ)
-    config_path = Path(os.path.abspath(here / target.expanduser()))
-    force = bool(getattr(args, "force", False))
-    if config_path.exists() and not force:
-        print(
-            f"jatos-sync init: {config_path} already exists. Use --force to replace it (the "
-            "old file is kept as .bak), or -c OTHER.yaml to write another file.",
-            file=err,
-        )
-        return EXIT_CONFIG
-    interactive = is_terminal(stdin)
-    if not interactive:
-        missing = [flag for flag in ("--url", "--study") if not getattr(args, flag[2:], None)]
-        if missing:
-            print(
-                "jatos-sync init: not on a terminal, so nothing can be asked; give "
-                + " and ".join(missing)
-                + " (and optionally --folder, --token-file, --name). Example: jatos-sync init "
-                "--url https://jatos.example.org --study 42 --folder experiment",
-                file=err,
-            )
-            return EXIT_CONFIG
-    session = _Session(
-        args,
-        environ=environ,
-        stdin=stdin,
-        out=out,
-        read_secret=read_secret,
-        client_factory=client_factory,
-        here=here,
-        config_path=config_path,
-        interactive=interactive,
-    )
-    try:
-        answers = session.collect()
-        text = render_config(answers, config_path=config_path)
-        # The real parser is the judge: never write a file the other commands would refuse.
-        parse_config(text, path=config_path)
-        backup = write_config(config_path, text)
-        load_config(config_path)
-    except _InputEndedError:
-        print("jatos-sync init: the input ended; nothing was written.", file=err)
-        return EXIT_CONFIG
-    except JatosSyncError as exc:
-        print(f"jatos-sync init: {redact(str(exc))}", file=err)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"jatos-sync init: could not write {config_path}: {exc.strerror or exc}", file=err)
-        return EXIT_CONFIG
-    print(f"\nWrote {config_path}", file=out)
-    if backup is not None:
-        print(f"  (the previous file is kept as {backup})", file=out)
-    print("Checking the setup (jatos-sync check):", file=out)
-    out.flush()
-    code = check(config_path)
-    default = Path(os.path.abspath(here / default_config_path(environ).expanduser()))
-    option = "" if config_path == default else f"-c {config_path} "
-    _next_steps(answers, config_path, option, code, out, token_in_env=session.token_needs_export)
-    return code
-
-
-def _next_steps(
-    answers: Answers, config_path: Path, option: str, code: int, out: TextIO, *, token_in_env: bool
-) -> None:
-    """What to do now; `option` is the `-c FILE ` the user must add ("" for the default)."""
-    print("", file=out)
-    if token_in_env:
-        print(
-            f"Before syncing, put your token into ${answers.token_env} in your shell "
-            f"(export {answers.token_env}=…), or name a token file with --token-file.",
-            file=out,
-        )
-    if code != 0:
-        print(
-            "Fix what `check` reported above (or edit the file), then run "
-            f"`jatos-sync {option}check` again.",
-            file=out,
-        )
-        return
-    name = shlex.quote(answers.name)
-    steps = [
-        (f"jatos-sync {option}status", "what a sync would change"),
-        (f"jatos-sync {option}sync", "upload the folder to the study"),
-        (f"jatos-sync {option}watch", "keep syncing while you edit"),
-    ]
-    try:
-        empty = not [p for p in answers.folder.iterdir() if p != config_path]
-    except OSError:
-        empty = False
-    if empty:  # a new lab member starts from the server's copy
-        steps.insert(0, (f"jatos-sync {option}pull {name}", "download the study's files"))
-    width = max(len(command) for command, _ in steps)
-    print("Next steps:", file=out)
-    for command, what in steps:
-        print(f"  {command.ljust(width)}   {what}", file=out)
-
-
-class _Session:
+class Session:
     """One init conversation (or the flags, when there is no terminal)."""
 
     def __init__(
@@ -431,7 +110,7 @@ class _Session:
         stdin: TextIO,
         out: TextIO,
         read_secret: Callable[[str], str],
-        client_factory: Callable[[str, Token], StudyLister],
+        client_factory: Callable[[str, Token], JatosClient],
         here: Path,
         config_path: Path,
         interactive: bool,
@@ -458,7 +137,7 @@ class _Session:
         self.out.flush()
         line = self.stdin.readline()
         if not line:
-            raise _InputEndedError
+            raise InputEndedError
         return line.strip() or default
 
     def confirm(self, question: str, *, default: bool) -> bool:
@@ -482,6 +161,21 @@ class _Session:
         token_file, token = self.token(url)
         folder = self.folder()
         study, title = self.study(url, token)
+        return self.answers(url, token_file, folder, study, title=title)
+
+    def answers(
+        self,
+        url: str,
+        token_file: Path | None,
+        folder: Path,
+        study: str,
+        *,
+        title: str = "",
+        create: bool = False,
+        definition: Definition | None = None,
+    ) -> Answers:
+        """What the file will say, with the rules that keep the configuration file and the
+        token file out of the synced folder."""
         name = self.args.name or default_name(folder, study)
         ignore: list[str] = []
         if is_inside(self.config_path, folder):
@@ -504,6 +198,8 @@ class _Session:
             token_file=token_file,
             study_title=title,
             ignore=tuple(ignore),
+            create=create,
+            definition=definition,
         )
 
     def url(self) -> str:
@@ -562,7 +258,7 @@ class _Session:
             return None
 
     def _paste(self, stored: Path) -> tuple[Path | None, Token | None]:
-        self.say(f"jatos-sync needs a JATOS API token. {_WHERE_TO_CREATE}")
+        self.say(f"jatos-sync needs a JATOS API token. {WHERE_TO_CREATE}")
         token: Token | None = None
         for _attempt in range(_PASTE_ATTEMPTS):
             text = self.read_secret("Paste the token (the input stays hidden), or just Enter: ")
@@ -600,13 +296,13 @@ class _Session:
             return None
         return check_token_format(text, source=str(path))
 
-    def folder(self) -> Path:
+    def folder(self, default: str = ".") -> Path:
         given = self.args.folder
         while True:
             if given or not self.interactive:
-                text = given or "."
+                text = given or default
             else:
-                text = self.ask("Local folder to sync", default=".")
+                text = self.ask("Local folder to sync", default=default)
             folder = Path(os.path.abspath(self.here / Path(text).expanduser()))
             if folder.is_dir():
                 return folder
@@ -665,7 +361,7 @@ class _Session:
             if isinstance(chosen, StudyInfo):
                 self._warn_locked(chosen)
                 if self.confirm(
-                    f'Sync with "{_comment(chosen.title)}" (ID {chosen.id}, UUID {chosen.uuid})?',
+                    f'Sync with "{one_line(chosen.title)}" (ID {chosen.id}, UUID {chosen.uuid})?',
                     default=True,
                 ):
                     # As typed when it was the ID or the UUID (a UUID stays valid after an
@@ -739,8 +435,8 @@ def study_table(studies: Sequence[StudyInfo]) -> list[str]:
             str(s.id),
             s.uuid,
             "yes" if s.locked else "no",
-            _comment(s.dir_name),
-            _comment(s.title),
+            one_line(s.dir_name),
+            one_line(s.title),
         )
         for n, s in enumerate(studies)
     ]
