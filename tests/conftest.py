@@ -1,9 +1,11 @@
-"""Shared fixtures: a thread-leak guard for every test, and a ready-made sync "world"."""
+"""Shared fixtures: guards against leaked threads and stray files for every test, and a
+ready-made sync "world"."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +31,16 @@ def _no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.02)
     assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_in_the_working_directory() -> Iterator[None]:
+    """Fail a test that creates files where it was started (the checkout, in CI): a command
+    run without --folder or -c works relative to the current directory."""
+    before = set(os.listdir("."))
+    yield
+    stray = sorted(set(os.listdir(".")) - before)
+    assert not stray, f"test left {stray} in the working directory {os.getcwd()}"
 
 
 # ---------------------------------------------------------------- an end-to-end "world"

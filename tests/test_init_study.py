@@ -71,7 +71,10 @@ class Setup:
 
 
 @pytest.fixture(params=["3.9", "3.10"])
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Setup]:
+    monkeypatch.chdir(tmp_path)  # a folder given by default lands here, not in the checkout
     with StandInServer(personality=request.param, data_dir=tmp_path / "server") as server:
         server.add_user("alice")
         token = server.add_token("alice")
