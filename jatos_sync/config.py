@@ -1,7 +1,7 @@
 """The configuration's public values, and reading `jatos-sync.yaml` from disk.
 
 This module owns the values the rest of the program uses (frozen dataclasses: `Config`,
-`ServerConfig`, `WatchConfig`, `MappingConfig`) and loading the file (size, encoding,
+`ServerConfig`, `WatchConfig`, `MappingConfig`, `ResultsConfig`) and loading the file (size, encoding,
 permission bits). The keys themselves are declared once in config_spec.py; config_reader.py
 turns YAML into these values. Both import msgspec and PyYAML, so they are imported only when
 a configuration is read, never by `--version`. The API token is credentials.py's business.
@@ -57,6 +57,14 @@ class WatchConfig:  # config_spec.Watch declares the meanings and the defaults
 
 
 @dataclass(frozen=True)
+class ResultsConfig:  # config_spec.Results declares the meanings and the defaults
+    folder: Path  # absolute; outside every synced folder and the configured state folder
+    every_s: float  # how often `watch` runs a results pass
+    files: bool  # whether result files are downloaded too
+    where: str  # "file:line: mappings[i].results.folder", for messages about the folder
+
+
+@dataclass(frozen=True)
 class MappingConfig:
     name: str
     folder: Path  # absolute; not required to exist (a missing folder is a safety stop, §7)
@@ -67,6 +75,7 @@ class MappingConfig:
     max_delete: int
     max_delete_percent: float
     line: int  # line of this mapping in the file, for messages
+    results: ResultsConfig | None = None  # where its results are mirrored (`results:`)
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,18 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from jatos_sync import config_spec as spec
-from jatos_sync.config import Config, MappingConfig, ServerConfig, WatchConfig, _quote
+from jatos_sync.config import (
+    Config,
+    MappingConfig,
+    ResultsConfig,
+    ServerConfig,
+    WatchConfig,
+    _quote,
+)
 from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
 from jatos_sync.errors import ConfigError
 from jatos_sync.ignore import pattern_problem
+from jatos_sync.paths import is_inside, resolved
 
 KeyPath = tuple[str | int, ...]
 _T = TypeVar("_T")
@@ -223,6 +231,7 @@ class _Reader:
         # The file and the token file must never be synced, wherever they lie.
         secrets = [absolute, *([public.token_file] if public.token_file else [])]
         kept_out = tuple(keep_out(m, secrets) for m in mappings)
+        self.check_results(kept_out, file.state_dir)
         watch = _public(WatchConfig, file.watch)
         return _public(Config, file, path=absolute, server=public, mappings=kept_out, watch=watch)
 
@@ -286,8 +295,15 @@ class _Reader:
             (*at, "ignore"), entry.ignore
         )
         line = _line(self.nodes[at][1])
+        results = self.results(at, entry.results)
         result = _public(
-            MappingConfig, entry, name=name, study=str(entry.study), line=line, **policy
+            MappingConfig,
+            entry,
+            name=name,
+            study=str(entry.study),
+            line=line,
+            results=results,
+            **policy,
         )
         for index, other in enumerate(done):
             where = f"mappings[{index}] (line {other.line})"
@@ -298,6 +314,49 @@ class _Reader:
                 synced = f"study {result.study} is already synced by {where}"
                 raise self.at((*at, "study"), f"{synced}; two folders cannot share one study")
         return result
+
+    def results(self, at: KeyPath, declared: spec.Results | None) -> ResultsConfig | None:
+        """A mapping's `results:`, with the place of its folder key for later messages."""
+        if declared is None:
+            return None
+        where = (*at, "results", "folder")
+        line = _line(self.nodes[where][1])
+        return _public(ResultsConfig, declared, where=f"{self.shown}:{line}: {_label(where)}")
+
+    def check_results(self, mappings: tuple[MappingConfig, ...], state_dir: str | None) -> None:
+        """Participant data never becomes a study asset (docs/safety.md, rule 9): each results
+        folder lies outside every synced folder and the state folder, compared resolved
+        (symlinks followed), and no two mappings write into one results folder."""
+        for i, mapping in enumerate(mappings):
+            if mapping.results is None:
+                continue
+            at, folder = ("mappings", i, "results", "folder"), mapping.results.folder
+            for other in mappings:
+                if is_inside(folder, other.folder):
+                    raise self.at(
+                        at,
+                        f"the results folder {folder} is inside the synced folder "
+                        f"{other.folder} of mapping {_quote(other.name)}"
+                        f"{_through(folder, other.folder)}, so participant data would be "
+                        "uploaded to the study, where anyone who runs it can load it; choose "
+                        f"a folder outside every synced folder, e.g. ../data/{mapping.name}",
+                    )
+            if state_dir is not None and is_inside(folder, Path(state_dir)):
+                raise self.at(
+                    at,
+                    f"the results folder {folder} is inside the state folder {state_dir}"
+                    f"{_through(folder, Path(state_dir))}; choose a folder of its own for "
+                    "the participants' data",
+                )
+            for j, other in enumerate(mappings[:i]):
+                theirs = other.results.folder if other.results else None
+                if theirs and (is_inside(folder, theirs) or is_inside(theirs, folder)):
+                    raise self.at(
+                        at,
+                        f"the results folder {folder} overlaps {theirs}, the results folder "
+                        f"of mappings[{j}] (line {other.line}); give each mapping a results "
+                        "folder of its own",
+                    )
 
     def patterns(self, at: KeyPath, value: str | tuple[str, ...]) -> tuple[str, ...]:
         found = (
@@ -378,6 +437,15 @@ def _unknown(name: str, known: list[str]) -> str:
     if close:
         return f"unknown key; did you mean '{close[0]}'?"
     return "unknown key; the keys allowed here are: " + ", ".join(known)
+
+
+def _through(inner: Path, outer: Path) -> str:
+    """How `inner` lies inside `outer` when their spelling does not show it."""
+    spelled = (Path(os.path.abspath(inner)), Path(os.path.abspath(outer)))
+    real = (resolved(inner), resolved(outer))
+    if spelled[0] == spelled[1] or spelled[1] in spelled[0].parents:
+        return ""
+    return f" (through a symbolic link: {real[0]} is inside {real[1]})"
 
 
 def _line(node: Node) -> int:

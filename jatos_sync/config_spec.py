@@ -140,6 +140,24 @@ class Policy(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     ] = 50.0
 
 
+class Results(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Where the study's results (participant data) are mirrored, and how often."""
+
+    folder: Annotated[
+        LocalPath,
+        _d(
+            "the folder the study's results are mirrored into (relative to this file), "
+            "outside every synced folder and the state folder"
+        ),
+    ]
+    every: Annotated[
+        Seconds, _d("how often `jatos-sync watch` looks for new results", ge=30, le=604800)
+    ] = 300.0
+    files: Annotated[
+        bool, _d("whether result files (uploads made by the study) are downloaded too")
+    ] = True
+
+
 class Mapping(Policy, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One local folder kept identical to one study's assets."""
 
@@ -148,6 +166,10 @@ class Mapping(Policy, forbid_unknown_fields=True, frozen=True, kw_only=True):
     )
     folder: Annotated[LocalPath, _d("the path of the local folder to sync (relative to this file)")]
     study: Annotated[StudyRef, _d("a study ID (a whole number) or a study UUID", form="study")]
+    results: Annotated[
+        Results | None,
+        _d("mirror the study's results into a local folder", "a mapping with folder:"),
+    ] = None
 
 
 class File(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
