@@ -21,6 +21,7 @@ import structlog
 from jatos_sync import __version__, demo
 from jatos_sync import init as init_cmd
 from jatos_sync import pull as pull_cmd
+from jatos_sync import results as results_mod
 from jatos_sync.check import (
     check_mapping,
     exit_code_for,
@@ -35,6 +36,7 @@ from jatos_sync.daemon.status import read_status
 from jatos_sync.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
+    ConfigError,
     InternalError,
     JatosSyncError,
     worst_exit_code,
@@ -118,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("watch", help="daemon: reconcile, then follow edits")
     )
 
+    results = commands.add_parser(
+        "results", help="mirror each study's results into its results folder, then exit"
+    )
+    results.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    results.add_argument("mappings", nargs="*", metavar="MAPPING")
+
     config = commands.add_parser("config", help="about the configuration file itself")
     config.set_defaults(config_help=config.format_help)
     config_commands = config.add_subparsers(dest="config_command", parser_class=_Parser)
@@ -162,6 +170,7 @@ def main(
         "init": _cmd_init,
         "demo": _cmd_demo,
         "config": _cmd_config,
+        "results": _cmd_results,
     }[args.command]
     try:
         return handler(ctx)
@@ -242,6 +251,12 @@ class _Context:
 
     def store(self, config: Config) -> StateStore:
         return StateStore(config.state_dir)
+
+    def client(self, config: Config) -> JatosClient:
+        """A client without the token check of `connect` (the first request checks it)."""
+        token = load_token(config.server, environ=self.environ)
+        warn_before_connecting(config.server.url)
+        return self._client_factory(config, token)
 
 
 def _default_client(config: Config, token: Any) -> JatosClient:
@@ -486,6 +501,68 @@ def _cmd_check(ctx: _Context) -> int:
         if not r.problems:
             print("  ok: ready to sync", file=ctx.out)
     return code
+
+
+def _cmd_results(ctx: _Context) -> int:
+    """One results pass per mapping with `results:`. No token check first: a pass with
+    nothing new is the one metadata request, which refuses a bad token just as well."""
+    config = ctx.config()
+    selected = config.select(ctx.args.mappings)
+    if without := [m.name for m in selected if m.results is None and ctx.args.mappings]:
+        raise ConfigError(
+            f"{config.path}: mapping {', '.join(map(repr, without))} has no results: section; "
+            "add one with folder: (where the results go) to mirror its study's results"
+        )
+    chosen = [m for m in selected if m.results is not None]
+    if not chosen:
+        raise ConfigError(
+            f"{config.path}: no mapping has a results: section; add one with folder: (where "
+            "the results go), e.g.  results: {folder: ../data/stroop}"
+        )
+    store = ctx.store(config)
+    client = ctx.client(config)
+    try:
+        outcomes = results_mod.run_results(
+            chosen,
+            client=client,
+            synced=[(m.name, m.folder) for m in config.mappings],
+            state_root=store.root,
+        )
+    finally:
+        client.close()
+    code = worst_exit_code([o.exit_code for o in outcomes])
+    if ctx.args.json:
+        document = {
+            "ok": code == 0,
+            "exit_code": code,
+            "mappings": [o.to_json() for o in outcomes],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2), file=ctx.out)
+        return code
+    for outcome in outcomes:
+        _print_results(outcome, ctx.out)
+    return code
+
+
+def _print_results(o: results_mod.ResultsOutcome, out: TextIO) -> None:
+    head = f"{o.name} → study {o.study}, results in {shown(o.folder)}"
+    if o.error is not None and not (o.new or o.updated or o.withdrawn):
+        print(f"{head}: stopped. {redact(str(o.error))}", file=out)
+        return
+    parts = [f"{len(o.new)} new", f"{len(o.updated)} updated", f"{len(o.withdrawn)} withdrawn"]
+    parts += [f"{len(o.deleted_on_server)} deleted on the server"] if o.deleted_on_server else []
+    parts += [f"{o.unchanged} unchanged"] + ([f"{len(o.failed)} failed"] if o.failed else [])
+    print(f"{head}: {', '.join(parts)} (component results)", file=out)
+    c = o.counts
+    print(
+        f"  in the folder: {c['final']} final, {c['running']} running, {c['withdrawn']} "
+        f"withdrawn, {c['deleted_on_server']} deleted on the server; see results.csv",
+        file=out,
+    )
+    if o.error is not None:
+        print(f"  stopped: {redact(str(o.error))}", file=out)
+    for problem in o.failed:
+        print(f"  failed {shown(problem.path)}: {shown(redact(problem.reason))}", file=out)
 
 
 def _cmd_demo(ctx: _Context) -> int:
