@@ -1,10 +1,11 @@
 """The configuration's public values, and reading `jatos-sync.yaml` from disk.
 
 This module owns the values the rest of the program uses (frozen dataclasses: `Config`,
-`ServerConfig`, `WatchConfig`, `MappingConfig`, `ResultsConfig`) and loading the file (size, encoding,
-permission bits). The keys themselves are declared once in config_spec.py; config_reader.py
-turns YAML into these values. Both import msgspec and PyYAML, so they are imported only when
-a configuration is read, never by `--version`. The API token is credentials.py's business.
+`ServerConfig`, `WatchConfig`, `MappingConfig`, `ResultsConfig`) and loading the file
+(size, encoding, permission bits). The keys themselves are declared once in config_spec.py;
+config_reader.py turns YAML into these values. Both import msgspec and PyYAML, so they are
+imported only when a configuration is read, never by `--version`. The API token is
+credentials.py's business.
 
 Every problem becomes a `ConfigError` whose message names the file, the 1-based line and the
 key path (`mappings[1].study`, list indexes count from 0) and says what was expected. No

@@ -25,6 +25,7 @@ folder, delete anything but the data and files of withdrawn runs, or log result 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import hashlib
 import io
@@ -69,7 +70,6 @@ except ImportError:  # pragma: no cover - Windows
 log = structlog.get_logger("jatos_sync.results")
 
 RECORD_NAME = ".jatos-sync-results.json"
-LOCK_NAME = ".jatos-sync-results.lock"
 CSV_NAME = "results.csv"
 METADATA_NAME = "metadata.json"
 _DOWNLOAD_PREFIX = ".jatos-sync-download-"
@@ -756,8 +756,21 @@ def _rebuilt(root: Path) -> Record:
             if row is not None:
                 rows.setdefault(row.study_result_id, []).append(row)
     for srid, found in rows.items():
-        record.results[srid] = Mirrored("", final=False, with_files=False, rows=tuple(found))
+        facts = [replace(row, **_local_facts(root, row)) for row in found]
+        record.results[srid] = Mirrored("", final=False, with_files=False, rows=tuple(facts))
     return record
+
+
+def _local_facts(root: Path, row: Row) -> dict[str, Any]:
+    """What the folder holds for `row`: the size of its data.txt and its result files."""
+    base = RelPath(row.path)
+    size, names = 0, []
+    with contextlib.suppress(OSError, UnsafePathError):
+        size = contained(root, base / "data.txt").stat().st_size
+    with contextlib.suppress(OSError, UnsafePathError):
+        folder = contained(root, base / "files")
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and _plain_name(p.name))
+    return {"data_size": size, "files": tuple(names)}
 
 
 def _row_from_csv(item: Mapping[str, str | None]) -> Row | None:
@@ -769,7 +782,6 @@ def _row_from_csv(item: Mapping[str, str | None]) -> Row | None:
     status = item.get("status") or ""
     if srid is None or crid is None or status not in STATUSES:
         return None
-    names = [n for n in (item.get("files") or "").split("|") if n and _plain_name(n)]
     return Row(
         study_result_id=srid,
         component_result_id=crid,
@@ -783,8 +795,8 @@ def _row_from_csv(item: Mapping[str, str | None]) -> Row | None:
         component_state=_text(item.get("component_state"), 40),
         start_ms=_parse_iso(item.get("start_time")),
         end_ms=_parse_iso(item.get("end_time")),
-        data_size=number("data_size") or 0,
-        files=tuple(names),
+        data_size=0,  # the folder's own facts are read after this (`_local_facts`)
+        files=(),
         status=status,
     )
 
@@ -815,7 +827,7 @@ def _parse_iso(text: str | None) -> int | None:
 
 def csv_text(rows: Iterable[Row]) -> str:
     """results.csv: a header and one row per component result, by study result and
-    component result ID. Result files are listed by name, separated by `|`."""
+    component result ID."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -932,23 +944,22 @@ def check_results_folder(
 
 @contextlib.contextmanager
 def _folder_lock(root: Path) -> Iterator[None]:
-    """Hold `root`'s lock: one writer per results folder (a `results` run and a daemon)."""
+    """Hold `root`'s lock, one writer per results folder (a `results` run beside a daemon):
+    an exclusive `flock` on the folder itself, so nothing is written for it and the kernel
+    drops it however the process ends."""
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(root, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            who = f"pid {holder}" if holder.isdigit() else "another process"
             raise ResultsBusyError(
-                f"Another jatos-sync ({who}) is writing into the results folder {root} right "
-                "now; nothing was changed. Try again when it is done."
+                f"Another jatos-sync is writing into the results folder {root} right now "
+                "(a `watch` daemon, or another `jatos-sync results`); nothing was changed. "
+                "Try again when it is done."
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -1348,7 +1359,7 @@ class ResultsMirror:
         staged.append((Path(name), target))
         size = 0
         try:
-            with open(fd, "wb") as out, archive.open(entry) as source:
+            with open(fd, "wb") as out, _open_entry(archive, entry) as source:
                 while chunk := source.read(CHUNK_BYTES):
                     size += len(chunk)
                     if size > entry.file_size:
@@ -1399,6 +1410,42 @@ def _entry(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo | None:
         return archive.getinfo(name)
     except KeyError:
         return None
+
+
+# How far before the position the central directory gives an entry's local header may lie.
+_REALIGN_WINDOW = 64 * 1024
+
+
+def _open_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> IO[bytes]:
+    """Open `entry`, allowing for JATOS's keep-alive: a space byte sent after 30 s of
+    silence lands inside the zip (§14.3), so the central directory's offsets of the entries
+    before it are off by the spaces that follow them. Such an entry's local header is looked
+    for a little earlier (its name must match); its CRC then proves the content."""
+    try:
+        return archive.open(entry)
+    except zipfile.BadZipFile:
+        stream = archive.fp
+        if stream is None:
+            raise
+        name = entry.orig_filename.encode("utf-8" if entry.flag_bits & 0x800 else "cp437")
+        start = max(0, entry.header_offset - _REALIGN_WINDOW)
+        stream.seek(start)
+        window = stream.read(entry.header_offset - start + 30 + len(name))
+        # A header that starts before the offset given (it may end after it).
+        at = window.rfind(b"PK\x03\x04", 0, entry.header_offset - start + 3)
+        while at >= 0:
+            if window[at + 30 : at + 30 + len(name)] == name:
+                moved = _moved(entry, start + at)
+                return archive.open(moved)
+            at = window.rfind(b"PK\x03\x04", 0, at)
+        raise
+
+
+def _moved(entry: zipfile.ZipInfo, offset: int) -> zipfile.ZipInfo:
+    """A copy of `entry` whose local header is at `offset`."""
+    moved = copy.copy(entry)
+    moved.header_offset = offset
+    return moved
 
 
 def _data_bounds(size: int, *, running: bool) -> tuple[int, int]:
