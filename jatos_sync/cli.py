@@ -441,6 +441,22 @@ def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
                 "(`jatos-sync sync --prune` deletes them)",
                 file=out,
             )
+        if isinstance(m.get("results"), dict):
+            _print_daemon_results(m["results"], out)
+
+
+def _print_daemon_results(r: dict[str, Any], out: TextIO) -> None:
+    """A results mirror's line in `status`: its last pass, its counts, its last error."""
+    age = r.get("last_pass_age_s")
+    last = f"last pass {age:.0f} s ago" if isinstance(age, (int, float)) else "no pass yet"
+    print(
+        f"    results into {shown(r.get('folder'))}: {r.get('state')}, {last}; "
+        f"{r.get('final', 0)} final, {r.get('running', 0)} running, "
+        f"{r.get('withdrawn', 0)} withdrawn",
+        file=out,
+    )
+    if r.get("last_error"):
+        print(f"    results error: {shown(redact(str(r['last_error'])))}", file=out)
 
 
 def shown(path: object) -> str:

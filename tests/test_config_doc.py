@@ -73,7 +73,7 @@ def test_every_key_of_the_declaration_is_in_the_schema_with_a_description() -> N
     schema = config_doc.json_schema()
     sections = [schema, *schema["$defs"].values()]
     described = [p.get("description") for s in sections for p in s["properties"].values()]
-    assert len(described) == 5 + 9 + 5 + 5 + 8  # top, server, watch, policy, mapping
+    assert len(described) == 5 + 9 + 5 + 5 + 9 + 3  # top, server, watch, policy, mapping, results
     assert all(described)
     assert all(s["additionalProperties"] is False for s in sections)
 

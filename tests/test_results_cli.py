@@ -509,3 +509,28 @@ def test_the_human_summary_says_what_happened(lab310: Results) -> None:
     assert "1 new, 0 updated, 1 withdrawn" in result.out
     assert "1 final, 0 running, 1 withdrawn" in result.out
     assert io.StringIO(result.out).readline().startswith("exp")
+
+
+def test_the_results_keys_have_defaults_and_limits(tmp_path: Path) -> None:
+    from jatos_sync.config import parse_config
+    from jatos_sync.errors import ConfigError
+
+    head = "server:\n  url: https://jatos.example.org\nmappings:\n  - folder: exp\n    study: 4\n"
+    config = parse_config(head + "    results:\n      folder: ../data\n", path=tmp_path / "c.yaml")
+    results = config.mappings[0].results
+    assert results is not None
+    assert (results.folder, results.every_s, results.files) == (tmp_path.parent / "data", 300, True)
+    assert results.where == f"{tmp_path / 'c.yaml'}:7: mappings[0].results.folder"
+    config = parse_config(
+        head + "    results:\n      folder: d\n      every: 1h\n      files: false\n",
+        path=tmp_path / "c.yaml",
+    )
+    assert config.mappings[0].results is not None
+    assert (config.mappings[0].results.every_s, config.mappings[0].results.files) == (3600, False)
+    with pytest.raises(ConfigError, match=r"c.yaml:8: mappings\[0\].results.every: expected a"):
+        parse_config(
+            head + "    results:\n      folder: d\n      every: 10s\n", path=tmp_path / "c.yaml"
+        )
+    with pytest.raises(ConfigError, match=r"mappings\[0\].results.folder: required key is missing"):
+        parse_config(head + "    results:\n      every: 1m\n", path=tmp_path / "c.yaml")
+    assert parse_config(head, path=tmp_path / "c.yaml").mappings[0].results is None
