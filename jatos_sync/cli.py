@@ -582,7 +582,13 @@ def _print_results(o: results_mod.ResultsOutcome, out: TextIO) -> None:
 
 
 def _cmd_demo(ctx: _Context) -> int:
-    return demo.run(ctx.args, out=ctx.out, sync=ctx.runner("sync"), watch=ctx.runner("watch"))
+    return demo.run(
+        ctx.args,
+        out=ctx.out,
+        sync=ctx.runner("sync"),
+        watch=ctx.runner("watch"),
+        results=ctx.runner("results"),
+    )
 
 
 def _cmd_config(ctx: _Context) -> int:

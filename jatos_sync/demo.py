@@ -3,14 +3,16 @@
 It copies the sample experiment that ships with the package into a folder (a new temporary
 one, or `--folder DIR`), starts the stand-in server (`jatos_sync.testing`) on 127.0.0.1
 with a free port, a temporary data folder, a user, a token and a study, writes a
-configuration that maps the folder to that study, syncs, shows what the study now serves
-and — unless `--once` — keeps watching, so edits in the folder are uploaded as they are
-saved. It ends by saying how to do the same with a real JATOS.
+configuration that maps the folder to that study, syncs, shows what the study now serves,
+plays a participant (opens a study link, writes data, finishes the run), mirrors the results
+into a results folder and says where the data is, and — unless `--once` — keeps watching, so
+edits in the folder are uploaded as they are saved. It ends by saying how to do the same
+with a real JATOS.
 
-It owns the demo folder, the stand-in's lifecycle and the demo's configuration; running
-`sync` and `watch` is handed in by the CLI, so this module knows nothing about argument
-parsing or exit codes. It needs nothing but the installed package: no configuration file,
-no checkout of the repository.
+It owns the demo folder, the stand-in's lifecycle, the demo's configuration and its
+participant; running `sync`, `results` and `watch` is handed in by the CLI, so this module
+knows nothing about argument parsing or exit codes. It needs nothing but the installed
+package: no configuration file, no checkout of the repository.
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from jatos_sync.errors import ConfigError
 
-Runner = Callable[[Path], int]  # runs `jatos-sync -c PATH sync|watch`, returns its exit code
+if TYPE_CHECKING:
+    from jatos_sync.testing import StandInServer, Study
+
+Runner = Callable[
+    [Path], int
+]  # runs `jatos-sync -c PATH sync|watch|results`, returns its exit code
 
 SAMPLE = "sample_project"  # package data: the sample experiment
 
@@ -69,17 +76,34 @@ def _demo_folder(given: str | None) -> Iterator[tuple[Path, bool]]:
         yield folder, False
 
 
-def demo_config(*, url: str, token_file: Path, state_dir: Path, folder: Path, study: int) -> str:
-    """The demo's configuration (YAML text): the folder mapped to the stand-in's study."""
-    return (
+def demo_config(
+    *,
+    url: str,
+    token_file: Path,
+    state_dir: Path,
+    folder: Path,
+    study: int,
+    results: Path | None = None,
+) -> str:
+    """The demo's configuration (YAML text): the folder mapped to the stand-in's study, and
+    its results mirrored into `results`."""
+    text = (
         "# Written by `jatos-sync demo`: the sample experiment and the built-in stand-in.\n"
         f"server:\n  url: {url}\n  token_file: {token_file}\n  retries: 1\n"
         f"state_dir: {state_dir}\n"
         f"mappings:\n  - name: demo\n    folder: {folder}\n    study: {study}\n"
     )
+    return text + (f"    results:\n      folder: {results}\n" if results else "")
 
 
-def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -> int:
+def run(
+    args: argparse.Namespace,
+    *,
+    out: TextIO,
+    sync: Runner,
+    watch: Runner,
+    results: Runner | None = None,
+) -> int:
     # Imported here: the other commands need not load the stand-in server at start-up.
     from jatos_sync.testing import StandInServer
 
@@ -102,6 +126,7 @@ def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -
                     state_dir=root / "state",
                     folder=folder,
                     study=study.id,
+                    results=root / "results" if results else None,
                 ),
                 encoding="utf-8",
             )
@@ -119,6 +144,11 @@ def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -
                 f"{', '.join(files[:12])}{' …' if len(files) > 12 else ''}",
                 file=out,
             )
+            if results is not None and code == 0:
+                token = token_file.read_text().strip()
+                code = _participant_run(
+                    server, study, token, root / "results", results, config, out
+                )
             if not getattr(args, "once", False) and code == 0:
                 print(
                     f"\nWatching {folder}: edit a file there and save it - each upload is "
@@ -130,10 +160,58 @@ def run(args: argparse.Namespace, *, out: TextIO, sync: Runner, watch: Runner) -
     return code
 
 
+_DEMO_DATA = (
+    '[{"trial":1,"word":"RED","ink":"blue","response":"blue","rt_ms":612,"correct":true},'
+    '{"trial":2,"word":"GREEN","ink":"green","response":"green","rt_ms":548,"correct":true}]'
+)
+
+
+def _participant_run(
+    server: StandInServer,
+    study: Study,
+    token: str,
+    folder: Path,
+    results: Runner,
+    config: Path,
+    out: TextIO,
+) -> int:
+    """A participant opens a study link, does the task, finishes; then the results pass
+    brings their data into the results folder."""
+    from jatos_sync.testing.participant import Participant, ParticipantError
+
+    if not study.components:
+        server.add_component(study, "Colour-word task", html_file_path="index.html")
+    link = server.study_link(study, "PersonalMultiple")
+    print(
+        f"\nA participant opens the study link {server.link_url(link)} and does the task.", file=out
+    )
+    participant = Participant(server.url, token)
+    try:
+        run = participant.open(link)
+        participant.start_component(run)
+        participant.data(run, _DEMO_DATA)
+        participant.end(run, "finish")
+    except ParticipantError as exc:
+        print(f"The participant's run failed: {exc}", file=out)
+        return 1
+    print("Mirroring the study's results (`jatos-sync results`):\n", file=out)
+    code = results(config)
+    data = sorted(folder.glob("study_result_*/comp-result_*/data.txt"))
+    if code == 0 and data:
+        print(
+            f"\nTheir data is in {data[0]} (a temporary folder, removed when the demo ends); "
+            f"results.csv in {folder} lists every result and metadata.json has the details.",
+            file=out,
+        )
+    return code
+
+
 _NEXT_STEPS = """
 To do the same with your own experiment and your JATOS (3.8.2 or newer):
   1. In JATOS, open your user menu -> API tokens and create a token.
   2. In your experiment's folder run:  jatos-sync init
      It asks for your JATOS address, the token and the study, and writes jatos-sync.yaml.
   3. jatos-sync check     # version, token, study and lock
-     jatos-sync sync      # deploy once    -   jatos-sync watch   # follow your edits"""
+     jatos-sync sync      # deploy once    -   jatos-sync watch   # follow your edits
+  4. To bring your participants' data home, add to the mapping
+     results: {folder: ../data}   and run  jatos-sync results  (watch does it every 5 min)."""

@@ -534,3 +534,22 @@ def test_the_results_keys_have_defaults_and_limits(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"mappings\[0\].results.folder: required key is missing"):
         parse_config(head + "    results:\n      every: 1m\n", path=tmp_path / "c.yaml")
     assert parse_config(head, path=tmp_path / "c.yaml").mappings[0].results is None
+
+
+def test_the_demo_shows_a_participant_run_arriving_in_the_results_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jatos_sync.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["demo", "--once"], environ={}, stdout=out, stderr=err)
+    text = out.getvalue()
+    assert code == 0, text + err.getvalue()
+    assert "A participant opens the study link http://127.0.0.1:" in text
+    assert "1 new, 0 updated, 0 withdrawn" in text and "1 final, 0 running" in text
+    path = Path(text.split("Their data is in ", 1)[1].split(" ", 1)[0])
+    assert path.name == "data.txt" and path.parent.name.startswith("comp-result_")
+    assert not path.exists()  # in the demo's temporary folder, removed at its end
+    assert "jatos-sync results" in text.split("To do the same", 1)[1]
+    assert os.listdir(tmp_path) == []
