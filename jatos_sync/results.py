@@ -29,6 +29,7 @@ import copy
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -38,12 +39,14 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, TypeGuard
+from typing import IO, Annotated, Any, Literal, TypeGuard
 
+import msgspec
 import structlog
+from msgspec.structs import replace
 
 from jatos_sync.client import JatosClient
 from jatos_sync.config import MappingConfig, ResultsConfig
@@ -79,7 +82,8 @@ RECORD_VERSION = 1
 FINAL_STATES = frozenset({"FINISHED", "ABORTED", "FAIL"})
 WITHDRAWN_STATE = "ABORTED"  # an abort purges the data and files of every component result
 
-STATUSES = ("final", "running", "withdrawn", "deleted_on_server")
+Status = Literal["final", "running", "withdrawn", "deleted_on_server"]
+STATUSES: tuple[Status, ...] = ("final", "running", "withdrawn", "deleted_on_server")
 CSV_COLUMNS = (
     "study_result_id",
     "component_result_id",
@@ -109,40 +113,76 @@ _RUNNING_SLACK_BYTES = 1 << 20  # a running result may grow between metadata and
 
 # ============================================================================ values
 
+PositiveId = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
-@dataclass(frozen=True)
-class ResultFile:
+
+class ResultFile(msgspec.Struct, frozen=True, rename={"name": "filename"}):
     """A file a study uploaded to a component result, as the metadata lists it."""
 
     name: str  # one plain path element, checked with paths.server_path
-    size: int
+    size: Count
 
 
-@dataclass(frozen=True)
-class ComponentResultMeta:
-    id: int
-    component_id: int | None
-    state: str
-    start_ms: int | None
-    end_ms: int | None
-    data_size: int  # SQL LENGTH(data): bytes on MySQL, characters on H2 (§14.2)
+class DataSize(msgspec.Struct, frozen=True):
+    size: Count  # SQL LENGTH(data): bytes on MySQL, characters on H2 (§14.2)
+
+
+# The values of the metadata below are declared with the metadata's own key names
+# (`rename`), so that a well-formed answer decodes straight into them, checked by msgspec;
+# `parse_metadata` reads anything else field by field.
+class ComponentResultMeta(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    rename={
+        "component_id": "componentId",
+        "state": "componentState",
+        "start_ms": "startDate",
+        "end_ms": "endDate",
+    },
+):
+    id: PositiveId
+    component_id: PositiveId | None = None
+    state: str = ""
+    start_ms: Count | None = None
+    end_ms: Count | None = None
+    data: DataSize
     files: tuple[ResultFile, ...] = ()
 
+    @property
+    def data_size(self) -> int:
+        return self.data.size
 
-@dataclass(frozen=True)
-class StudyResultMeta:
+
+class StudyResultMeta(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    rename={
+        "state": "studyState",
+        "start_ms": "startDate",
+        "end_ms": "endDate",
+        "last_seen_ms": "lastSeenDate",
+        "worker_id": "workerId",
+        "worker_type": "workerType",
+        "batch_id": "batchId",
+        "batch_title": "batchTitle",
+        "components": "componentResults",
+    },
+):
     """One study result (a participant's run) from the metadata, parsed and checked."""
 
-    id: int
-    state: str
-    start_ms: int | None
-    end_ms: int | None
-    last_seen_ms: int | None
-    worker_id: str
-    worker_type: str
-    batch_id: int | None
-    batch_title: str
-    components: tuple[ComponentResultMeta, ...]
+    id: PositiveId
+    state: str = ""
+    start_ms: Count | None = None
+    end_ms: Count | None = None
+    last_seen_ms: Count | None = None
+    worker_id: int | str | None = None  # a number, or text on some versions
+    worker_type: str = ""
+    batch_id: PositiveId | None = None
+    batch_title: str | None = None
+    components: tuple[ComponentResultMeta, ...] = ()
 
     @property
     def final(self) -> bool:
@@ -157,16 +197,8 @@ class StudyResultMeta:
         """What tells a changed result: states, ends, sizes, files, and `lastSeenDate` (a
         running participant's requests move it, so a live run is fetched again on each
         pass while an abandoned one is not fetched for ever)."""
-        shape = [
-            self.state,
-            self.end_ms,
-            self.last_seen_ms,
-            [
-                [c.id, c.state, c.end_ms, c.data_size, [[f.name, f.size] for f in c.files]]
-                for c in self.components
-            ],
-        ]
-        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:32]
+        shape = (self.state, self.end_ms, self.last_seen_ms, self.components)
+        return hashlib.sha256(msgspec.json.encode(shape)).hexdigest()[:32]
 
     def has_content(self, *, files: bool) -> bool:
         return any(c.data_size > 0 or (files and c.files) for c in self.components)
@@ -180,34 +212,34 @@ class StudyResultMeta:
 
 @dataclass(frozen=True)
 class Metadata:
-    """The study's part of a metadata answer: its identity and its results, by ID."""
+    """The study's part of a metadata answer: its identity and its results, by ID, and
+    what metadata.json gets (the server's own JSON, only this study's part of it)."""
 
     study_id: int | None
     study_uuid: str
     results: tuple[StudyResultMeta, ...]
     problems: tuple[PathProblem, ...] = ()
-    document: Any = None  # the server's JSON for this study, for metadata.json
+    document: bytes = b""
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One component result as mirrored: a row of results.csv."""
 
-    study_result_id: int
-    component_result_id: int
-    component_id: int | None
+    study_result_id: PositiveId
+    component_result_id: PositiveId
+    component_id: PositiveId | None
     component_title: str
     worker_id: str
     worker_type: str
-    batch_id: int | None
+    batch_id: PositiveId | None
     batch_title: str
     study_state: str
     component_state: str
-    start_ms: int | None
-    end_ms: int | None
-    data_size: int  # bytes of the local data.txt (0: none)
+    start_ms: Count | None
+    end_ms: Count | None
+    data_size: Count  # bytes of the local data.txt (0: none)
     files: tuple[str, ...]  # the local result files
-    status: str  # one of STATUSES
+    status: Status
 
     @property
     def path(self) -> str:
@@ -218,8 +250,7 @@ class Row:
         return self.data_size > 0 or bool(self.files)
 
 
-@dataclass(frozen=True)
-class Mirrored:
+class Mirrored(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One study result as last mirrored: the fingerprint of the metadata it was fetched
     (or found empty) for, whether it was final then (never fetched again), whether its
     files were wanted, and its rows (component results, including ones since deleted)."""
@@ -230,15 +261,15 @@ class Mirrored:
     rows: tuple[Row, ...]
 
 
-@dataclass
-class Record:
+class Record(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What the results folder holds, per study result; kept in the folder itself."""
 
-    study_id: int | None = None
+    version: int = RECORD_VERSION
+    study_id: PositiveId | None = None
     study_uuid: str = ""
-    titles: dict[int, str] = field(default_factory=dict)  # component ID -> title
-    results: dict[int, Mirrored] = field(default_factory=dict)
+    titles: dict[PositiveId, str] = msgspec.field(default_factory=dict)  # component -> title
     metadata_sha256: str = ""
+    results: dict[PositiveId, Mirrored] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -283,131 +314,258 @@ def _text(value: object, limit: int = 500) -> str:
     if isinstance(value, bool) or value is None:
         return ""
     if isinstance(value, (str, int)):
-        return "".join(c if c.isprintable() else " " for c in str(value))[:limit]
+        text = str(value)[:limit]
+        return text if text.isprintable() else "".join(c if c.isprintable() else " " for c in text)
     return ""
+
+
+# The shape of a metadata answer (§14.2), as far as the mirror reads it. Values are checked
+# one by one below (their types differ by version); only the nesting is fixed here.
+class _FileIn(msgspec.Struct):
+    filename: Any = None
+    size: Any = None
+
+
+class _DataIn(msgspec.Struct):
+    size: Any = None
+
+
+class _ComponentIn(msgspec.Struct, rename="camel"):
+    id: Any = None
+    component_id: Any = None
+    component_state: Any = None
+    start_date: Any = None
+    end_date: Any = None
+    data: _DataIn | None = None
+    files: list[_FileIn] | None = None
+
+
+class _ResultIn(msgspec.Struct, rename="camel"):
+    id: Any = None
+    study_state: Any = None
+    start_date: Any = None
+    end_date: Any = None
+    last_seen_date: Any = None
+    worker_id: Any = None
+    worker_type: Any = None
+    batch_id: Any = None
+    batch_title: Any = None
+    component_results: list[_ComponentIn] | None = None
+
+
+class _StudyIn(msgspec.Struct, rename="camel"):
+    study_id: Any = None
+    study_uuid: Any = None
+    study_results: list[_ResultIn] | None = None
+
+
+class _AnswerIn(msgspec.Struct, rename="camel"):
+    api_version: Any = None
+    data: list[_StudyIn] | None = None
 
 
 class _Refused(Exception):
     """A study result of the metadata that cannot be mirrored safely, and why."""
 
 
-def parse_metadata(document: Any, *, study: str) -> Metadata:
+class _StudyFast(msgspec.Struct, rename="camel"):
+    study_id: Any = None
+    study_uuid: Any = None
+    study_results: tuple[StudyResultMeta, ...] = ()
+
+
+class _AnswerFast(msgspec.Struct):
+    data: list[_StudyFast]
+
+
+def parse_metadata(raw: bytes, *, study: str) -> Metadata:
     """The results of `study` (a numeric ID or a lower-case UUID) in a metadata answer
     (§14.2), checked where they enter: types differ by version (`groupId`), optional keys
     are left out, order is unspecified. A study result with a bad ID or size is left out and
-    reported; a result file with an unsafe name is left out and reported."""
-    data = document.get("data") if isinstance(document, dict) else None
-    if not isinstance(data, list):
-        raise UnsupportedServerError(
-            "The server's answer to the results metadata request is not JATOS's JSON (no "
-            "'data' list); is server.url the base address of JATOS 3.8.2 or newer?"
-        )
-    entries = [e for e in data if isinstance(e, dict) and _is_study(e, study)]
-    study_id = next((e["studyId"] for e in entries if _is_id(e.get("studyId"))), None)
-    uuid = next((str(e["studyUuid"]).lower() for e in entries if _uuid(e.get("studyUuid"))), "")
+    reported; a result file with an unsafe name is left out and reported.
+
+    A well-formed answer is decoded and checked by msgspec in one go; one that is not is
+    read again field by field, so that one odd entry costs only that entry."""
+    try:
+        fast = msgspec.json.decode(raw, type=_AnswerFast)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _parse_slowly(raw, study=study)
+    entries = [e for e in fast.data if _is_study(e, study)]
+    problems: list[PathProblem] = []
+    found = [_checked(sr, problems) for e in entries for sr in e.study_results]
+    return _metadata(raw, fast.data, entries, found, problems, study=study)
+
+
+def _checked(sr: StudyResultMeta, problems: list[PathProblem]) -> StudyResultMeta:
+    """`sr` with its component results in ID order and only safe result file names."""
+    components = sr.components
+    if len(components) > 1 and any(a.id >= b.id for a, b in itertools.pairwise(components)):
+        components = tuple(sorted(components, key=lambda c: c.id))
+    if any(c.files for c in components):
+        components = tuple(_safe_files(c, sr.id, problems) for c in components)
+    return sr if components is sr.components else replace(sr, components=components)
+
+
+def _safe_files(
+    cr: ComponentResultMeta, srid: int, problems: list[PathProblem]
+) -> ComponentResultMeta:
+    files: dict[str, ResultFile] = {}
+    for item in cr.files:
+        checked = _file(item.name, item.size, srid, cr.id, problems)
+        if checked is not None:
+            files[checked.name] = checked
+    kept = tuple(files[k] for k in sorted(files))
+    return cr if kept == cr.files else replace(cr, files=kept)
+
+
+def _metadata(
+    raw: bytes,
+    listed: Sequence[Any],
+    entries: Sequence[Any],
+    found: Iterable[StudyResultMeta],
+    problems: list[PathProblem],
+    *,
+    study: str,
+) -> Metadata:
+    """The Metadata of the study results `found` in `entries` (this study's part of the
+    answer's `listed` studies); a study result or component result listed twice is left
+    out."""
     results: dict[int, StudyResultMeta] = {}
     crids: set[int] = set()
-    problems: list[PathProblem] = []
-    for entry in entries:
-        raw_results = entry.get("studyResults")
-        for raw in raw_results if isinstance(raw_results, list) else []:
-            srid = raw.get("id") if isinstance(raw, dict) else None
-            where = RelPath(f"study_result_{srid}" if _is_id(srid) else "study_result_?")
-            try:
-                sr = _study_result(raw, problems)
-            except _Refused as exc:
-                problems.append(PathProblem(where, str(exc)))
-                continue
-            clash = crids & {c.id for c in sr.components}
-            if sr.id in results or clash:
-                problems.append(PathProblem(where, "the server listed it twice; it is left out"))
-                continue
-            crids |= {c.id for c in sr.components}
-            results[sr.id] = sr
+    for sr in found:
+        ids = {c.id for c in sr.components}
+        if sr.id in results or not crids.isdisjoint(ids) or len(ids) < len(sr.components):
+            problems.append(PathProblem(RelPath(f"study_result_{sr.id}"), "listed twice; left out"))
+            continue
+        crids |= ids
+        results[sr.id] = sr
     for problem in problems:
         log.warning("results_entry_refused", path=str(problem.path), reason=problem.reason)
-    document_out = {"apiVersion": document.get("apiVersion"), "data": entries}
     return Metadata(
-        study_id=study_id,
-        study_uuid=uuid,
+        study_id=next((e.study_id for e in entries if _is_id(e.study_id)), None),
+        study_uuid=next((e.study_uuid.lower() for e in entries if _uuid(e.study_uuid)), ""),
         results=tuple(results[k] for k in sorted(results)),
         problems=tuple(problems),
-        document=document_out,
+        document=raw if len(entries) == len(listed) else _only(raw, study=study),
     )
 
 
-def _is_study(entry: Mapping[str, Any], study: str) -> bool:
+def _parse_slowly(raw: bytes, *, study: str) -> Metadata:
+    try:
+        answer = msgspec.json.decode(raw, type=_AnswerIn)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _not_metadata(str(exc)) from None
+    if answer.data is None:
+        raise _not_metadata("no 'data' list")
+    entries = [e for e in answer.data if _is_study(e, study)]
+    problems: list[PathProblem] = []
+    found: list[StudyResultMeta] = []
+    for entry in entries:
+        for raw_result in entry.study_results or ():
+            try:
+                found.append(_study_result(raw_result, problems))
+            except _Refused as exc:
+                srid = raw_result.id if _is_id(raw_result.id) else "?"
+                problems.append(PathProblem(RelPath(f"study_result_{srid}"), str(exc)))
+    return _metadata(raw, answer.data, entries, found, problems, study=study)
+
+
+def _not_metadata(why: str) -> UnsupportedServerError:
+    return UnsupportedServerError(
+        f"The server's answer to the results metadata request is not JATOS's JSON ({why}); "
+        "is server.url the base address of JATOS 3.8.2 or newer?"
+    )
+
+
+def _only(raw: bytes, *, study: str) -> bytes:
+    """The answer with only `study`'s part, for metadata.json (an answer that holds other
+    studies too is not what was asked for; their results are not ours to keep)."""
+    document = json.loads(raw)
+    kept = [e for e in document["data"] if isinstance(e, dict) and _is_study_json(e, study)]
+    return json.dumps({**document, "data": kept}, ensure_ascii=False).encode()
+
+
+def _is_study(entry: _StudyIn | _StudyFast, study: str) -> bool:
     if study.isdigit():
-        return _is_id(entry.get("studyId")) and entry["studyId"] == int(study)
-    return isinstance(entry.get("studyUuid"), str) and entry["studyUuid"].lower() == study
+        return _is_id(entry.study_id) and entry.study_id == int(study)
+    return isinstance(entry.study_uuid, str) and entry.study_uuid.lower() == study
+
+
+def _is_study_json(entry: Mapping[str, Any], study: str) -> bool:
+    return _is_study(_StudyIn(entry.get("studyId"), entry.get("studyUuid")), study)
 
 
 def _uuid(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F-]{1,64}", value) is not None
 
 
-def _study_result(raw: object, problems: list[PathProblem]) -> StudyResultMeta:
-    if not isinstance(raw, dict) or not _is_id(raw.get("id")):
+def _study_result(raw: _ResultIn, problems: list[PathProblem]) -> StudyResultMeta:
+    if not _is_id(raw.id):
         raise _Refused("the server listed a study result without a valid ID")
-    srid: int = raw["id"]
-    crs = raw.get("componentResults")
+    srid: int = raw.id
     components: dict[int, ComponentResultMeta] = {}
-    for item in crs if isinstance(crs, list) else []:
+    for item in raw.component_results or ():
         cr = _component_result(item, srid, problems)
         if cr.id in components:
             raise _Refused(f"component result {cr.id} is listed twice")
         components[cr.id] = cr
-    worker = raw.get("workerId")
+    worker = raw.worker_id
     return StudyResultMeta(
         id=srid,
-        state=_text(raw.get("studyState"), 40),
-        start_ms=_millis(raw.get("startDate")),
-        end_ms=_millis(raw.get("endDate")),
-        last_seen_ms=_millis(raw.get("lastSeenDate")),
-        worker_id=str(worker) if _is_count(worker) else _text(worker, 40),
-        worker_type=_text(raw.get("workerType"), 40),
-        batch_id=raw["batchId"] if _is_id(raw.get("batchId")) else None,
-        batch_title=_text(raw.get("batchTitle")),
+        state=_text(raw.study_state, 40),
+        start_ms=_millis(raw.start_date),
+        end_ms=_millis(raw.end_date),
+        last_seen_ms=_millis(raw.last_seen_date),
+        worker_id=worker if _is_count(worker) else _text(worker, 40),
+        worker_type=_text(raw.worker_type, 40),
+        batch_id=raw.batch_id if _is_id(raw.batch_id) else None,
+        batch_title=_text(raw.batch_title),
         components=tuple(components[k] for k in sorted(components)),
     )
 
 
-def _component_result(raw: object, srid: int, problems: list[PathProblem]) -> ComponentResultMeta:
-    if not isinstance(raw, dict) or not _is_id(raw.get("id")):
+def _component_result(
+    raw: _ComponentIn, srid: int, problems: list[PathProblem]
+) -> ComponentResultMeta:
+    if not _is_id(raw.id):
         raise _Refused("a component result without a valid ID")
-    crid: int = raw["id"]
-    data = raw.get("data")
-    size = data.get("size") if isinstance(data, dict) else None
+    crid: int = raw.id
+    size = raw.data.size if raw.data is not None else None
     if not _is_count(size):
         raise _Refused(f"component result {crid} has no valid data size, so it cannot be checked")
     files: dict[str, ResultFile] = {}
-    listed = raw.get("files")
-    for item in listed if isinstance(listed, list) else []:
-        name = item.get("filename") if isinstance(item, dict) else None
-        file_size = item.get("size") if isinstance(item, dict) else None
-        where = f"{result_path(srid, crid)}/files/{_shown(name)}"
-        try:
-            checked = server_path(name)
-        except UnsafePathError as exc:
-            problems.append(
-                PathProblem(RelPath(where), f"an unsafe file name ({exc}); not written")
-            )
-            continue
-        if len(checked.parts) != 1 or not _is_count(file_size):
-            reason = "not one plain file name" if len(checked.parts) != 1 else "no valid size"
-            problems.append(PathProblem(RelPath(where), f"{reason}; not written"))
-            continue
-        files[checked.name] = ResultFile(checked.name, file_size)
-    component = raw.get("componentId")
+    for item in raw.files or ():
+        checked = _file(item.filename, item.size, srid, crid, problems)
+        if checked is not None:
+            files[checked.name] = checked
+    component = raw.component_id
     return ComponentResultMeta(
         id=crid,
         component_id=component if _is_id(component) else None,
-        state=_text(raw.get("componentState"), 40),
-        start_ms=_millis(raw.get("startDate")),
-        end_ms=_millis(raw.get("endDate")),
-        data_size=size,
+        state=_text(raw.component_state, 40),
+        start_ms=_millis(raw.start_date),
+        end_ms=_millis(raw.end_date),
+        data=DataSize(size),
         files=tuple(files[k] for k in sorted(files)),
     )
+
+
+def _file(
+    name: object, size: object, srid: int, crid: int, problems: list[PathProblem]
+) -> ResultFile | None:
+    """A result file the metadata lists, if its name is one plain file name
+    (docs/safety.md, rule 10); otherwise None and the reason in `problems`."""
+    where = RelPath(f"{result_path(srid, crid)}/files/{_shown(name)}")
+    try:
+        checked = server_path(name)
+    except UnsafePathError as exc:
+        problems.append(PathProblem(where, f"an unsafe file name ({exc}); not written"))
+        return None
+    if len(checked.parts) != 1 or not _is_count(size):
+        reason = "not one plain file name" if len(checked.parts) != 1 else "no valid size"
+        problems.append(PathProblem(where, f"{reason}; not written"))
+        return None
+    return ResultFile(checked.name, size)
 
 
 def _shown(raw: object) -> str:
@@ -428,7 +586,7 @@ def rows_for(
     titles: Mapping[int, str],
     *,
     local: Mapping[int, tuple[int, tuple[str, ...]]] | None = None,
-    status: str | None = None,
+    status: Status | None = None,
 ) -> tuple[Row, ...]:
     """The rows of `sr`, with the local data size and files of each component result."""
     local = local or {}
@@ -440,10 +598,10 @@ def rows_for(
             component_result_id=cr.id,
             component_id=cr.component_id,
             component_title=titles.get(cr.component_id, "") if cr.component_id else "",
-            worker_id=sr.worker_id,
+            worker_id="" if sr.worker_id is None else str(sr.worker_id),
             worker_type=sr.worker_type,
             batch_id=sr.batch_id,
-            batch_title=sr.batch_title,
+            batch_title=sr.batch_title or "",
             study_state=sr.state,
             component_state=cr.state,
             start_ms=cr.start_ms,
@@ -495,6 +653,18 @@ def plan_pass(
     listed = {sr.id for sr in metadata.results}
     for sr in metadata.results:
         old = record.results.get(sr.id)
+        if (
+            old is not None
+            and old.final
+            and (old.with_files or not files or not _has_files(sr))
+            and len(old.rows) == len(sr.components)
+            and all(
+                r.component_result_id == c.id for r, c in zip(old.rows, sr.components, strict=True)
+            )
+        ):
+            unchanged += len(old.rows)  # the common case: final, nothing deleted
+            entries[sr.id] = old
+            continue
         known = {row.component_result_id: row for row in old.rows} if old else {}
         if (
             old is not None
@@ -582,132 +752,30 @@ def batches(
 # ============================================================================ the record
 
 
-def record_document(record: Record) -> dict[str, Any]:
-    return {
-        "version": RECORD_VERSION,
-        "study_id": record.study_id,
-        "study_uuid": record.study_uuid,
-        "titles": {str(k): v for k, v in sorted(record.titles.items())},
-        "metadata_sha256": record.metadata_sha256,
-        "results": {
-            str(srid): {
-                "fingerprint": entry.fingerprint,
-                "final": entry.final,
-                "with_files": entry.with_files,
-                "rows": [_row_json(row) for row in entry.rows],
-            }
-            for srid, entry in sorted(record.results.items())
-        },
-    }
-
-
-def _row_json(row: Row) -> dict[str, Any]:
-    return {
-        "study_result_id": row.study_result_id,
-        "component_result_id": row.component_result_id,
-        "component_id": row.component_id,
-        "component_title": row.component_title,
-        "worker_id": row.worker_id,
-        "worker_type": row.worker_type,
-        "batch_id": row.batch_id,
-        "batch_title": row.batch_title,
-        "study_state": row.study_state,
-        "component_state": row.component_state,
-        "start_ms": row.start_ms,
-        "end_ms": row.end_ms,
-        "data_size": row.data_size,
-        "files": list(row.files),
-        "status": row.status,
-    }
+def encode_record(record: Record) -> bytes:
+    return msgspec.json.encode(record)
 
 
 class _Damaged(Exception):
     pass
 
 
-def parse_record(document: Any) -> Record:
-    """The record in `document`; raises `_Damaged` for anything that is not exactly what
-    `record_document` writes (a record is rebuilt rather than half trusted)."""
-    if not isinstance(document, dict) or document.get("version") != RECORD_VERSION:
-        raise _Damaged("unknown version")
-    study_id, uuid = document.get("study_id"), document.get("study_uuid")
-    titles, results = document.get("titles"), document.get("results")
-    if not (study_id is None or _is_id(study_id)) or not isinstance(uuid, str):
-        raise _Damaged("bad study")
-    if not isinstance(titles, dict) or not isinstance(results, dict):
-        raise _Damaged("bad sections")
-    record = Record(
-        study_id=study_id,
-        study_uuid=uuid,
-        metadata_sha256=str(document.get("metadata_sha256") or ""),
-    )
-    for key, title in titles.items():
-        if not (key.isdigit() and _is_id(int(key)) and isinstance(title, str)):
-            raise _Damaged("bad title")
-        record.titles[int(key)] = title
-    for key, entry in results.items():
-        if not (key.isdigit() and _is_id(int(key)) and isinstance(entry, dict)):
-            raise _Damaged("bad result")
-        rows = entry.get("rows")
-        if not (
-            isinstance(entry.get("fingerprint"), str)
-            and isinstance(entry.get("final"), bool)
-            and isinstance(entry.get("with_files"), bool)
-            and isinstance(rows, list)
-        ):
-            raise _Damaged("bad result")
-        parsed = tuple(_row_from_json(row, int(key)) for row in rows)
-        record.results[int(key)] = Mirrored(
-            entry["fingerprint"], entry["final"], entry["with_files"], parsed
-        )
+def parse_record(raw: bytes) -> Record:
+    """The record in `raw`; raises `_Damaged` for anything that is not exactly what
+    `encode_record` writes (a record is rebuilt rather than half trusted)."""
+    try:
+        record = msgspec.json.decode(raw, type=Record)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise _Damaged(str(exc)) from None
+    if record.version != RECORD_VERSION:
+        raise _Damaged(f"unknown version {record.version}")
+    for srid, entry in record.results.items():
+        for row in entry.rows:
+            if row.study_result_id != srid:
+                raise _Damaged(f"a row of study result {srid} names another one")
+            if not all(_plain_name(name) for name in row.files):
+                raise _Damaged(f"a row of study result {srid} names an unsafe file")
     return record
-
-
-def _row_from_json(raw: object, srid: int) -> Row:
-    if not isinstance(raw, dict):
-        raise _Damaged("bad row")
-    text = {
-        k: raw.get(k)
-        for k in (
-            "component_title",
-            "worker_id",
-            "worker_type",
-            "batch_title",
-            "study_state",
-            "component_state",
-            "status",
-        )
-    }
-    files = raw.get("files")
-    if (
-        raw.get("study_result_id") != srid
-        or not _is_id(raw.get("component_result_id"))
-        or not all(isinstance(v, str) for v in text.values())
-        or raw.get("status") not in STATUSES
-        or not _is_count(raw.get("data_size"))
-        or not isinstance(files, list)
-        or not all(isinstance(f, str) and _plain_name(f) for f in files)
-        or not all(raw.get(k) is None or _is_count(raw.get(k)) for k in ("start_ms", "end_ms"))
-        or not all(raw.get(k) is None or _is_id(raw.get(k)) for k in ("component_id", "batch_id"))
-    ):
-        raise _Damaged("bad row")
-    return Row(
-        study_result_id=srid,
-        component_result_id=raw["component_result_id"],
-        component_id=raw.get("component_id"),
-        component_title=str(text["component_title"]),
-        worker_id=str(text["worker_id"]),
-        worker_type=str(text["worker_type"]),
-        batch_id=raw.get("batch_id"),
-        batch_title=str(text["batch_title"]),
-        study_state=str(text["study_state"]),
-        component_state=str(text["component_state"]),
-        start_ms=raw.get("start_ms"),
-        end_ms=raw.get("end_ms"),
-        data_size=raw["data_size"],
-        files=tuple(files),
-        status=str(text["status"]),
-    )
 
 
 def _plain_name(name: str) -> bool:
@@ -732,9 +800,9 @@ def load_record(root: Path) -> tuple[Record, str | None]:
     except OSError as exc:
         return _rebuilt(root), f"cannot read {path}: {exc.strerror or exc}"
     try:
-        return parse_record(json.loads(raw)), None
-    except (ValueError, RecursionError, _Damaged) as exc:
-        return _rebuilt(root), f"{path} is damaged ({type(exc).__name__}: {exc})"
+        return parse_record(raw), None
+    except _Damaged as exc:
+        return _rebuilt(root), f"{path} is damaged ({exc})"
 
 
 def _rebuilt(root: Path) -> Record:
@@ -773,14 +841,21 @@ def _local_facts(root: Path, row: Row) -> dict[str, Any]:
     return {"data_size": size, "files": tuple(names)}
 
 
+def _status(text: str | None) -> Status | None:
+    for status in STATUSES:
+        if text == status:
+            return status
+    return None
+
+
 def _row_from_csv(item: Mapping[str, str | None]) -> Row | None:
     def number(key: str) -> int | None:
         value = item.get(key) or ""
         return int(value) if value.isdigit() and 0 < int(value) < 2**63 else None
 
     srid, crid = number("study_result_id"), number("component_result_id")
-    status = item.get("status") or ""
-    if srid is None or crid is None or status not in STATUSES:
+    status = _status(item.get("status"))
+    if srid is None or crid is None or status is None:
         return None
     return Row(
         study_result_id=srid,
@@ -857,7 +932,7 @@ def csv_text(rows: Iterable[Row]) -> str:
 
 def counts(record: Record) -> dict[str, int]:
     """How many component results have each status."""
-    found = dict.fromkeys(STATUSES, 0)
+    found: dict[str, int] = dict.fromkeys(STATUSES, 0)
     for entry in record.results.values():
         for row in entry.rows:
             found[row.status] += 1
@@ -1034,7 +1109,6 @@ class ResultsMirror:
     # ------------------------------------------------------------------ the pass
 
     def _pass(self, outcome: ResultsOutcome) -> None:
-        self._remove_leftovers()
         record, why = load_record(self.root)
         if why is not None:
             log.warning(
@@ -1043,7 +1117,7 @@ class ResultsMirror:
                 reason=why,
                 hint="every result on the server is fetched again",
             )
-        before = record_document(record)
+        before = (record.study_id, record.study_uuid, dict(record.titles))
         previous = dict(record.results)
         metadata = self._metadata(record, outcome)
         self._identify(record, metadata, outcome)
@@ -1058,7 +1132,10 @@ class ResultsMirror:
             self._withdraw(plan, previous, record, outcome)
             self._fetch(plan.fetch, record, outcome)
         finally:
-            self._save(record, metadata, changed=record_document(record) != before)
+            changed = (record.study_id, record.study_uuid, record.titles) != before or _changed(
+                previous, record.results
+            )
+            self._save(record, metadata, changed=changed)
             outcome.counts = counts(record)
 
     def _matches(self, record: Record) -> bool:
@@ -1075,13 +1152,16 @@ class ResultsMirror:
             study = str(record.study_id)
         key = "studyId" if study.isdigit() else "studyUuid"
         outcome.requests += 1
-        answer = self.client.api_json(
-            "GET",
+        body = io.BytesIO()
+        download = self.client.api_download(
             "/results/metadata",
+            body,
             params={key: study},
             what=f"the results metadata of study {self.mapping.study}",
         )
-        return parse_metadata(answer.json, study=study)
+        if "html" in download.content_type:
+            raise _not_metadata("a web page; a proxy or a sign-in page in front of JATOS?")
+        return parse_metadata(body.getvalue(), study=study)
 
     def _identify(self, record: Record, metadata: Metadata, outcome: ResultsOutcome) -> None:
         """The folder holds the results of one study, known by its UUID. The study's
@@ -1195,6 +1275,8 @@ class ResultsMirror:
     def _fetch(
         self, results: Sequence[StudyResultMeta], record: Record, outcome: ResultsOutcome
     ) -> None:
+        if results:
+            self._remove_leftovers()
         for group in batches(results, files=self.settings.files):
             pending = list(group)
             reasons: dict[int, str] = {}
@@ -1379,20 +1461,25 @@ class ResultsMirror:
 
     def _remove_leftovers(self) -> None:
         """Temporary zips of a pass that was killed (their names are ours)."""
-        for leftover in self.root.glob(f"{_DOWNLOAD_PREFIX}*.zip"):
+        with os.scandir(self.root) as entries:
+            leftovers = [
+                e.path
+                for e in entries
+                if e.name.startswith(_DOWNLOAD_PREFIX) and e.name.endswith(".zip")
+            ]
+        for leftover in leftovers:
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                os.unlink(leftover)
 
     def _save_record(self, record: Record) -> None:
-        write_private(self.root / RECORD_NAME, _encode(record_document(record)))
+        write_private(self.root / RECORD_NAME, encode_record(record))
 
     def _save(self, record: Record, metadata: Metadata, *, changed: bool) -> None:
         """metadata.json when the server's metadata changed, results.csv and the record
         when a row did: a pass with nothing new writes nothing."""
-        payload = (json.dumps(metadata.document, ensure_ascii=False, indent=1) + "\n").encode()
-        digest = hashlib.sha256(payload).hexdigest()
+        digest = hashlib.sha256(metadata.document).hexdigest()
         if digest != record.metadata_sha256 or not (self.root / METADATA_NAME).exists():
-            write_private(self.root / METADATA_NAME, payload)
+            write_private(self.root / METADATA_NAME, metadata.document)
             record.metadata_sha256 = digest
             changed = True
         if changed or not (self.root / CSV_NAME).exists():
@@ -1467,8 +1554,11 @@ def _zip_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _encode(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+def _changed(before: Mapping[int, Mirrored], after: Mapping[int, Mirrored]) -> bool:
+    """Whether a study result's entry changed (an unchanged one is the same object)."""
+    if before.keys() != after.keys():
+        return True
+    return any(after[k] is not entry and after[k] != entry for k, entry in before.items())
 
 
 def write_private(path: Path, payload: bytes) -> None:

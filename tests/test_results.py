@@ -6,17 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from jatos_sync.errors import UnsupportedServerError
 from jatos_sync.results import (
     CSV_COLUMNS,
     RECORD_NAME,
     ComponentResultMeta,
+    DataSize,
     Metadata,
     Mirrored,
     Plan,
@@ -26,12 +27,12 @@ from jatos_sync.results import (
     StudyResultMeta,
     batches,
     csv_text,
+    encode_record,
     iso_time,
     load_record,
     parse_metadata,
     parse_record,
     plan_pass,
-    record_document,
     rows_for,
 )
 
@@ -52,7 +53,7 @@ def cr(
         state=state,
         start_ms=1_718_000_000_000,
         end_ms=1_718_000_060_000,
-        data_size=size,
+        data=DataSize(size),
         files=files,
     )
 
@@ -104,6 +105,10 @@ def record_of(*results: StudyResultMeta) -> Record:
 # ============================================================================ the metadata
 
 
+def encoded(document: Any) -> bytes:
+    return json.dumps(document).encode()
+
+
 def metadata_answer(**overrides: Any) -> dict[str, Any]:
     """A 3.10-shaped metadata answer (§14.2) with one finished study result."""
     result: dict[str, Any] = {
@@ -146,7 +151,7 @@ def metadata_answer(**overrides: Any) -> dict[str, Any]:
 
 
 def test_metadata_is_parsed_into_values() -> None:
-    parsed = parse_metadata(metadata_answer(), study="42")
+    parsed = parse_metadata(encoded(metadata_answer()), study="42")
     assert parsed.study_id == 42 and parsed.study_uuid == "abc-1"
     assert parsed.problems == ()
     assert parsed.results == (
@@ -156,7 +161,7 @@ def test_metadata_is_parsed_into_values() -> None:
             start_ms=1718000000000,
             end_ms=1718000300000,
             last_seen_ms=1718000290000,
-            worker_id="17",
+            worker_id=17,
             worker_type="PersonalSingle",
             batch_id=14,
             batch_title="Default",
@@ -167,19 +172,19 @@ def test_metadata_is_parsed_into_values() -> None:
                     state="FINISHED",
                     start_ms=1718000001000,
                     end_ms=1718000299000,
-                    data_size=1234,
+                    data=DataSize(1234),
                     files=(ResultFile("audio.webm", 52311),),
                 ),
             ),
         ),
     )
     assert parsed.results[0].final
-    assert parse_metadata(metadata_answer(), study="abc-1").results == parsed.results
+    assert parse_metadata(encoded(metadata_answer()), study="abc-1").results == parsed.results
 
 
 def test_metadata_of_other_studies_is_ignored() -> None:
-    assert parse_metadata(metadata_answer(), study="43").results == ()
-    assert parse_metadata(metadata_answer(), study="abc-2").results == ()
+    assert parse_metadata(encoded(metadata_answer()), study="43").results == ()
+    assert parse_metadata(encoded(metadata_answer()), study="abc-2").results == ()
 
 
 @pytest.mark.parametrize(
@@ -197,7 +202,7 @@ def test_metadata_of_other_studies_is_ignored() -> None:
 def test_a_study_result_without_valid_ids_or_sizes_is_left_out_and_reported(
     overrides: dict[str, Any],
 ) -> None:
-    parsed = parse_metadata(metadata_answer(**overrides), study="42")
+    parsed = parse_metadata(encoded(metadata_answer(**overrides)), study="42")
     assert parsed.results == ()
     assert len(parsed.problems) == 1
 
@@ -209,7 +214,7 @@ def test_a_result_file_with_an_unsafe_name_is_never_taken(name: object) -> None:
     files = [{"filename": name, "size": 3}, {"filename": "ok.webm", "size": 3}]
     answer = metadata_answer()
     answer["data"][0]["studyResults"][0]["componentResults"][0]["files"] = files
-    parsed = parse_metadata(answer, study="42")
+    parsed = parse_metadata(encoded(answer), study="42")
     (component,) = parsed.results[0].components
     assert component.files == (ResultFile("ok.webm", 3),)
     assert len(parsed.problems) == 1
@@ -221,7 +226,7 @@ def test_types_that_differ_by_version_and_odd_values_are_tolerated() -> None:
     answer = metadata_answer(
         groupId="7", endDate=None, lastSeenDate="soon", workerId=None, batchTitle=["x"]
     )
-    (result,) = parse_metadata(answer, study="42").results
+    (result,) = parse_metadata(encoded(answer), study="42").results
     assert (result.end_ms, result.last_seen_ms, result.worker_id, result.batch_title) == (
         None,
         None,
@@ -238,15 +243,36 @@ def test_results_come_sorted_by_id_and_a_duplicate_is_left_out() -> None:
     second["componentResults"][0]["id"] = 150
     twice = json.loads(json.dumps(first))
     answer["data"][0]["studyResults"] = [first, second, twice]
-    parsed = parse_metadata(answer, study="42")
+    parsed = parse_metadata(encoded(answer), study="42")
     assert [r.id for r in parsed.results] == [50, 101]
     assert len(parsed.problems) == 1
 
 
-@pytest.mark.parametrize("document", [None, [], {"data": {}}, {"apiVersion": "1.1.0"}, "x"])
-def test_an_answer_that_is_not_jatos_metadata_is_refused(document: object) -> None:
-    with pytest.raises(UnsupportedServerError):
-        parse_metadata(document, study="42")
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"null",
+        b"[]",
+        b'{"data": {}}',
+        b'{"apiVersion": "1.1.0"}',
+        b'"x"',
+        b"<html>",
+        b'{"data": [{"studyId": 42, "studyResults": [5]}]}',
+    ],
+)
+def test_an_answer_that_is_not_jatos_metadata_is_refused(raw: bytes) -> None:
+    with pytest.raises(UnsupportedServerError, match="not JATOS's JSON"):
+        parse_metadata(raw, study="42")
+
+
+def test_metadata_json_gets_the_servers_own_json_of_this_study_only() -> None:
+    answer = metadata_answer()
+    raw = encoded(answer)
+    assert parse_metadata(raw, study="42").document == raw
+    other = {"studyId": 43, "studyUuid": "x", "studyResults": []}
+    answer["data"].append(other)
+    kept = json.loads(parse_metadata(encoded(answer), study="42").document)
+    assert kept == {**answer, "data": answer["data"][:1]}
 
 
 # ============================================================================ the plan
@@ -372,8 +398,7 @@ def test_the_record_reads_back_what_it_wrote() -> None:
     record = record_of(
         sr(1, cr(10, files=(FILE,))), sr(2, cr(20, state="STARTED"), state="STARTED")
     )
-    document = json.loads(json.dumps(record_document(record)))
-    assert parse_record(document) == record
+    assert parse_record(encode_record(record)) == record
 
 
 @pytest.mark.parametrize(
@@ -385,10 +410,13 @@ def test_the_record_reads_back_what_it_wrote() -> None:
         lambda d: d["results"]["1"]["rows"][0].update(study_result_id=2),
         lambda d: d["results"]["1"].update(final="yes"),
         lambda d: d.update(titles=[]),
+        lambda d: d["results"]["1"]["rows"][0].update(component_result_id=0),
+        lambda d: d["results"]["1"]["rows"][0].update(data_size=-1),
+        lambda d: d.update(extra=1),
     ],
 )
 def test_a_damaged_record_is_rebuilt_never_trusted(tmp_path: Path, damage: Any) -> None:
-    document = record_document(record_of(sr(1, cr(10, files=(FILE,)))))
+    document = json.loads(encode_record(record_of(sr(1, cr(10, files=(FILE,))))))
     damage(document)
     (tmp_path / RECORD_NAME).write_text(json.dumps(document))
     record, why = load_record(tmp_path)
@@ -467,3 +495,24 @@ def test_rows_carry_the_local_facts() -> None:
         files=("audio.webm",),
         status="final",
     )
+
+
+def test_an_odd_entry_costs_only_that_entry_and_the_others_read_the_same() -> None:
+    answer = metadata_answer()
+    well_formed = parse_metadata(encoded(answer), study="42")
+    odd = json.loads(json.dumps(answer["data"][0]["studyResults"][0]))
+    odd.update(id=7, workerId=[1], componentResults=[{"id": 70, "data": {"size": "ten"}}])
+    answer["data"][0]["studyResults"].append(odd)
+    read_slowly = parse_metadata(encoded(answer), study="42")
+    assert read_slowly.results == well_formed.results
+    assert [p.path.name for p in read_slowly.problems] == ["study_result_7"]
+
+
+def test_component_results_come_sorted_whatever_the_servers_order() -> None:
+    answer = metadata_answer()
+    first = answer["data"][0]["studyResults"][0]["componentResults"][0]
+    first["files"] = []
+    later = {**first, "id": 300}
+    answer["data"][0]["studyResults"][0]["componentResults"].append(later)
+    (result,) = parse_metadata(encoded(answer), study="42").results
+    assert [c.id for c in result.components] == [300, 301]
