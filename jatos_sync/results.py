@@ -1174,7 +1174,10 @@ class ResultsMirror:
             raise self._other_study(record.study_uuid, metadata.study_uuid)
         wanted = component_ids(metadata) - record.titles.keys()
         first = not record.study_uuid or not self._matches(record)
-        emptied = not metadata.results and any(record.results.values())
+        # Once: the rows of results that were on the server become `deleted_on_server`.
+        emptied = not metadata.results and any(
+            row.status in ("final", "running") for e in record.results.values() for row in e.rows
+        )
         if first and metadata.study_uuid and self._matches_meta(metadata) and not wanted:
             first = False  # the metadata says who the study is, and nothing else is missing
         if first or emptied or wanted:
@@ -1183,7 +1186,8 @@ class ResultsMirror:
                 raise self._other_study(record.study_uuid, uuid)
             record.titles.update(titles)
             record.titles.update({cid: "" for cid in wanted - titles.keys()})
-            record.study_id, record.study_uuid = study_id, uuid or record.study_uuid
+            record.study_id = study_id or record.study_id
+            record.study_uuid = uuid or record.study_uuid
         if metadata.study_uuid:
             record.study_id = metadata.study_id or record.study_id
             record.study_uuid = metadata.study_uuid

@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
-from jatos_sync.results import TRIES
+from jatos_sync.client import JatosClient
+from jatos_sync.config import load_config
+from jatos_sync.credentials import Token
+from jatos_sync.errors import ConfigError
+from jatos_sync.results import TRIES, ResultsMirror
 from jatos_sync.testing import StandInServer
 from jatos_sync.testing.state import StudyResult
 from tests.conftest import Run, World, assert_no_token, make_world
@@ -288,6 +292,7 @@ def test_a_result_deleted_on_the_server_is_kept_and_marked(lab: Results) -> None
     result, mapping = lab.run_json()
     assert result.code == 0 and mapping["deleted_on_server"] == [stays_path]
     assert (lab.folder / stays_path / "data.txt").read_bytes() == b"stays"
+    assert lab.run().code == 0 and len(lab.server.requests) == 1  # nothing new again
 
 
 # ============================================================================ damaged zips
@@ -375,7 +380,7 @@ def test_a_results_folder_inside_the_synced_folder_is_refused(
         assert world.remote() == {}
 
 
-def test_a_results_folder_that_became_a_link_into_the_synced_folder_is_refused(
+def test_a_results_folder_that_is_a_link_into_the_synced_folder_is_refused(
     lab310: Results,
 ) -> None:
     lab310.participant(["secret answers"])
@@ -386,6 +391,29 @@ def test_a_results_folder_that_became_a_link_into_the_synced_folder_is_refused(
     assert result.code == 2
     assert "inside the synced folder" in result.out + result.err
     assert list((lab310.world.folder / "public").iterdir()) == []
+
+
+def test_a_results_folder_that_became_a_link_after_the_start_is_refused(
+    lab310: Results,
+) -> None:
+    # A daemon reads its configuration once and runs for weeks: every pass checks again.
+    config = load_config(lab310.world.config_path)
+    lab310.participant(["secret answers"])
+    lab310.folder.parent.mkdir(parents=True)
+    (lab310.world.folder / "public").mkdir()
+    lab310.folder.symlink_to(lab310.world.folder / "public")
+    with JatosClient.for_server(config.server, Token(lab310.world.token)) as client:
+        outcome = ResultsMirror(
+            config.mappings[0],
+            client=client,
+            synced=[(m.name, m.folder) for m in config.mappings],
+            state_root=lab310.world.state_dir,
+        ).run()
+    assert isinstance(outcome.error, ConfigError)
+    assert "mappings[0].results.folder" in str(outcome.error)
+    assert "inside the synced folder" in str(outcome.error)
+    assert list((lab310.world.folder / "public").iterdir()) == []
+    assert lab310.server.requests == []
 
 
 def test_a_results_folder_inside_the_state_folder_is_refused(tmp_path: Path) -> None:
@@ -513,7 +541,6 @@ def test_the_human_summary_says_what_happened(lab310: Results) -> None:
 
 def test_the_results_keys_have_defaults_and_limits(tmp_path: Path) -> None:
     from jatos_sync.config import parse_config
-    from jatos_sync.errors import ConfigError
 
     head = "server:\n  url: https://jatos.example.org\nmappings:\n  - folder: exp\n    study: 4\n"
     config = parse_config(head + "    results:\n      folder: ../data\n", path=tmp_path / "c.yaml")
