@@ -14,14 +14,13 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
 from jatos_sync import __version__, demo
 from jatos_sync import init as init_cmd
 from jatos_sync import pull as pull_cmd
-from jatos_sync import results as results_mod
 from jatos_sync.check import (
     check_mapping,
     exit_code_for,
@@ -46,6 +45,9 @@ from jatos_sync.model import RelPath
 from jatos_sync.progress import bar_safe, progress_for
 from jatos_sync.state import StateStore
 from jatos_sync.sync import Confirm, MappingResult, check_distinct_studies, run_pass
+
+if TYPE_CHECKING:
+    from jatos_sync.results import ResultsOutcome
 
 log = structlog.get_logger("jatos_sync.cli")
 LIST_LIMIT = 20  # how many paths a human summary lists before "… and N more"
@@ -535,10 +537,12 @@ def _cmd_results(ctx: _Context) -> int:
             f"{config.path}: no mapping has a results: section; add one with folder: (where "
             "the results go), e.g.  results: {folder: ../data/stroop}"
         )
+    from jatos_sync.results import run_results  # imports msgspec: only for this command
+
     store = ctx.store(config)
     client = ctx.client(config)
     try:
-        outcomes = results_mod.run_results(
+        outcomes = run_results(
             chosen,
             client=client,
             synced=[(m.name, m.folder) for m in config.mappings],
@@ -560,7 +564,7 @@ def _cmd_results(ctx: _Context) -> int:
     return code
 
 
-def _print_results(o: results_mod.ResultsOutcome, out: TextIO) -> None:
+def _print_results(o: ResultsOutcome, out: TextIO) -> None:
     head = f"{o.name} → study {o.study}, results in {shown(o.folder)}"
     if o.error is not None and not (o.new or o.updated or o.withdrawn):
         print(f"{head}: stopped. {redact(str(o.error))}", file=out)

@@ -27,7 +27,6 @@ from jatos_sync.config import MappingConfig
 from jatos_sync.daemon.status import ResultsStatus
 from jatos_sync.daemon.worker import Timings, backoff_s
 from jatos_sync.errors import AuthError, InternalError, JatosSyncError
-from jatos_sync.results import ResultsMirror, ResultsOutcome
 
 log = structlog.get_logger("jatos_sync.daemon")
 
@@ -49,6 +48,9 @@ class ResultsWorker:
     ) -> None:
         if mapping.results is None:
             raise ValueError(f"mapping {mapping.name!r} has no results: section")
+        # Imported here: results.py imports msgspec, which `--version` must not wait for.
+        from jatos_sync.results import ResultsMirror
+
         self.mapping = mapping
         self.every_s = mapping.results.every_s
         self._mirror = ResultsMirror(
@@ -146,6 +148,8 @@ class ResultsWorker:
         try:
             outcome = self._mirror.run()
         except Exception as exc:  # run() reports every failure; this is a bug
+            from jatos_sync.results import ResultsOutcome
+
             log.debug("internal_error", mapping=self.mapping.name, exc_info=exc)
             outcome = ResultsOutcome(self.mapping.name, self.mapping.study, self._mirror.root)
             outcome.error = InternalError.wrapping(exc)
