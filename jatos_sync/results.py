@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import glob
 import hashlib
 import io
 import itertools
@@ -35,6 +36,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -625,13 +627,7 @@ def merged(old: Mirrored | None, rows: Iterable[Row]) -> tuple[Row, ...]:
     return tuple(new[k] for k in sorted(new))
 
 
-def plan_pass(
-    metadata: Metadata,
-    record: Record,
-    *,
-    files: bool,
-    titles: Mapping[int, str] | None = None,
-) -> Plan:
+def plan_pass(metadata: Metadata, record: Record, *, files: bool) -> Plan:
     """What this pass must do, from the metadata and the record alone (no I/O).
 
     * A result mirrored while final is never fetched again (a partial deletion on the
@@ -641,7 +637,7 @@ def plan_pass(
       mirrored, unless it holds nothing to download (no data, no files wanted).
     * A result the server no longer lists keeps its rows, marked `deleted_on_server`.
     """
-    titles = record.titles if titles is None else titles
+    titles = record.titles
     entries: dict[int, Mirrored] = {}
     fetch: list[StudyResultMeta] = []
     withdraw: list[tuple[int, tuple[int, ...]]] = []
@@ -653,26 +649,15 @@ def plan_pass(
     listed = {sr.id for sr in metadata.results}
     for sr in metadata.results:
         old = record.results.get(sr.id)
-        if (
-            old is not None
-            and old.final
-            and (old.with_files or not files or not _has_files(sr))
-            and len(old.rows) == len(sr.components)
-            and all(
-                r.component_result_id == c.id for r, c in zip(old.rows, sr.components, strict=True)
-            )
-        ):
-            unchanged += len(old.rows)  # the common case: final, nothing deleted
+        # Mirrored while final (with the files, if they are wanted): never fetched again.
+        kept = old is not None and old.final and (old.with_files or not files or not _has_files(sr))
+        if kept and old is not None and _same_ids(old, sr):
+            unchanged += len(old.rows)  # the common case: nothing deleted since
             entries[sr.id] = old
             continue
         known = {row.component_result_id: row for row in old.rows} if old else {}
-        if (
-            old is not None
-            and old.final
-            and (old.with_files or not files or not _has_files(sr))
-            and all(c.id in known for c in sr.components)
-        ):
-            rows = merged(old, [known[c.id] for c in sr.components if c.id in known])
+        if kept and old is not None and all(c.id in known for c in sr.components):
+            rows = merged(old, [known[c.id] for c in sr.components])
             deleted += [r.path for r in rows if r.status != known[r.component_result_id].status]
             unchanged += sum(r == known[r.component_result_id] for r in rows)
             entries[sr.id] = replace(old, rows=rows)
@@ -723,6 +708,13 @@ def plan_pass(
 
 def _has_files(sr: StudyResultMeta) -> bool:
     return any(c.files for c in sr.components)
+
+
+def _same_ids(old: Mirrored, sr: StudyResultMeta) -> bool:
+    """Whether `old` has a row for exactly the component results `sr` lists."""
+    return len(old.rows) == len(sr.components) and all(
+        row.component_result_id == cr.id for row, cr in zip(old.rows, sr.components, strict=True)
+    )
 
 
 def batches(
@@ -988,6 +980,10 @@ class ResultsBusyError(SafetyStop):
     """Another jatos-sync process is writing into the same results folder."""
 
 
+class ResultsStopped(JatosSyncError):
+    """The pass was asked to stop (the daemon is stopping); what it wrote is whole."""
+
+
 # ============================================================================ the shell
 
 
@@ -1051,6 +1047,7 @@ class ResultsMirror:
         synced: Sequence[tuple[str, Path]] = (),
         state_root: Path,
         clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
     ) -> None:
         if mapping.results is None:
             raise ValueError(f"mapping {mapping.name!r} has no results: section")
@@ -1061,6 +1058,7 @@ class ResultsMirror:
         self._synced = tuple(synced) or ((mapping.name, mapping.folder),)
         self._state_root = state_root
         self._clock = clock
+        self._stop = stop or threading.Event()  # set: end the pass soon, nothing half-written
 
     def __repr__(self) -> str:
         return f"ResultsMirror({self.mapping.name!r}, {str(self.root)!r})"
@@ -1080,6 +1078,9 @@ class ResultsMirror:
                 ) from exc
             with _folder_lock(self.root):
                 self._pass(outcome)
+        except ResultsStopped as exc:
+            outcome.error = exc
+            log.info("results_stopped", mapping=self.mapping.name)
         except JatosSyncError as exc:
             outcome.error = exc
             log.error("results_failed", mapping=self.mapping.name, error=str(exc))
@@ -1282,6 +1283,7 @@ class ResultsMirror:
         if results:
             self._remove_leftovers()
         for group in batches(results, files=self.settings.files):
+            self._check_stop()
             pending = list(group)
             reasons: dict[int, str] = {}
             for attempt in range(TRIES):
@@ -1439,6 +1441,8 @@ class ResultsMirror:
             target = contained(self.root, rel)
             make_private_dirs(target.parent)
             target = contained(self.root, rel)  # again, now that its folders exist
+            for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+                stale.unlink()  # left by a process that was killed while writing it
         except (UnsafePathError, OSError) as exc:
             raise _Unverified(f"{rel} cannot be written here: {exc}") from exc
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -1447,6 +1451,7 @@ class ResultsMirror:
         try:
             with open(fd, "wb") as out, _open_entry(archive, entry) as source:
                 while chunk := source.read(CHUNK_BYTES):
+                    self._check_stop()
                     size += len(chunk)
                     if size > entry.file_size:
                         raise _Unverified(f"{rel} is longer than the zip says")
@@ -1460,6 +1465,10 @@ class ResultsMirror:
         if size != entry.file_size:
             raise _Unverified(f"{rel} is shorter than the zip says")
         return size
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise ResultsStopped("The results pass was stopped; it goes on with the next one.")
 
     # ------------------------------------------------------------------ the folder's files
 

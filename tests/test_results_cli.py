@@ -9,6 +9,7 @@ import io
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from jatos_sync.client import JatosClient
 from jatos_sync.config import load_config
 from jatos_sync.credentials import Token
 from jatos_sync.errors import ConfigError
-from jatos_sync.results import TRIES, ResultsMirror
+from jatos_sync.results import TRIES, ResultsMirror, ResultsStopped
 from jatos_sync.testing import StandInServer
 from jatos_sync.testing.state import StudyResult
 from tests.conftest import Run, World, assert_no_token, make_world
@@ -580,3 +581,26 @@ def test_the_demo_shows_a_participant_run_arriving_in_the_results_folder(
     assert not path.exists()  # in the demo's temporary folder, removed at its end
     assert "jatos-sync results" in text.split("To do the same", 1)[1]
     assert os.listdir(tmp_path) == []
+
+
+def test_a_stopped_pass_writes_nothing_half_and_leftovers_go(lab310: Results) -> None:
+    run = lab310.participant(["x" * 5000], files={"f.bin": b"F" * 5000})
+    config = load_config(lab310.world.config_path)
+    stop = threading.Event()
+    stop.set()
+    with JatosClient.for_server(config.server, Token(lab310.world.token)) as client:
+        mirror = ResultsMirror(
+            config.mappings[0], client=client, state_root=lab310.world.state_dir, stop=stop
+        )
+        outcome = mirror.run()
+    assert isinstance(outcome.error, ResultsStopped)
+    assert not (lab310.folder / f"study_result_{run.id}").exists()
+    # A killed process leaves its temporary files; the next write of the same file removes
+    # them, and a temporary zip goes at the start of the next download.
+    stale = lab310.folder / base(run, 0) / ".data.txt.k1ll3d.part"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("half")
+    (lab310.folder / ".jatos-sync-download-k1ll3d.zip").write_text("half")
+    assert lab310.run().code == 0
+    names = {p.name for p in lab310.folder.rglob("*")}
+    assert "data.txt" in names and not any(n.endswith((".part", ".zip")) for n in names)

@@ -53,14 +53,19 @@ class ResultsWorker:
 
         self.mapping = mapping
         self.every_s = mapping.results.every_s
+        self._stop = threading.Event()
         self._mirror = ResultsMirror(
-            mapping, client=client, synced=synced, state_root=state_root, clock=clock
+            mapping,
+            client=client,
+            synced=synced,
+            state_root=state_root,
+            clock=clock,
+            stop=self._stop,
         )
         self._clock = clock
         self._wall_clock = wall_clock
         self._timings = timings
         self._on_change = on_change
-        self._stop = threading.Event()
         self._wake = threading.Event()
         self._requests = threading.Lock()
         self._next_client: JatosClient | None = None
@@ -154,6 +159,8 @@ class ResultsWorker:
             outcome = ResultsOutcome(self.mapping.name, self.mapping.study, self._mirror.root)
             outcome.error = InternalError.wrapping(exc)
         done = self._clock()
+        if self._stop.is_set():
+            return  # stopping: the loop ends, and the thread publishes "stopped"
         counts = {key: outcome.counts[key] for key in ("final", "running", "withdrawn")}
         counts["deleted_on_server"] = outcome.counts["deleted_on_server"]
         if outcome.error is not None:
