@@ -224,8 +224,9 @@ class Metadata:
     document: bytes = b""
 
 
-class Row(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One component result as mirrored: a row of results.csv."""
+class Row(msgspec.Struct, frozen=True, kw_only=True, array_like=True, forbid_unknown_fields=True):
+    """One component result as mirrored: a row of results.csv (kept in the record as an
+    array, in the order of these fields)."""
 
     study_result_id: PositiveId
     component_result_id: PositiveId
@@ -712,9 +713,12 @@ def _has_files(sr: StudyResultMeta) -> bool:
 
 def _same_ids(old: Mirrored, sr: StudyResultMeta) -> bool:
     """Whether `old` has a row for exactly the component results `sr` lists."""
-    return len(old.rows) == len(sr.components) and all(
-        row.component_result_id == cr.id for row, cr in zip(old.rows, sr.components, strict=True)
-    )
+    rows, components = old.rows, sr.components
+    if len(rows) != len(components):
+        return False
+    if len(rows) == 1:  # most studies: one component
+        return rows[0].component_result_id == components[0].id
+    return all(row.component_result_id == cr.id for row, cr in zip(rows, components, strict=True))
 
 
 def batches(
@@ -765,7 +769,7 @@ def parse_record(raw: bytes) -> Record:
         for row in entry.rows:
             if row.study_result_id != srid:
                 raise _Damaged(f"a row of study result {srid} names another one")
-            if not all(_plain_name(name) for name in row.files):
+            if row.files and not all(_plain_name(name) for name in row.files):
                 raise _Damaged(f"a row of study result {srid} names an unsafe file")
     return record
 

@@ -405,14 +405,15 @@ def test_the_record_reads_back_what_it_wrote() -> None:
     "damage",
     [
         lambda d: d.update(version=99),
-        lambda d: d["results"]["1"]["rows"][0].update(status="lost"),
-        lambda d: d["results"]["1"]["rows"][0].update(files=["../x"]),
-        lambda d: d["results"]["1"]["rows"][0].update(study_result_id=2),
+        lambda d: d["results"]["1"]["rows"][0].__setitem__(14, "lost"),
+        lambda d: d["results"]["1"]["rows"][0].__setitem__(13, ["../x"]),
+        lambda d: d["results"]["1"]["rows"][0].__setitem__(0, 2),
         lambda d: d["results"]["1"].update(final="yes"),
         lambda d: d.update(titles=[]),
-        lambda d: d["results"]["1"]["rows"][0].update(component_result_id=0),
-        lambda d: d["results"]["1"]["rows"][0].update(data_size=-1),
+        lambda d: d["results"]["1"]["rows"][0].__setitem__(1, 0),
+        lambda d: d["results"]["1"]["rows"][0].__setitem__(12, -1),
         lambda d: d.update(extra=1),
+        lambda d: d["results"]["1"]["rows"][0].append("one too many"),
     ],
 )
 def test_a_damaged_record_is_rebuilt_never_trusted(tmp_path: Path, damage: Any) -> None:
