@@ -32,9 +32,8 @@ from jatos_sync.errors import ConfigError
 if TYPE_CHECKING:
     from jatos_sync.testing import StandInServer, Study
 
-Runner = Callable[
-    [Path], int
-]  # runs `jatos-sync -c PATH sync|watch|results`, returns its exit code
+# Runs `jatos-sync -c PATH sync|watch|results` and returns its exit code.
+Runner = Callable[[Path], int]
 
 SAMPLE = "sample_project"  # package data: the sample experiment
 
