@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
@@ -39,6 +39,7 @@ from jatos_sync.definition import describe
 from jatos_sync.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
+    ConfigError,
     InternalError,
     JatosSyncError,
     worst_exit_code,
@@ -48,6 +49,9 @@ from jatos_sync.model import RelPath, StudyInfo
 from jatos_sync.progress import Tally, bar_safe, progress_for
 from jatos_sync.state import StateStore
 from jatos_sync.sync import Confirm, MappingResult, check_distinct_studies, run_pass
+
+if TYPE_CHECKING:
+    from jatos_sync.results import ResultsOutcome
 
 log = structlog.get_logger("jatos_sync.cli")
 LIST_LIMIT = 20  # how many paths a human summary lists before "… and N more"
@@ -126,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("watch", help="daemon: reconcile, then follow edits")
     )
 
+    results = commands.add_parser(
+        "results", help="mirror each study's results into its results folder, then exit"
+    )
+    results.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    results.add_argument("mappings", nargs="*", metavar="MAPPING")
+
     config = commands.add_parser("config", help="about the configuration file itself")
     config.set_defaults(config_help=config.format_help)
     config_commands = config.add_subparsers(dest="config_command", parser_class=_Parser)
@@ -172,6 +182,7 @@ def main(
         "links": _cmd_links,
         "demo": _cmd_demo,
         "config": _cmd_config,
+        "results": _cmd_results,
     }[args.command]
     try:
         return handler(ctx)
@@ -270,6 +281,12 @@ class _Context:
 
     def store(self, config: Config) -> StateStore:
         return StateStore(config.state_dir)
+
+    def client(self, config: Config) -> JatosClient:
+        """A client without the token check of `connect` (the first request checks it)."""
+        token = load_token(config.server, environ=self.environ)
+        warn_before_connecting(config.server.url)
+        return self._client_factory(config, token)
 
 
 def _default_client(config: Config, token: Any) -> JatosClient:
@@ -470,6 +487,22 @@ def _print_daemon(daemon: dict[str, Any], out: TextIO) -> None:
                 "(`jatos-sync sync --prune` deletes them)",
                 file=out,
             )
+        if isinstance(m.get("results"), dict):
+            _print_daemon_results(m["results"], out)
+
+
+def _print_daemon_results(r: dict[str, Any], out: TextIO) -> None:
+    """A results mirror's line in `status`: its last pass, its counts, its last error."""
+    age = r.get("last_pass_age_s")
+    last = f"last pass {age:.0f} s ago" if isinstance(age, (int, float)) else "no pass yet"
+    print(
+        f"    results into {shown(r.get('folder'))}: {r.get('state')}, {last}; "
+        f"{r.get('final', 0)} final, {r.get('running', 0)} running, "
+        f"{r.get('withdrawn', 0)} withdrawn",
+        file=out,
+    )
+    if r.get("last_error"):
+        print(f"    results error: {shown(redact(str(r['last_error'])))}", file=out)
 
 
 def shown(path: object) -> str:
@@ -547,6 +580,70 @@ def _study_json(study: StudyInfo) -> dict[str, object]:
     return {"id": study.id, "uuid": study.uuid, "title": study.title}
 
 
+def _cmd_results(ctx: _Context) -> int:
+    """One results pass per mapping with `results:`. No token check first: a pass with
+    nothing new is the one metadata request, which refuses a bad token just as well."""
+    config = ctx.config()
+    selected = config.select(ctx.args.mappings)
+    if without := [m.name for m in selected if m.results is None and ctx.args.mappings]:
+        raise ConfigError(
+            f"{config.path}: mapping {', '.join(map(repr, without))} has no results: section; "
+            "add one with folder: (where the results go) to mirror its study's results"
+        )
+    chosen = [m for m in selected if m.results is not None]
+    if not chosen:
+        raise ConfigError(
+            f"{config.path}: no mapping has a results: section; add one with folder: (where "
+            "the results go), e.g.  results: {folder: ../data/stroop}"
+        )
+    from jatos_sync.results import run_results  # imports msgspec: only for this command
+
+    store = ctx.store(config)
+    client = ctx.client(config)
+    try:
+        outcomes = run_results(
+            chosen,
+            client=client,
+            synced=[(m.name, m.folder) for m in config.mappings],
+            state_root=store.root,
+        )
+    finally:
+        client.close()
+    code = worst_exit_code([o.exit_code for o in outcomes])
+    if ctx.args.json:
+        document = {
+            "ok": code == 0,
+            "exit_code": code,
+            "mappings": [o.to_json() for o in outcomes],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2), file=ctx.out)
+        return code
+    for outcome in outcomes:
+        _print_results(outcome, ctx.out)
+    return code
+
+
+def _print_results(o: ResultsOutcome, out: TextIO) -> None:
+    head = f"{o.name} → study {o.study}, results in {shown(o.folder)}"
+    if o.error is not None and not (o.new or o.updated or o.withdrawn):
+        print(f"{head}: stopped. {redact(str(o.error))}", file=out)
+        return
+    parts = [f"{len(o.new)} new", f"{len(o.updated)} updated", f"{len(o.withdrawn)} withdrawn"]
+    parts += [f"{len(o.deleted_on_server)} deleted on the server"] if o.deleted_on_server else []
+    parts += [f"{o.unchanged} unchanged"] + ([f"{len(o.failed)} failed"] if o.failed else [])
+    print(f"{head}: {', '.join(parts)} (component results)", file=out)
+    c = o.counts
+    print(
+        f"  in the folder: {c['final']} final, {c['running']} running, {c['withdrawn']} "
+        f"withdrawn, {c['deleted_on_server']} deleted on the server; see results.csv",
+        file=out,
+    )
+    if o.error is not None:
+        print(f"  stopped: {redact(str(o.error))}", file=out)
+    for problem in o.failed:
+        print(f"  failed {shown(problem.path)}: {shown(redact(problem.reason))}", file=out)
+
+
 def _cmd_demo(ctx: _Context) -> int:
     return demo.run(
         ctx.args,
@@ -554,6 +651,7 @@ def _cmd_demo(ctx: _Context) -> int:
         sync=ctx.runner("sync"),
         watch=ctx.runner("watch"),
         links=ctx.runner("links"),
+        results=ctx.runner("results"),
     )
 
 

@@ -1,10 +1,11 @@
 """The configuration's public values, and reading `jatos-sync.yaml` from disk.
 
 This module owns the values the rest of the program uses (frozen dataclasses: `Config`,
-`ServerConfig`, `WatchConfig`, `MappingConfig`) and loading the file (size, encoding,
-permission bits). The keys themselves are declared once in config_spec.py; config_reader.py
-turns YAML into these values. Both import msgspec and PyYAML, so they are imported only when
-a configuration is read, never by `--version`. The API token is credentials.py's business.
+`ServerConfig`, `WatchConfig`, `MappingConfig`, `ResultsConfig`) and loading the file
+(size, encoding, permission bits). The keys themselves are declared once in config_spec.py;
+config_reader.py turns YAML into these values. Both import msgspec and PyYAML, so they are
+imported only when a configuration is read, never by `--version`. The API token is
+credentials.py's business.
 
 Every problem becomes a `ConfigError` whose message names the file, the 1-based line and the
 key path (`mappings[1].study`, list indexes count from 0) and says what was expected. No
@@ -58,6 +59,14 @@ class WatchConfig:  # config_spec.Watch declares the meanings and the defaults
 
 
 @dataclass(frozen=True)
+class ResultsConfig:  # config_spec.Results declares the meanings and the defaults
+    folder: Path  # absolute; outside every synced folder and the configured state folder
+    every_s: float  # how often `watch` runs a results pass
+    files: bool  # whether result files are downloaded too
+    where: str  # "file:line: mappings[i].results.folder", for messages about the folder
+
+
+@dataclass(frozen=True)
 class MappingConfig:
     name: str
     folder: Path  # absolute; not required to exist (a missing folder is a safety stop, §7)
@@ -71,6 +80,7 @@ class MappingConfig:
     create: bool = False  # create the study (study is a UUID) when the server has none
     definition: Definition | None = None  # the study itself, kept in step after the files
     delete_components: bool = False  # delete left-out components (with --yes), not deactivate
+    results: ResultsConfig | None = None  # where its results are mirrored (`results:`)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from jatos_sync import config_spec as spec
-from jatos_sync.config import Config, MappingConfig, ServerConfig, WatchConfig, _quote
+from jatos_sync.config import (
+    Config,
+    MappingConfig,
+    ResultsConfig,
+    ServerConfig,
+    WatchConfig,
+    _quote,
+)
 from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
 from jatos_sync.definition import (
     ComponentDef,
@@ -44,7 +51,7 @@ from jatos_sync.definition import (
 )
 from jatos_sync.errors import ConfigError, UnsafePathError
 from jatos_sync.ignore import IgnoreRules, pattern_problem
-from jatos_sync.paths import server_path
+from jatos_sync.paths import is_inside, resolved, server_path
 
 KeyPath = tuple[str | int, ...]
 _T = TypeVar("_T")
@@ -267,6 +274,7 @@ class _Reader:
             self.with_definition(("mappings", i), entry, keep_out(mapping, secrets))
             for i, (entry, mapping) in enumerate(zip(file.mappings, mappings, strict=True))
         )
+        self.check_results(kept_out, file.state_dir)
         watch = _public(WatchConfig, file.watch)
         return _public(Config, file, path=absolute, server=public, mappings=kept_out, watch=watch)
 
@@ -330,6 +338,7 @@ class _Reader:
             (*at, "ignore"), entry.ignore
         )
         line = _line(self.nodes[at][1])
+        results = self.results(at, entry.results)
         result = _public(
             MappingConfig,
             entry,
@@ -337,6 +346,7 @@ class _Reader:
             study=str(entry.study),
             line=line,
             definition=None,  # with_definition, once the ignore rules are complete
+            results=results,
             **policy,
         )
         if result.create and result.study.isdigit():
@@ -456,6 +466,49 @@ class _Reader:
         if os.path.getsize(local) == 0:
             raise self.at(where, f"{_quote(str(path))} is empty, and JATOS refuses empty files")
         return str(path)
+
+    def results(self, at: KeyPath, declared: spec.Results | None) -> ResultsConfig | None:
+        """A mapping's `results:`, with the place of its folder key for later messages."""
+        if declared is None:
+            return None
+        where = (*at, "results", "folder")
+        line = _line(self.nodes[where][1])
+        return _public(ResultsConfig, declared, where=f"{self.shown}:{line}: {_label(where)}")
+
+    def check_results(self, mappings: tuple[MappingConfig, ...], state_dir: str | None) -> None:
+        """Participant data never becomes a study asset (docs/safety.md, rule 9): each results
+        folder lies outside every synced folder and the state folder, compared resolved
+        (symlinks followed), and no two mappings write into one results folder."""
+        for i, mapping in enumerate(mappings):
+            if mapping.results is None:
+                continue
+            at, folder = ("mappings", i, "results", "folder"), mapping.results.folder
+            for other in mappings:
+                if is_inside(folder, other.folder):
+                    raise self.at(
+                        at,
+                        f"the results folder {folder} is inside the synced folder "
+                        f"{other.folder} of mapping {_quote(other.name)}"
+                        f"{_through(folder, other.folder)}, so participant data would be "
+                        "uploaded to the study, where anyone who runs it can load it; choose "
+                        f"a folder outside every synced folder, e.g. ../data/{mapping.name}",
+                    )
+            if state_dir is not None and is_inside(folder, Path(state_dir)):
+                raise self.at(
+                    at,
+                    f"the results folder {folder} is inside the state folder {state_dir}"
+                    f"{_through(folder, Path(state_dir))}; choose a folder of its own for "
+                    "the participants' data",
+                )
+            for j, other in enumerate(mappings[:i]):
+                theirs = other.results.folder if other.results else None
+                if theirs and (is_inside(folder, theirs) or is_inside(theirs, folder)):
+                    raise self.at(
+                        at,
+                        f"the results folder {folder} overlaps {theirs}, the results folder "
+                        f"of mappings[{j}] (line {other.line}); give each mapping a results "
+                        "folder of its own",
+                    )
 
     def patterns(self, at: KeyPath, value: str | tuple[str, ...]) -> tuple[str, ...]:
         found = (
@@ -588,6 +641,15 @@ def _in_words(exc: yaml.MarkedYAMLError, text: str) -> str:
         return f"line {there or here} has a key without ':' after it"
     on = f" on line {there}" if there else ""
     return f"{context}{on}, {problem}" if context else problem or "not valid YAML"
+
+
+def _through(inner: Path, outer: Path) -> str:
+    """How `inner` lies inside `outer` when their spelling does not show it."""
+    spelled = (Path(os.path.abspath(inner)), Path(os.path.abspath(outer)))
+    real = (resolved(inner), resolved(outer))
+    if spelled[0] == spelled[1] or spelled[1] in spelled[0].parents:
+        return ""
+    return f" (through a symbolic link: {real[0]} is inside {real[1]})"
 
 
 def _line(node: Node) -> int:

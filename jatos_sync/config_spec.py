@@ -195,6 +195,24 @@ class Definition(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     ] = ()
 
 
+class Results(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Where the study's results (participant data) are mirrored, and how often."""
+
+    folder: Annotated[
+        LocalPath,
+        _d(
+            "the folder the study's results are mirrored into (relative to this file), "
+            "outside every synced folder and the state folder"
+        ),
+    ]
+    every: Annotated[
+        Seconds, _d("how often `jatos-sync watch` looks for new results", ge=30, le=604800)
+    ] = 300.0
+    files: Annotated[
+        bool, _d("whether result files (uploads made by the study) are downloaded too")
+    ] = True
+
+
 class Mapping(Policy, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One local folder kept identical to one study's assets."""
 
@@ -220,6 +238,10 @@ class Mapping(Policy, forbid_unknown_fields=True, frozen=True, kw_only=True):
             "results (only by sync --yes) instead of deactivated"
         ),
     ] = False
+    results: Annotated[
+        Results | None,
+        _d("mirror the study's results into a local folder", "a mapping with folder:"),
+    ] = None
 
 
 class File(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -4,15 +4,17 @@ It copies the sample experiment that ships with the package into a folder (a new
 one, or `--folder DIR`), starts the stand-in server (`jatos_sync.testing`) on 127.0.0.1
 with a free port, a temporary data folder, a user and a token but no study, writes a
 configuration whose mapping creates the study (`create: true`) with a definition (title,
-input, a consent page and the task as components), syncs — which creates the study,
-uploads the files and sets its definition —, shows what the study now serves and a
-participant link, and — unless `--once` — keeps watching, so edits in the folder are
-uploaded as they are saved. It ends by saying how to do the same with a real JATOS.
+input, a consent page and the task as components) and mirrors its results, syncs — which
+creates the study, uploads the files and sets its definition —, shows what the study now
+serves and a participant link, plays a participant (opens a study link, writes data,
+finishes the run), mirrors the results into a results folder and says where the data is,
+and — unless `--once` — keeps watching, so edits in the folder are uploaded as they are
+saved. It ends by saying how to do the same with a real JATOS.
 
-It owns the demo folder, the stand-in's lifecycle and the demo's configuration; running
-`sync` and `watch` is handed in by the CLI, so this module knows nothing about argument
-parsing or exit codes. It needs nothing but the installed package: no configuration file,
-no checkout of the repository.
+It owns the demo folder, the stand-in's lifecycle, the demo's configuration and its
+participant; running `sync`, `results` and `watch` is handed in by the CLI, so this module
+knows nothing about argument parsing or exit codes. It needs nothing but the installed
+package: no configuration file, no checkout of the repository.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from jatos_sync.errors import ConfigError
 
-Runner = Callable[[Path], int]  # runs `jatos-sync -c PATH sync|watch`, returns its exit code
+if TYPE_CHECKING:
+    from jatos_sync.testing import StandInServer, Study
+
+# Runs `jatos-sync -c PATH sync|watch|results` and returns its exit code.
+Runner = Callable[[Path], int]
 
 SAMPLE = "sample_project"  # package data: the sample experiment
 
@@ -76,10 +82,17 @@ DEMO_TITLE = "Colour-word task (jatos-sync demo)"
 
 
 def demo_config(
-    *, url: str, token_file: Path, state_dir: Path, folder: Path, study_uuid: str
+    *,
+    url: str,
+    token_file: Path,
+    state_dir: Path,
+    folder: Path,
+    study_uuid: str,
+    results: Path | None = None,
 ) -> str:
-    """The demo's configuration (YAML text): the folder and the study it creates, as code."""
-    return (
+    """The demo's configuration (YAML text): the folder and the study it creates, as code,
+    and its results mirrored into `results`."""
+    text = (
         "# Written by `jatos-sync demo`: the sample experiment and the built-in stand-in.\n"
         f"server:\n  url: {url}\n  token_file: {token_file}\n  retries: 1\n"
         f"state_dir: {state_dir}\n"
@@ -97,6 +110,7 @@ def demo_config(
         "        - title: Colour-word task\n"
         "          html: index.html\n"
     )
+    return text + (f"    results:\n      folder: {results}\n" if results else "")
 
 
 def run(
@@ -106,6 +120,7 @@ def run(
     sync: Runner,
     watch: Runner,
     links: Runner | None = None,
+    results: Runner | None = None,
 ) -> int:
     # Imported here: the other commands need not load the stand-in server at start-up.
     from jatos_sync.testing import StandInServer
@@ -129,6 +144,7 @@ def run(
                     state_dir=root / "state",
                     folder=folder,
                     study_uuid=study_uuid,
+                    results=root / "results" if results else None,
                 ),
                 encoding="utf-8",
             )
@@ -152,6 +168,11 @@ def run(
                 print("\nA link for participants (jatos-sync links):", file=out)
                 out.flush()
                 code = links(config)
+            if results is not None and created is not None and code == 0:
+                token = token_file.read_text().strip()
+                code = _participant_run(
+                    server, created, token, root / "results", results, config, out
+                )
             if not getattr(args, "once", False) and code == 0:
                 print(
                     f"\nWatching {folder}: edit a file there and save it - each upload is "
@@ -160,6 +181,55 @@ def run(
                 )
                 code = watch(config)
     print(_NEXT_STEPS, file=out)
+    return code
+
+
+_DEMO_DATA = (
+    '[{"trial":1,"word":"RED","ink":"blue","response":"blue","rt_ms":612,"correct":true},'
+    '{"trial":2,"word":"GREEN","ink":"green","response":"green","rt_ms":548,"correct":true}]'
+)
+
+
+def _participant_run(
+    server: StandInServer,
+    study: Study,
+    token: str,
+    folder: Path,
+    results: Runner,
+    config: Path,
+    out: TextIO,
+) -> int:
+    """A participant opens a study link, does the task, finishes; then the results pass
+    brings their data into the results folder."""
+    from jatos_sync.testing.participant import Participant, ParticipantError
+
+    link = server.study_link(study, "PersonalMultiple")
+    print(
+        f"\nA participant opens the study link {server.link_url(link)} and does the task.", file=out
+    )
+    participant = Participant(server.url, token)
+    try:
+        run = participant.open(link)
+        participant.start_component(run)  # the consent page
+        participant.data(run, '{"consent":true}')
+        participant.start_component(run)  # the colour-word task
+        participant.data(run, _DEMO_DATA)
+        participant.end(run, "finish")
+    except ParticipantError as exc:
+        print(f"The participant's run failed: {exc}", file=out)
+        return 1
+    print("Mirroring the study's results (`jatos-sync results`):\n", file=out)
+    code = results(config)
+    data = sorted(  # by component result ID: the task's comes after the consent page's
+        folder.glob("study_result_*/comp-result_*/data.txt"),
+        key=lambda p: int(p.parent.name.rpartition("_")[2]),
+    )
+    if code == 0 and data:
+        print(
+            f"\nTheir task data is in {data[-1]} (a temporary folder, removed when the demo ends); "
+            f"results.csv in {folder} lists every result and metadata.json has the details.",
+            file=out,
+        )
     return code
 
 
@@ -172,4 +242,6 @@ To do the same with your own experiment and your JATOS (3.8.2 or newer):
      folder. For a study that exists already: jatos-sync init (or init --adopt).
   3. jatos-sync check     # version, token, study and lock
      jatos-sync sync      # deploy once    -   jatos-sync watch   # follow your edits
-     jatos-sync links     # links for participants"""
+     jatos-sync links     # links for participants
+  4. To bring your participants' data home, add to the mapping
+     results: {folder: ../data}   and run  jatos-sync results  (watch does it every 5 min)."""

@@ -73,8 +73,8 @@ def test_every_key_of_the_declaration_is_in_the_schema_with_a_description() -> N
     schema = config_doc.json_schema()
     sections = [schema, *schema["$defs"].values()]
     described = [p.get("description") for s in sections for p in s["properties"].values()]
-    # top, server, watch, policy, mapping, definition, component
-    assert len(described) == 5 + 9 + 5 + 5 + 11 + 10 + 7
+    # top, server, watch, policy, mapping, definition, component, results
+    assert len(described) == 5 + 9 + 5 + 5 + 12 + 10 + 7 + 3
     assert all(described)
     assert all(s["additionalProperties"] is False for s in sections)
 

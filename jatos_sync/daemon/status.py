@@ -1,10 +1,11 @@
 """The daemon's status: what each mapping is doing, as `jatos-sync status` and systemd see it.
 
-Owns `MappingStatus` (one mapping's published state), the status document and its file in
-the state directory (`status.json`, written atomically, mode 0600 through `mkstemp`),
-`read_status` for the one-shot `status` command, and the one-line summary for
-`systemctl status`. It must not run passes, start threads or decide when to write (the
-supervisor does); apart from writing and reading the status file it does no I/O.
+Owns `MappingStatus` (one mapping's published state), `ResultsStatus` (its results
+mirror's), the status document and its file in the state directory (`status.json`, written
+atomically, mode 0600 through `mkstemp`), `read_status` for the one-shot `status` command,
+and the one-line summary for `systemctl status`. It must not run passes, start threads or
+decide when to write (the supervisor does); apart from writing and reading the status file
+it does no I/O.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +49,35 @@ class MappingStatus:
     deleted: int = 0
 
 
+@dataclass(frozen=True)
+class ResultsStatus:
+    """One mapping's results mirror as the status file and `systemctl status` show it."""
+
+    folder: str
+    state: str = "starting"  # starting | fetching | idle | paused | stopped
+    last_pass: float | None = None  # wall-clock time of the last pass that completed
+    last_error: str | None = None
+    failing: int = 0  # study results the last pass could not write
+    final: int = 0  # component results in the folder, by status
+    running: int = 0
+    withdrawn: int = 0
+    deleted_on_server: int = 0
+
+    def document(self, *, wall: float, final: bool = False) -> dict[str, Any]:
+        return {
+            "folder": self.folder,
+            "state": "stopped" if final else self.state,
+            "last_pass": _iso(self.last_pass),
+            "last_pass_age_s": None if self.last_pass is None else round(wall - self.last_pass, 3),
+            "last_error": None if self.last_error is None else redact(self.last_error),
+            "failing": self.failing,
+            "final": self.final,
+            "running": self.running,
+            "withdrawn": self.withdrawn,
+            "deleted_on_server": self.deleted_on_server,
+        }
+
+
 def status_document(
     statuses: Iterable[MappingStatus],
     *,
@@ -57,12 +87,15 @@ def status_document(
     wall: float,
     final: bool = False,
     pid: int | None = None,
+    results: Mapping[str, ResultsStatus] | None = None,
 ) -> dict[str, Any]:
     """What the status file holds (ages as of `wall`; `read_status` refreshes them).
 
     `now` is the daemon's monotonic clock (on which `oldest_pending_since` is measured),
-    `wall` the wall clock at the same moment.
+    `wall` the wall clock at the same moment. `results` holds the results mirror of each
+    mapping that has one, by mapping name.
     """
+    results = results or {}
     mappings = []
     for s in statuses:
         since = None if s.oldest_pending_since is None else wall - (now - s.oldest_pending_since)
@@ -85,6 +118,9 @@ def status_document(
                 "server_only": s.server_only,
                 "uploaded": s.uploaded,
                 "deleted": s.deleted,
+                "results": (
+                    results[s.name].document(wall=wall, final=final) if s.name in results else None
+                ),
             }
         )
     return {
@@ -97,17 +133,47 @@ def status_document(
     }
 
 
-def summary(statuses: Iterable[MappingStatus], *, wall: float) -> str:
-    """The one-line STATUS= text for systemd."""
+def summary(
+    statuses: Iterable[MappingStatus],
+    *,
+    wall: float,
+    results: Iterable[ResultsStatus] = (),
+) -> str:
+    """The one-line STATUS= text for systemd; with results mirrors, their counts, their last
+    pass and how many are in trouble follow the file sync's."""
     statuses = list(statuses)
     syncs = [s.last_sync for s in statuses if s.last_sync is not None]
-    return summary_line(
+    line = summary_line(
         mappings=len(statuses),
         pending=sum(s.pending for s in statuses),
         paused=sum(s.state == "paused" for s in statuses),
         last_sync_age_s=wall - max(syncs) if syncs else None,
         errors=sum(s.failing for s in statuses),
     )
+    mirrors = list(results)
+    if not mirrors:
+        return line
+    passes = [r.last_pass for r in mirrors if r.last_pass is not None]
+    parts = [
+        f"results: {sum(r.final for r in mirrors)} final",
+        f"{sum(r.running for r in mirrors)} running",
+        f"{sum(r.withdrawn for r in mirrors)} withdrawn",
+        f"last pass {_ago(wall - max(passes))}" if passes else "no results pass yet",
+    ]
+    troubled = sum(r.state == "paused" or bool(r.last_error) for r in mirrors)
+    if troubled:
+        parts.append(f"{troubled} with errors")
+    return f"{line}; {', '.join(parts)}"
+
+
+def _ago(age_s: float) -> str:
+    if age_s < 1:
+        return "just now"
+    if age_s < 120:
+        return f"{age_s:.0f} s ago"
+    if age_s < 7200:
+        return f"{age_s / 60:.0f} min ago"
+    return f"{age_s / 3600:.0f} h ago"
 
 
 def write_status(path: Path, document: dict[str, Any]) -> None:
@@ -143,6 +209,9 @@ def read_status(
         if isinstance(mapping, dict):
             mapping["oldest_pending_age_s"] = _age_s(mapping.get("oldest_pending_since"), wall)
             mapping["last_sync_age_s"] = _age_s(mapping.get("last_sync"), wall)
+            if isinstance(mapping.get("results"), dict):
+                results = mapping["results"]
+                results["last_pass_age_s"] = _age_s(results.get("last_pass"), wall)
     return data
 
 

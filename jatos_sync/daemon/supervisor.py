@@ -1,10 +1,11 @@
 """`jatos-sync watch`: the supervisor of the mapping workers, and the command's entry.
 
-The main thread runs `Daemon.run`: it starts one `MappingWorker` per mapping, reloads the
-configuration on SIGHUP (unchanged mappings keep running), writes the status file, talks to
-systemd (READY, STATUS, RELOADING, STOPPING and the watchdog) and stops everything on
-SIGTERM/SIGINT within a bounded time. `run` is the entry used by the CLI: it loads the
-configuration and token, checks the token once, and then supervises until stopped.
+The main thread runs `Daemon.run`: it starts one `MappingWorker` per mapping (and a
+`ResultsWorker` beside it for a mapping with `results:`), reloads the configuration on
+SIGHUP (unchanged mappings keep running), writes the status file, talks to systemd (READY,
+STATUS, RELOADING, STOPPING and the watchdog) and stops everything on SIGTERM/SIGINT within
+a bounded time. `run` is the entry used by the CLI: it loads the configuration and token,
+checks the token once, and then supervises until stopped.
 
 It must not decide what to sync (plan.py), parse HTTP (client.py) or import watchdog
 (watch.py). Signal handlers only set flags; all work happens in the loops.
@@ -32,6 +33,7 @@ from jatos_sync.client import JatosClient
 from jatos_sync.config import Config, MappingConfig, load_config
 from jatos_sync.credentials import Token, load_token
 from jatos_sync.daemon.locks import MappingLocks
+from jatos_sync.daemon.results_worker import ResultsWorker
 from jatos_sync.daemon.status import remove_stale_status, status_document, summary, write_status
 from jatos_sync.daemon.worker import MappingWorker, Timings, backoff_s
 from jatos_sync.errors import EXIT_OK, ConfigError, InternalError, ServerUnavailableError
@@ -83,6 +85,9 @@ class Daemon:
         self._status_name = f"{os.getpid()}-{os.urandom(3).hex()}"
         self._nothing_said_at: float | None = None  # when "nothing is syncing" was said
         self.workers: dict[str, MappingWorker] = {}
+        # The results mirror of each mapping with `results:`: a thread of its own, started
+        # and stopped with its mapping, never pausing or paused by the file sync.
+        self.results_workers: dict[str, ResultsWorker] = {}
         self._stop_requested = False
         self._reload_requested = False
         self._ready = False  # systemd was told READY=1 (after every mapping's first pass)
@@ -103,7 +108,9 @@ class Daemon:
 
     def workers_alive(self) -> bool:
         """Whether every mapping's worker thread runs (none died and awaits a restart)."""
-        return not any(worker.died for worker in list(self.workers.values()))
+        return not any(worker.died for worker in list(self.workers.values())) and not any(
+            worker.died for worker in list(self.results_workers.values())
+        )
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Start every mapping and supervise until a stop is requested (or `stop` is set)."""
@@ -138,6 +145,7 @@ class Daemon:
                     self._reload()
                 self._tend_workers()
                 self._say_if_nothing_syncs()
+                self._tend_results()
                 if not self._ready and all(
                     w.first_pass_done.is_set() for w in self.workers.values()
                 ):
@@ -199,12 +207,29 @@ class Daemon:
         )
         self.workers[mapping.name] = worker
         worker.start()
+        # A mapping worker restarted after its thread died keeps its results worker.
+        if mapping.results is not None and mapping.name not in self.results_workers:
+            self._start_results(mapping)
+
+    def _start_results(self, mapping: MappingConfig) -> None:
+        results = ResultsWorker(
+            mapping,
+            client=self._client_factory(self.config, self._token),
+            synced=[(m.name, m.folder) for m in self.config.mappings],
+            state_root=self._store.root,
+            clock=self._clock,
+            wall_clock=self._wall_clock,
+            timings=self._timings,
+            on_change=self._changed.set,
+        )
+        self.results_workers[mapping.name] = results
+        results.start()
 
     def _tend_workers(self) -> None:
         """Notice a worker thread that ended without being asked to, say so, and start its
         mapping again after a backoff (docs/safety.md, rule 13)."""
         now = self._clock()
-        for name in [n for n in self._restart_at if n not in self.workers]:
+        for name in [n for n in self._restart_at if n.split("\0")[0] not in self.workers]:
             del self._restart_at[name]  # the mapping left with a reload
         for name, worker in list(self.workers.items()):
             if not worker.died:
@@ -236,11 +261,53 @@ class Daemon:
                 else:
                     log.warning("worker_restarted", mapping=name)
 
+    def _tend_results(self) -> None:
+        """A results worker whose thread ended on its own is started again after a backoff,
+        like a mapping's (docs/safety.md, rule 13)."""
+        now = self._clock()
+        for name, worker in list(self.results_workers.items()):
+            key = f"{name}\0results"  # apart from the mapping's own restarts
+            if not worker.died:
+                if worker.status.state == "idle":
+                    self._restarts.pop(key, None)
+                continue
+            if key not in self._restart_at:
+                delay_s = backoff_s(
+                    self._restarts.get(key, 0),
+                    base_s=self._timings.pause_base_s,
+                    max_s=self._timings.pause_max_s,
+                )
+                self._restart_at[key] = now + delay_s
+                log.error("results_worker_died", mapping=name, restart_in_s=round(delay_s, 1))
+                self._changed.set()
+            elif now >= self._restart_at[key]:
+                del self._restart_at[key]
+                self._restarts[key] = self._restarts.get(key, 0) + 1
+                try:
+                    self._start_results(worker.mapping)
+                except Exception as exc:  # tried again after a longer backoff
+                    error = InternalError.wrapping(exc)
+                    log.error("results_worker_restart_failed", mapping=name, error=str(error))
+                else:
+                    log.warning("results_worker_restarted", mapping=name)
+
     def _stop_workers(self, workers: list[MappingWorker]) -> None:
-        """Stop `workers` together; wait at most `stop_timeout_s` for all of them."""
+        """Stop `workers`, and their results workers, together; wait at most
+        `stop_timeout_s` for all of them."""
+        results = [
+            self.results_workers[w.mapping.name]
+            for w in workers
+            if w.mapping.name in self.results_workers
+        ]
         for worker in workers:
             worker.request_stop()
+        for result in results:
+            result.request_stop()
         deadline = self._clock() + self._timings.stop_timeout_s
+        for result in results:
+            result.join(max(0.0, deadline - self._clock()))
+            if result.thread.is_alive():
+                log.warning("results_worker_abandoned", mapping=result.mapping.name)
         for worker in workers:
             worker.join(max(0.0, deadline - self._clock()))
             if worker.thread.is_alive():
@@ -290,6 +357,7 @@ class Daemon:
         self._stop_workers(leaving)
         for worker in leaving:
             del self.workers[worker.mapping.name]
+            self.results_workers.pop(worker.mapping.name, None)
         if config.state_dir != old.state_dir:
             self._locks = MappingLocks(self._store.root)
         kept = list(self.workers)
@@ -297,6 +365,10 @@ class Daemon:
             if new_token:
                 worker.use_client(self._client_factory(config, token))
             worker.request_rescan()
+        for results in self.results_workers.values():
+            if new_token:
+                results.use_client(self._client_factory(config, token))
+            results.retry_now()
         self.config = config
         starting = [m for m in mappings if m.name not in self.workers]
         for mapping in starting:
@@ -349,10 +421,15 @@ class Daemon:
             now=self._clock(),
             wall=self._wall_clock(),
             final=final,
+            results={name: w.status for name, w in self.results_workers.items()},
         )
 
     def _summary(self) -> str:
-        return summary((w.status for w in self.workers.values()), wall=self._wall_clock())
+        return summary(
+            (w.status for w in self.workers.values()),
+            wall=self._wall_clock(),
+            results=[w.status for w in self.results_workers.values()],
+        )
 
 
 def _same(a: MappingConfig, b: MappingConfig) -> bool:
