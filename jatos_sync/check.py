@@ -135,21 +135,21 @@ def check_mapping(
             )
         remote = client.list_assets(mapping.study)
         report.facts["server_files"] = len(remote.files)
-    except StudyNotFoundError as exc:
-        if not mapping.create:
-            report.problems.append((exc.exit_code, str(exc)))
-        else:  # not a problem: the next sync creates it
+    except JatosSyncError as exc:
+        if isinstance(exc, StudyNotFoundError) and mapping.create:  # the next sync creates it
             report.facts["study"] = "not on this server yet"
             report.warnings.append(
                 f"study {mapping.study} does not exist on this server yet; `jatos-sync sync` "
                 "creates it (create: true)"
             )
-    except JatosSyncError as exc:
-        report.problems.append((exc.exit_code, str(exc)))
-        if isinstance(exc, (StudyNotFoundError, AccessError)) and "study_id" not in report.facts:
-            # A wrong `study:` is fixed by knowing the right one: say what the token can reach.
-            with contextlib.suppress(JatosSyncError):
-                report.reachable = sorted(client.list_studies(), key=lambda s: s.id)
+        else:
+            report.problems.append((exc.exit_code, str(exc)))
+            wrong_study = isinstance(exc, (StudyNotFoundError, AccessError))
+            if wrong_study and "study_id" not in report.facts:
+                # A wrong `study:` is fixed by knowing the right one: say what the token can
+                # reach.
+                with contextlib.suppress(JatosSyncError):
+                    report.reachable = sorted(client.list_studies(), key=lambda s: s.id)
 
     try:
         store.root.mkdir(parents=True, exist_ok=True, mode=0o700)
