@@ -1,63 +1,182 @@
 """Value types shared by scan, client, plan, apply and state. No I/O here.
 
-Paths inside the program are `PurePosixPath` objects relative to the synced folder (or to
-the study assets directory on the server); conversion to OS paths and to URLs happens at
-the edges (`scan.py`, `client.py`).
+Paths inside the program are `RelPath` values relative to the synced folder (or to the
+study assets directory on the server); conversion to OS paths and to URLs happens at the
+edges (`scan.py`, `client.py`).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-
-RelPath = PurePosixPath
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def rel_path(text: str) -> RelPath:
-    """`RelPath(text)`, interned.
+class RelPath(str):
+    """A relative POSIX path such as `img/logo.png`: a `str`, with the few operations of
+    `pathlib.PurePosixPath` this program uses (`parts`, `parent`, `name`, `suffix`, `/` …).
 
-    Each path of a pass is built three times (scan, server listing, saved state), and
-    parsing a PurePosixPath costs microseconds: for 5,000 files that is most of a no-op
-    pass. The cache is bounded, so a long-running daemon does not grow without limit.
+    A daemon keeps one per file in each of its tables (local files, server files, synced
+    files), 250,000 of them for a large lab server: as a `str` a path costs its characters
+    and no more, where a `PurePosixPath` holds a list of segments and a cached string
+    besides (about five times the memory), and it is made without parsing. Like
+    `PurePosixPath`, the constructor joins its arguments with "/" and drops empty and "."
+    segments; the folder itself is ".". Unlike it, a `RelPath` equals the `str` it spells,
+    and sorts as that `str` does.
     """
-    return RelPath(text)
+
+    __slots__ = ()
+
+    def __new__(cls, *segments: str) -> RelPath:
+        text = "/".join(segments) if len(segments) != 1 else segments[0]
+        if (
+            not text
+            or text == "."
+            or "//" in text
+            or "/." in text
+            or text[0] == "."
+            or (text[-1] == "/")
+        ):
+            text = _normalised(text)
+        return str.__new__(cls, text)
+
+    def __repr__(self) -> str:
+        return f"RelPath({str(self)!r})"
+
+    def __truediv__(self, other: str) -> RelPath:
+        if other.startswith("/"):
+            return RelPath(other)
+        return RelPath(other) if self == "." else RelPath(f"{self}/{other}")
+
+    def joinpath(self, *others: str) -> RelPath:
+        result = self
+        for other in others:
+            result = result / other
+        return result
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        if self == ".":
+            return ()
+        if self.startswith("/"):
+            return ("/", *self[1:].split("/")) if len(self) > 1 else ("/",)
+        return tuple(self.split("/"))
+
+    @property
+    def name(self) -> str:
+        return "" if self == "." or self == "/" else self.rpartition("/")[2]
+
+    @property
+    def suffix(self) -> str:
+        name = self.name
+        i = name.rfind(".")
+        return name[i:] if 0 < i < len(name) - 1 else ""
+
+    @property
+    def stem(self) -> str:
+        name, suffix = self.name, self.suffix
+        return name[: len(name) - len(suffix)] if suffix else name
+
+    @property
+    def parent(self) -> RelPath:
+        head, sep, _ = self.rpartition("/")
+        if not sep:
+            return _ROOT
+        return RelPath(head or "/")
+
+    @property
+    def parents(self) -> Sequence[RelPath]:
+        found: list[RelPath] = []
+        path = self
+        while path.name:
+            path = path.parent
+            found.append(path)
+        return tuple(found)
+
+    def with_name(self, name: str) -> RelPath:
+        if not self.name or not name or "/" in name or name == ".":
+            raise ValueError(f"{self!r} with name {name!r}")
+        return self.parent / name
+
+    def with_suffix(self, suffix: str) -> RelPath:
+        return self.with_name(self.stem + suffix)
+
+    def is_absolute(self) -> bool:
+        return self.startswith("/")
+
+    def is_relative_to(self, other: str) -> bool:
+        base = RelPath(other)
+        if base.is_absolute() != self.is_absolute():
+            return False
+        return base == "." or self == base or self.startswith(base.rstrip("/") + "/")
+
+    def relative_to(self, other: str) -> RelPath:
+        if not self.is_relative_to(other):
+            raise ValueError(f"{str(self)!r} is not in the subpath of {other!r}")
+        base = RelPath(other)
+        if base == ".":
+            return self
+        return _ROOT if self == base else RelPath(self[len(base.rstrip("/")) + 1 :])
+
+    def as_posix(self) -> str:
+        return str(self)
 
 
-@dataclass(frozen=True)
+def _normalised(text: str) -> str:
+    absolute = text.startswith("/")
+    kept = [segment for segment in text.split("/") if segment and segment != "."]
+    joined = "/".join(kept)
+    if absolute:
+        return "/" + joined
+    return joined or "."
+
+
+_ROOT = str.__new__(RelPath, ".")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class FileInfo:
     """What identifies a file's content: its size and Adler-32, as JATOS lists them
     (docs/jatos-api.md §3), and, where this tool read or sent the bytes itself, a strong
     digest.
 
     Adler-32 is weak: swapping two values in a counterbalancing table keeps size and
-    checksum. Equality compares what the server can tell (size and Adler-32) only; the
-    digest decides between two contents that JATOS cannot tell apart (docs/safety.md,
-    rule 12). `b""` means unknown.
+    checksum. Equality compares what the server can tell (size and Adler-32) only, for a
+    `LocalFile` too; the digest decides between two contents that JATOS cannot tell apart
+    (docs/safety.md, rule 12). `b""` means unknown.
     """
 
     size: int
     checksum: int  # unsigned 32-bit Adler-32, as JATOS lists it
-    digest: bytes = field(default=b"", compare=False)  # DIGEST_BYTES of SHA-256, or b""
+    digest: bytes = b""  # DIGEST_BYTES of SHA-256, or b""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FileInfo):
+            return NotImplemented
+        return self.size == other.size and self.checksum == other.checksum
+
+    def __hash__(self) -> int:
+        return hash((self.size, self.checksum))
 
 
 DIGEST_BYTES = 16  # a truncated SHA-256 tells accidental edits apart; 16 bytes keep it small
 
 
-@dataclass(frozen=True)
-class LocalFile:
-    """A regular file found by the local scan."""
+@dataclass(frozen=True, slots=True, eq=False)
+class LocalFile(FileInfo):
+    """A regular file found by the local scan: its content identity, and the stat values
+    that say whether it is still the content that was read (the checksum cache's key).
 
-    size: int
-    checksum: int
-    mtime_ns: int = 0
-    digest: bytes = field(default=b"", compare=False)  # see FileInfo.digest
+    It is a `FileInfo`, so one object per file serves the checksum cache, the scan, the
+    server's listing when it agrees and the record of what was synced: a daemon over
+    250,000 files keeps one, not four (benchmarks/bench_scale.py).
+    """
+
+    mtime_ns: int = field(default=0, kw_only=True)
+    inode: int = field(default=0, kw_only=True)
 
     @property
     def info(self) -> FileInfo:
-        return FileInfo(self.size, self.checksum, self.digest)
+        return self
 
 
 @dataclass(frozen=True)

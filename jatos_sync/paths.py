@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from jatos_sync.errors import UnsafePathError
-from jatos_sync.model import RelPath, rel_path
+from jatos_sync.model import RelPath
 
 
 def resolved(path: Path) -> Path:
@@ -51,7 +51,7 @@ def server_path(text: object) -> RelPath:
         raise UnsafePathError(f"{_shown(raw)}: an absolute path")
     if "//" in raw or raw.endswith("/") or ("." in raw and _dot_segment(raw)):
         raise UnsafePathError(f"{_shown(raw)}: has an empty, '.' or '..' segment")
-    return rel_path(raw)
+    return RelPath(raw)
 
 
 def _dot_segment(raw: str) -> bool:

@@ -351,23 +351,18 @@ def next_synced(
 ) -> dict[RelPath, FileInfo]:
     """What this tool knows it put on the server after a pass, per path.
 
-    Files found identical on both sides are adopted (with the local digest: the server
-    holds the same size and Adler-32); uploads record the bytes actually sent; deleted files
-    are forgotten; entries for files no longer on the server are dropped, and the rest keep
-    their old value so a colleague's later change is still recognised. `remote` is the
-    server as the plan saw it (`server_view`).
+    Files found identical on both sides are adopted as the scan found them (the local file
+    is a FileInfo with its digest, and the server holds the same size and Adler-32);
+    uploads record the bytes actually sent; deleted files are forgotten; entries for files
+    no longer on the server are dropped, and the rest keep their old value so a colleague's
+    later change is still recognised. `remote` is the server as the plan saw it
+    (`server_view`). The keys are `remote`'s, which a pass shares with its scan.
     """
-    result = {p: info for p, info in previous.items() if p in remote}
+    result = {p: previous[p] for p in remote if p in previous}
     for path in plan.unchanged:
-        known = previous.get(path)
-        digest = local.files[path].digest
-        same = known is not None and known == remote[path] and known.digest == digest
-        result[path] = known if same and known is not None else _with_digest(remote[path], digest)
+        result[path] = local.files[path]
     result.update(uploaded)
     for path in deleted:
         result.pop(path, None)
     return result
 
-
-def _with_digest(info: FileInfo, digest: bytes) -> FileInfo:
-    return FileInfo(info.size, info.checksum, digest)

@@ -28,7 +28,7 @@ import os
 import stat
 import time
 import zlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -41,7 +41,6 @@ from jatos_sync.model import (
     LocalSnapshot,
     PathProblem,
     RelPath,
-    rel_path,
 )
 
 # A cached checksum is trusted only for a file whose mtime is at least this much older than
@@ -60,8 +59,6 @@ _REASON_LOOP = "symlink loop"
 _REASON_BROKEN = "broken symbolic link"
 _REASON_UNSTABLE = "file kept changing while it was read; it is read again on the next pass"
 
-_CacheEntry = tuple[int, int, int, int, bytes]  # size, mtime_ns, inode, checksum, digest
-
 
 def adler32_file(path: Path, *, chunk_size: int = 1 << 20) -> tuple[int, int]:
     """(size, Adler-32) of the file's content, read in chunks; as JATOS lists it (§2.2)."""
@@ -72,13 +69,15 @@ def adler32_file(path: Path, *, chunk_size: int = 1 << 20) -> tuple[int, int]:
 class ChecksumCache:
     """Checksums of files seen before, keyed by relative path.
 
-    An entry is (size, mtime_ns, inode, Adler-32, digest) and is used only while all three
-    stat values still match and the mtime is not racy (see `RACY_WINDOW_NS`). The counters
-    let benchmarks show that an unchanged folder is scanned without reading file content.
+    An entry is the `LocalFile` the scan made (size, Adler-32, digest, mtime_ns, inode)
+    and is used only while its three stat values still match and the mtime is not racy
+    (see `RACY_WINDOW_NS`); the scan then returns that very object, so the cache and the
+    snapshot share their entries. The counters let benchmarks show that an unchanged folder
+    is scanned without reading file content.
     """
 
-    def __init__(self, entries: dict[str, _CacheEntry] | None = None) -> None:
-        self._entries: dict[str, _CacheEntry] = dict(entries or {})
+    def __init__(self, entries: dict[RelPath, LocalFile] | None = None) -> None:
+        self._entries: dict[RelPath, LocalFile] = dict(entries or {})
         self.generation = 0  # counts changes, so an unchanged cache need not be saved again
         self.bytes_read = 0
         self.hits = 0
@@ -92,7 +91,7 @@ class ChecksumCache:
 
     def lookup(self, path: RelPath, st: os.stat_result, *, now_ns: int) -> FileInfo | None:
         """The cached content identity of `path` if `st` still describes the hashed content."""
-        return self._lookup(str(path), st, now_ns)
+        return self._lookup(path, st, now_ns)
 
     def store(
         self,
@@ -110,17 +109,21 @@ class ChecksumCache:
         not stored: it could change again within the same timestamp tick.
         """
         now = time.time_ns() if now_ns is None else now_ns
-        self._store(str(path), st, checksum, digest, now)
+        self._store(path, _local_file(st, checksum, digest), st, now)
 
-    def prune(self, keep: Collection[str]) -> None:
-        """Forget every path not in `keep` (files that disappeared)."""
-        kept = {key: entry for key, entry in self._entries.items() if key in keep}
+    def keep_only(self, files: Mapping[RelPath, LocalFile]) -> None:
+        """After a whole scan: forget every path the scan did not find (files that
+        disappeared), and hold the snapshot's own path objects, so that the two share them."""
+        kept = {path: f for path, f in files.items() if self._entries.get(path) is f}
         if len(kept) != len(self._entries):
-            self._entries = kept
             self.generation += 1
+        self._entries = kept
 
     def to_json(self) -> dict[str, list[int | str]]:
-        return {key: [*entry[:4], entry[4].hex()] for key, entry in sorted(self._entries.items())}
+        return {
+            key: [e.size, e.mtime_ns, e.inode, e.checksum, e.digest.hex()]
+            for key, e in sorted(self._entries.items())
+        }
 
     @classmethod
     def from_json(cls, data: object) -> ChecksumCache:
@@ -129,7 +132,7 @@ class ChecksumCache:
         Entries without a digest (written before digests were kept) are dropped too: the
         file is read once more.
         """
-        entries: dict[str, _CacheEntry] = {}
+        entries: dict[RelPath, LocalFile] = {}
         if isinstance(data, dict):
             for key, value in data.items():
                 if (
@@ -142,32 +145,46 @@ class ChecksumCache:
                 ):
                     digest = digest_from_hex(value[4])
                     if digest:
-                        entries[key] = (value[0], value[1], value[2], value[3], digest)
+                        size, mtime_ns, inode, checksum = value[:4]
+                        entries[RelPath(key)] = LocalFile(
+                            size, checksum, digest, mtime_ns=mtime_ns, inode=inode
+                        )
         return cls(entries)
 
-    def _lookup(self, key: str, st: os.stat_result, now_ns: int) -> FileInfo | None:
+    def _lookup(self, key: RelPath, st: os.stat_result, now_ns: int) -> LocalFile | None:
         entry = self._entries.get(key)
         if (
             entry is not None
-            and entry[0] == st.st_size
-            and entry[1] == st.st_mtime_ns
-            and entry[2] == st.st_ino
+            and entry.size == st.st_size
+            and entry.mtime_ns == st.st_mtime_ns
+            and entry.inode == st.st_ino
             and not _is_racy(st, now_ns)
         ):
             self.hits += 1
-            return FileInfo(entry[0], entry[3], entry[4])
+            return entry
         return None
 
-    def _store(
-        self, key: str, st: os.stat_result, checksum: int, digest: bytes, now_ns: int
-    ) -> None:
+    def _store(self, key: RelPath, local: LocalFile, st: os.stat_result, now_ns: int) -> None:
+        """Remember `local` (read from the content `st` describes), unless it is racy."""
         old = self._entries.get(key)
         if _is_racy(st, now_ns):
             self._entries.pop(key, None)
         else:
-            self._entries[key] = (st.st_size, st.st_mtime_ns, st.st_ino, checksum, digest)
-        if self._entries.get(key) != old:
+            self._entries[key] = local
+        new = self._entries.get(key)
+        if _fields(new) != _fields(old):
             self.generation += 1
+
+
+def _local_file(st: os.stat_result, checksum: int, digest: bytes) -> LocalFile:
+    return LocalFile(st.st_size, checksum, digest, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+
+
+def _fields(entry: LocalFile | None) -> tuple[object, ...] | None:
+    """Every field of a cache entry (`==` on a FileInfo compares size and Adler-32 only)."""
+    if entry is None:
+        return None
+    return entry.size, entry.checksum, entry.digest, entry.mtime_ns, entry.inode
 
 
 def check_folder(folder: Path) -> None:
@@ -258,7 +275,7 @@ class _Walk:
 
     def __init__(self, rules: IgnoreRules, cache: ChecksumCache, now_ns: int) -> None:
         self.rules, self.cache, self.now_ns = rules, cache, now_ns
-        self.files: dict[str, LocalFile] = {}
+        self.files: dict[RelPath, LocalFile] = {}
         self.errors: list[PathProblem] = []
         self.unsyncable: list[PathProblem] = []
         self.stack: list[_Pending] = []
@@ -277,9 +294,10 @@ class _Walk:
                 self.stack.append((os_path, rel + "/", ancestors | {key}))
         elif found.kind == "file":
             assert found.st is not None
-            scanned = _scan_file(rel, os_path, found.st, self.cache, self.now_ns)
+            path = RelPath(rel)  # a file's name is UTF-8 here: `classify` checked it
+            scanned = _scan_file(path, os_path, found.st, self.cache, self.now_ns)
             if isinstance(scanned, LocalFile):
-                self.files[rel] = scanned
+                self.files[path] = scanned
             elif scanned is not None:
                 self.errors.append(scanned)
         elif found.kind == "unsyncable":
@@ -355,34 +373,36 @@ def scan_folder(
     elif under.parts and not under.is_absolute() and ".." not in under.parts:
         walk.start_under(folder, under, root)
     walk.list_dirs(folder)
+    files = {path: walk.files[path] for path in sorted(walk.files)}
     if under is None:
-        walk.cache.prune(walk.files.keys())
+        walk.cache.keep_only(files)
     return LocalSnapshot(
-        files={rel_path(rel): walk.files[rel] for rel in sorted(walk.files)},
+        files=files,
         errors=tuple(sorted(walk.errors, key=_problem_key)),
         unsyncable=tuple(sorted(walk.unsyncable, key=_problem_key)),
     )
 
 
 def _scan_file(
-    rel: str, os_path: str, st: os.stat_result, cache: ChecksumCache, now_ns: int
+    path: RelPath, os_path: str, st: os.stat_result, cache: ChecksumCache, now_ns: int
 ) -> LocalFile | PathProblem | None:
     """The file's content identity (cached or read), a scan error, or None if it vanished."""
-    known = cache._lookup(rel, st, now_ns)
+    known = cache._lookup(path, st, now_ns)
     if known is not None:
-        return LocalFile(st.st_size, known.checksum, st.st_mtime_ns, known.digest)
+        return known
     cache.misses += 1
     try:
         hashed = _hash_settled(os_path, cache)
     except FileNotFoundError:
         return None  # deleted between listing and reading
     except OSError as exc:
-        return PathProblem(RelPath(rel), _os_reason(exc))
+        return PathProblem(path, _os_reason(exc))
     if hashed is None:
-        return PathProblem(RelPath(rel), _REASON_UNSTABLE)
+        return PathProblem(path, _REASON_UNSTABLE)
     file_st, checksum, digest = hashed
-    cache._store(rel, file_st, checksum, digest, now_ns)
-    return LocalFile(file_st.st_size, checksum, file_st.st_mtime_ns, digest)
+    local = _local_file(file_st, checksum, digest)
+    cache._store(path, local, file_st, now_ns)
+    return local
 
 
 def file_info_now(folder: Path, path: RelPath) -> LocalFile | None:
@@ -409,7 +429,7 @@ def file_info_now(folder: Path, path: RelPath) -> LocalFile | None:
             f"{path} kept changing while it was read; it is uploaded once it has settled."
         )
     st, checksum, digest = hashed
-    return LocalFile(st.st_size, checksum, st.st_mtime_ns, digest)
+    return _local_file(st, checksum, digest)
 
 
 class _NotRegularFileError(OSError):
@@ -488,7 +508,7 @@ def _is_utf8(name: str) -> bool:
 def _rel_path(rel: str) -> RelPath:
     """A RelPath that is safe to print and serialise even for a non-UTF-8 name."""
     if _is_utf8(rel):
-        return rel_path(rel)
+        return RelPath(rel)
     raw = rel.encode("utf-8", "surrogateescape")
     return RelPath(raw.decode("utf-8", "backslashreplace"))
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 
 from jatos_sync.errors import EXIT_PARTIAL, ConfigError, JatosSyncError
-from jatos_sync.model import FileInfo, RelPath, rel_path
+from jatos_sync.model import FileInfo, RelPath
 from jatos_sync.paths import is_inside, resolved
 from jatos_sync.scan import ChecksumCache, digest_from_hex
 
@@ -173,9 +173,13 @@ class StateStore:
 
     @staticmethod
     def _fingerprint(state: MappingState) -> object:
-        # Digests do not take part in FileInfo equality, so they are compared here apart.
-        synced = {path: (info, info.digest) for path, info in state.synced.items()}
-        return synced, state.root, state.folds_case
+        """What tells a changed `synced` from the one last read or written: the sum of a
+        hash of every entry (digests too, which `==` on FileInfo leaves out), not a copy,
+        which for a large folder would take more memory than the state itself."""
+        total = 0
+        for path, info in state.synced.items():
+            total += hash((path, info.size, info.checksum, info.digest))
+        return len(state.synced), total, state.root, state.folds_case
 
     def _remember(self, key: str, state: MappingState) -> None:
         self._clean[key] = (self._fingerprint(state), state.cache, state.cache.generation)
@@ -254,7 +258,7 @@ def _parse_synced(data: object) -> tuple[str | None, dict[RelPath, FileInfo]]:
         digest = digest_from_hex(value[2]) if len(value) == 3 else b""
         if len(value) == 3 and not digest:
             return f"bad digest for {name!r} in 'synced'", {}
-        synced[rel_path(name)] = FileInfo(value[0], value[1], digest)
+        synced[RelPath(name)] = FileInfo(value[0], value[1], digest)
     return None, synced
 
 

@@ -7,6 +7,7 @@ parse HTTP (client.py), decide what to change (plan.py) or talk to the user (cli
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -224,7 +225,7 @@ class MappingSync:
                     bytes_hashed=self._state.cache.bytes_read,
                     cache_hits=self._state.cache.hits,
                 )
-                remote = listing.result()
+                remote = _shared(listing.result(), local)
             self._local, self._remote = local, remote
             self._listed_at, self._seen_at = self._clock(), {}
             plan = self._plan(allow_mass_delete=allow_mass_delete, prune=prune)
@@ -509,6 +510,25 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _shared(remote: RemoteSnapshot, local: LocalSnapshot) -> RemoteSnapshot:
+    """The server's listing holding the scan's objects wherever the two agree: the scan's
+    path, and its `LocalFile` (a `FileInfo`) for a file with the same size and Adler-32.
+
+    A daemon keeps both between passes; for a folder already in step this keeps one
+    object per file instead of two (the digest a `LocalFile` carries means nothing for the
+    server's side, where only size and Adler-32 are compared).
+    """
+    listed, files = remote.files, {}
+    for path, mine in local.files.items():
+        info = listed.get(path)
+        if info is not None:
+            files[path] = mine if mine == info else info
+    if len(files) != len(listed):
+        for path, info in listed.items():
+            files.setdefault(path, info)
+    return dataclasses.replace(remote, files=files)
 
 
 def run_pass(

@@ -60,7 +60,7 @@ from jatos_sync.debounce import Change
 from jatos_sync.errors import ConfigError
 from jatos_sync.ignore import IgnoreRules
 from jatos_sync.links import LinkMap, map_links, signature
-from jatos_sync.model import RelPath, rel_path
+from jatos_sync.model import RelPath
 
 log = structlog.get_logger("jatos_sync.watch")
 
@@ -498,7 +498,7 @@ class FolderWatcher:
                     if rel in self._hard:
                         self._hard[rel] = (path, now)
         for rel in changed:
-            self._pass_on("touch", rel_path(rel), is_dir=False)
+            self._pass_on("touch", RelPath(rel), is_dir=False)
 
     def _start_observer(self, mode: Mode) -> Observer:
         observer = self._factory(mode, self.poll_interval_s)
@@ -571,7 +571,7 @@ class FolderWatcher:
         self._retry_links_at = self._clock() + self.RETRY_NOT_FOLLOWED_S if problems else math.inf
         if announce:
             for rel in sorted(links.links - old.links):
-                self._pass_on("touch", rel_path(rel), is_dir=True)
+                self._pass_on("touch", RelPath(rel), is_dir=True)
 
     def _load_rules(self) -> IgnoreRules:
         try:
@@ -671,7 +671,7 @@ class FolderWatcher:
         rels = self._links.relatives(path)
         if os.sep != "/":
             rels = [rel.replace(os.sep, "/") for rel in rels]
-        return [rel_path(rel) if rel else RelPath() for rel in rels]
+        return [RelPath(rel) if rel else RelPath() for rel in rels]
 
 
 class _Handler(FileSystemEventHandler):

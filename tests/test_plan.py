@@ -25,7 +25,7 @@ def local(files: Mapping[str, tuple[int, ...]], **kw: object) -> LocalSnapshot:
     """Files as (size, checksum) or (size, checksum, digest byte)."""
     return LocalSnapshot(
         files={
-            P(p): LocalFile(v[0], v[1], 0, bytes([v[2]]) * 16 if len(v) > 2 else b"")
+            P(p): LocalFile(v[0], v[1], bytes([v[2]]) * 16 if len(v) > 2 else b"")
             for p, v in files.items()
         },
         **kw,  # type: ignore[arg-type]

@@ -85,8 +85,8 @@ def test_scan_lists_files_with_size_checksum_and_mtime(folder: Path) -> None:
     write(folder, "img/icons/a.png", b"Wikipedia")
     snapshot = scan(folder)
     assert snapshot.files == {
-        RelPath("img/icons/a.png"): LocalFile(9, 300286872, OLD_NS),
-        RelPath("index.html"): LocalFile(6, 139133471, OLD_NS),
+        RelPath("img/icons/a.png"): LocalFile(9, 300286872, mtime_ns=OLD_NS),
+        RelPath("index.html"): LocalFile(6, 139133471, mtime_ns=OLD_NS),
     }
     assert snapshot.errors == ()
     assert snapshot.unsyncable == ()
@@ -94,7 +94,7 @@ def test_scan_lists_files_with_size_checksum_and_mtime(folder: Path) -> None:
 
 def test_empty_files_are_included(folder: Path) -> None:
     write(folder, "empty.txt", b"")
-    assert scan(folder).files == {RelPath("empty.txt"): LocalFile(0, 1, OLD_NS)}
+    assert scan(folder).files == {RelPath("empty.txt"): LocalFile(0, 1, mtime_ns=OLD_NS)}
 
 
 def test_empty_folder_gives_empty_snapshot(folder: Path) -> None:
@@ -408,7 +408,13 @@ def test_racy_cache_entry_is_not_trusted_even_if_it_matches(tmp_path: Path) -> N
     path = write(tmp_path, "a.txt", b"hello\n")
     st = os.stat(path)
     digest = b"d" * 16
-    cache = ChecksumCache({"a.txt": (st.st_size, st.st_mtime_ns, st.st_ino, 42, digest)})
+    cache = ChecksumCache(
+        {
+            RelPath("a.txt"): LocalFile(
+                st.st_size, 42, digest, mtime_ns=st.st_mtime_ns, inode=st.st_ino
+            )
+        }
+    )
     assert cache.lookup(RelPath("a.txt"), st, now_ns=st.st_mtime_ns + SECOND_NS) is None
     assert cache.lookup(RelPath("a.txt"), st, now_ns=st.st_mtime_ns - SECOND_NS) is None
     found = cache.lookup(RelPath("a.txt"), st, now_ns=st.st_mtime_ns + 3 * SECOND_NS)
@@ -488,7 +494,7 @@ def test_cache_from_json_keeps_good_entries_next_to_bad_ones() -> None:
 
 def test_file_info_now_rehashes_without_cache(folder: Path) -> None:
     write(folder, "img/a b.png", b"Wikipedia")
-    assert file_info_now(folder, RelPath("img/a b.png")) == LocalFile(9, 300286872, OLD_NS)
+    assert file_info_now(folder, RelPath("img/a b.png")) == LocalFile(9, 300286872, mtime_ns=OLD_NS)
 
 
 @pytest.mark.parametrize("rel", ["gone.txt", "dir", "file.txt/below"])

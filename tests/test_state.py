@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from jatos_sync.errors import ConfigError, JatosSyncError
-from jatos_sync.model import FileInfo, RelPath
+from jatos_sync.model import FileInfo, LocalFile, RelPath
 from jatos_sync.scan import ChecksumCache
 from jatos_sync.state import (
     MappingState,
@@ -32,7 +32,11 @@ def sample_state() -> MappingState:
             RelPath("stimuli/café.csv"): FileInfo(0, 1),
         },
         cache=ChecksumCache(
-            {"index.html": (6, 1_600_000_000_000_000_000, 42, 139133471, b"\x07" * 16)}
+            {
+                RelPath("index.html"): LocalFile(
+                    6, 139133471, b"\x07" * 16, mtime_ns=1_600_000_000_000_000_000, inode=42
+                )
+            }
         ),
         root=(2049, 1234),
     )
