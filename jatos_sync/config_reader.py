@@ -368,8 +368,8 @@ class _Reader:
     def with_definition(
         self, at: KeyPath, entry: spec.Mapping, mapping: MappingConfig
     ) -> MappingConfig:
-        """`mapping` with its `definition:`, checked as JATOS would check it (§11.6 of
-        docs/jatos-api.md), and each component's HTML file checked in the folder: there,
+        """`mapping` with its `definition:`, checked as JATOS would check it
+        (docs/jatos-api.md §11.6), and each component's HTML file checked in the folder: there,
         syncable and not ignored (a folder that is missing is the pass's to report)."""
         declared = entry.definition
         if declared is None:

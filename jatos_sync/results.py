@@ -5,12 +5,13 @@ Owns one mapping's `results:` folder and everything in it: `study_result_<srid>/
 comp-result_<crid>/data.txt` and `files/<name>`, `metadata.json` (the server's metadata of
 the study as last fetched), `results.csv` (one row per component result) and the record of
 what was mirrored (`.jatos-sync-results.json`, next to the data it describes). A pass asks
-for the study's metadata (one request), decides what to fetch (`plan_pass`, pure: tested with
-`==`), fetches those study results as zips streamed to a temporary file in the folder (never
-held in memory), verifies every zip against the metadata (entries present, CRCs, plausible
-sizes; §15.2 items 12-16), writes each verified result atomically (temporary file in the
-target folder, fsync, rename; folders 0700, files 0600), removes the data of withdrawn runs
-(an abort purges them on the server, §14.7) and keeps results deleted on the server.
+for the study's metadata (one request), decides what to fetch (`plan_pass`, pure: tested
+with `==`), fetches those study results as zips streamed to a temporary file in the folder
+(never held in memory), verifies every zip against the metadata (entries present, CRCs,
+plausible sizes; docs/jatos-api.md §15.2 items 12-16), writes each verified result
+atomically (temporary file in the target folder, fsync, rename; folders 0700, files 0600),
+removes the data of withdrawn runs (an abort purges them on the server,
+docs/jatos-api.md §14.7) and keeps results deleted on the server.
 
 Everything from the server is untrusted (docs/safety.md, rule 10): IDs must be positive
 whole numbers, file names pass `paths.server_path` and every local path is proven inside
@@ -80,7 +81,8 @@ METADATA_NAME = "metadata.json"
 _DOWNLOAD_PREFIX = ".jatos-sync-download-"
 RECORD_VERSION = 1
 
-# A study result is final once its run has ended (§14.7); only then is it never fetched again.
+# A study result is final once its run has ended (docs/jatos-api.md §14.7); only then is it
+# never fetched again.
 FINAL_STATES = frozenset({"FINISHED", "ABORTED", "FAIL"})
 WITHDRAWN_STATE = "ABORTED"  # an abort purges the data and files of every component result
 
@@ -127,7 +129,7 @@ class ResultFile(msgspec.Struct, frozen=True, rename={"name": "filename"}):
 
 
 class DataSize(msgspec.Struct, frozen=True):
-    size: Count  # SQL LENGTH(data): bytes on MySQL, characters on H2 (§14.2)
+    size: Count  # SQL LENGTH(data): bytes on MySQL, characters on H2 (docs/jatos-api.md §14.2)
 
 
 # The values of the metadata below are declared with the metadata's own key names
@@ -294,7 +296,8 @@ class Plan:
 
 
 def result_path(srid: int, crid: int) -> str:
-    """A component result's folder below the results folder, as JATOS names it (§14.3)."""
+    """A component result's folder below the results folder, as JATOS names it
+    (docs/jatos-api.md §14.3)."""
     return f"study_result_{srid}/comp-result_{crid}"
 
 
@@ -322,8 +325,9 @@ def _text(value: object, limit: int = 500) -> str:
     return ""
 
 
-# The shape of a metadata answer (§14.2), as far as the mirror reads it. Values are checked
-# one by one below (their types differ by version); only the nesting is fixed here.
+# The shape of a metadata answer (docs/jatos-api.md §14.2), as far as the mirror reads it.
+# Values are checked one by one below (their types differ by version); only the nesting is
+# fixed here.
 class _FileIn(msgspec.Struct):
     filename: Any = None
     size: Any = None
@@ -383,9 +387,10 @@ class _AnswerFast(msgspec.Struct):
 
 def parse_metadata(raw: bytes, *, study: str) -> Metadata:
     """The results of `study` (a numeric ID or a lower-case UUID) in a metadata answer
-    (§14.2), checked where they enter: types differ by version (`groupId`), optional keys
-    are left out, order is unspecified. A study result with a bad ID or size is left out and
-    reported; a result file with an unsafe name is left out and reported.
+    (docs/jatos-api.md §14.2), checked where they enter: types differ by version
+    (`groupId`), optional keys are left out, order is unspecified. A study result with a bad
+    ID or size is left out and reported; a result file with an unsafe name is left out and
+    reported.
 
     A well-formed answer is decoded and checked by msgspec in one go; one that is not is
     read again field by field, so that one odd entry costs only that entry."""
@@ -1149,9 +1154,9 @@ class ResultsMirror:
         return record.study_id == int(study) if study.isdigit() else record.study_uuid == study
 
     def _metadata(self, record: Record, outcome: ResultsOutcome) -> Metadata:
-        """The study's metadata (§14.2): one request, selected by the study's ID once it is
-        known (by the UUID the mapping names until then). Unlike the zips it fails
-        properly (403, 404, 500)."""
+        """The study's metadata (docs/jatos-api.md §14.2): one request, selected by the
+        study's ID once it is known (by the UUID the mapping names until then). Unlike the
+        zips it fails properly (403, 404, 500)."""
         study = self.mapping.study
         if record.study_id and self._matches(record):
             study = str(record.study_id)
@@ -1245,8 +1250,9 @@ class ResultsMirror:
         record: Record,
         outcome: ResultsOutcome,
     ) -> None:
-        """An aborted run is a withdrawal: its data and files go here too (§14.7). When
-        they cannot be removed, its rows stay as they were and it is tried again."""
+        """An aborted run is a withdrawal: its data and files go here too
+        (docs/jatos-api.md §14.7). When they cannot be removed, its rows stay as they were
+        and it is tried again."""
         done = set(plan.withdrawn)
         for srid, crids in plan.withdraw:
             try:
@@ -1522,9 +1528,10 @@ _REALIGN_WINDOW = 64 * 1024
 
 def _open_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> IO[bytes]:
     """Open `entry`, allowing for JATOS's keep-alive: a space byte sent after 30 s of
-    silence lands inside the zip (§14.3), so the central directory's offsets of the entries
-    before it are off by the spaces that follow them. Such an entry's local header is looked
-    for a little earlier (its name must match); its CRC then proves the content."""
+    silence lands inside the zip (docs/jatos-api.md §14.3), so the central directory's
+    offsets of the entries before it are off by the spaces that follow them. Such an entry's
+    local header is looked for a little earlier (its name must match); its CRC then proves
+    the content."""
     try:
         return archive.open(entry)
     except zipfile.BadZipFile:
@@ -1553,10 +1560,11 @@ def _moved(entry: zipfile.ZipInfo, offset: int) -> zipfile.ZipInfo:
 
 
 def _data_bounds(size: int, *, running: bool) -> tuple[int, int]:
-    """The byte sizes of data.txt that fit `size` from the metadata (§14.2): it counts
-    bytes on MySQL and UTF-16 units on H2, and the file is in the server's charset, so a
-    unit takes from half a byte (a pair replaced by "?") to four bytes. A running result
-    may have grown or been replaced since the metadata was read."""
+    """The byte sizes of data.txt that fit `size` from the metadata
+    (docs/jatos-api.md §14.2): it counts bytes on MySQL and UTF-16 units on H2, and the file
+    is in the server's charset, so a unit takes from half a byte (a pair replaced by "?") to
+    four bytes. A running result may have grown or been replaced since the metadata was
+    read."""
     if running:
         return 0, 4 * size + _RUNNING_SLACK_BYTES
     return size // 2, 4 * size

@@ -325,7 +325,7 @@ def test_a_truncated_zip_is_detected_retried_and_never_written_as_complete(lab: 
 
 def test_a_valid_but_partial_zip_writes_only_the_complete_results(lab310: Results) -> None:
     runs = [lab310.participant([f"data {i}"]) for i in range(3)]
-    # JATOS closes the zip properly when its database fails mid-stream (§14.3).
+    # JATOS closes the zip properly when its database fails mid-stream (docs/jatos-api.md §14.3).
     lab310.server.faults.truncate_results_next(1, after_entries=1, valid=True)
     lab310.server.faults.truncate_results_next(TRIES - 1, after_entries=0, valid=True)
     result, mapping = lab310.run_json()
@@ -342,7 +342,8 @@ def test_a_valid_but_partial_zip_writes_only_the_complete_results(lab310: Result
 
 
 def test_keep_alive_spaces_inside_the_zip_do_not_spoil_it(lab310: Results) -> None:
-    # JATOS sends a space whenever the stream is silent for its keep-alive interval (§14.3).
+    # JATOS sends a space whenever the stream is silent for its keep-alive interval
+    # (docs/jatos-api.md §14.3).
     lab310.server.keepalive_s = 0.05
     lab310.server.faults.results_stall_s = 0.12
     runs = [lab310.participant(["one", "two"], files={"f.txt": b"F"}), lab310.participant(["3"])]
