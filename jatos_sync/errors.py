@@ -1,7 +1,7 @@
 """The one error hierarchy of jatos-sync.
 
 Every failure the program reports on purpose is a `JatosSyncError`; its `exit_code` is one
-of the codes the README lists under "Exit codes". Third-party exceptions are translated into
+of the codes listed in README, "Exit codes". Third-party exceptions are translated into
 these classes at the boundary that meets them (requests in `client.py`, YAML in `config.py`,
 OS errors in `scan.py`/`state.py`); only `cli.py` turns them into a message and an exit
 code.

@@ -1,4 +1,4 @@
-"""Every exit code the README lists ("Exit codes"), produced by the real CLI with the right
+"""Every exit code listed in README, "Exit codes", produced by the real CLI with the right
 message."""
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ mappings:
     study: 42
 """
 
-# The example of the README's "Configuration", verbatim: these keys must work exactly as shown.
+# The example in README, "Configuration", verbatim: these keys must work exactly as shown.
 README_EXAMPLE = """\
 server:
   url: https://jatos.example.org/prefix   # base URL; a path prefix is allowed

@@ -91,7 +91,7 @@ class StudyActions(Area):
             return self.app.json_data(self._json(self.app.study_for(call), call))
 
     def study_exists(self, call: Call) -> Response:
-        # ADMIN only, no membership needed (docs/jatos-api.md §10.5).
+        # ADMIN only (docs/jatos-api.md §10.5); the stand-in checks no membership here.
         self.app.find_study(call.study_ref)
         return Response(204)
 
