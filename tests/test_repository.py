@@ -49,7 +49,7 @@ NOT_YET_SWEPT = (
 _SECTION = r"§(\d+(?:\.\d+)?)(?:[-\u2013]§?(\d+(?:\.\d+)?))?(?: items? (\d+)(?:[-\u2013](\d+))?)?"
 _CITATION = re.compile(r"docs/jatos-api\.md (" + _SECTION + r"(?:, " + _SECTION + r")*)")
 _SAFETY_RULE = re.compile(r"docs/safety\.md, rules? (\d+)")
-_README_SECTION = re.compile(r'README, "([^"]+)"')
+_README_SECTION = re.compile(r'README, ["]([^"]+)["]')
 
 
 def _tracked() -> list[str]:
@@ -170,5 +170,5 @@ def test_every_citation_names_a_section_or_rule_that_exists() -> None:
                 wrong.append(f"{name}: docs/safety.md, rule {rule.group(1)}")
         for heading in _README_SECTION.finditer(joined):
             if heading.group(1).casefold() not in headings:
-                wrong.append(f'{name}: README, "{heading.group(1)}"')
+                wrong.append(f"{name}: README section {heading.group(1)!r}")
     assert not wrong, "no such section or rule:\n" + "\n".join(wrong)
