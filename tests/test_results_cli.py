@@ -609,11 +609,11 @@ def test_a_stopped_pass_writes_nothing_half_and_leftovers_go(lab310: Results) ->
 
 
 def test_one_writer_at_a_time_per_results_folder(lab310: Results) -> None:
-    from jatos_sync.results import _folder_lock
+    from jatos_sync.results import folder_lock
 
     lab310.participant(["x"])
     lab310.folder.mkdir(parents=True)
-    with _folder_lock(lab310.folder):  # as a `watch` daemon's results pass would hold it
+    with folder_lock(lab310.folder):  # as a `watch` daemon's results pass would hold it
         result = lab310.run()
     assert result.code == 4
     assert "Another jatos-sync is writing into the results folder" in result.out

@@ -20,9 +20,10 @@ implies, never extracted by their own names. The record is a hint: a damaged one
 (everything on the server is fetched again), never trusted, never fatal.
 
 The modules, in the order data flows through them: `metadata` (the server's metadata,
-decoded and checked), `plan` (pure: metadata + record → what a pass does), `zips` (reading
-a results zip and what its entries must be), `record` (the record, results.csv and atomic
-writes) and `mirror` (the pass that does the I/O, and the `results` command's passes).
+decoded and checked), `plan` (pure: metadata + record → what a pass does), `zips` (one
+study result out of a zip, verified before it is written), `record` (the record,
+results.csv and atomic writes) and `mirror` (the pass that does the I/O, and the `results`
+command's passes).
 
 Must not: send HTTP except through `JatosClient`, write or delete outside the results
 folder, delete anything but the data and files of withdrawn runs, or log result data.
@@ -42,8 +43,8 @@ from jatos_sync.results.mirror import (
     ResultsMirror,
     ResultsOutcome,
     ResultsStopped,
-    _folder_lock,
     check_results_folder,
+    folder_lock,
     run_results,
 )
 from jatos_sync.results.plan import Mirrored, Plan, Record, Row, batches, plan_pass, rows_for
@@ -74,11 +75,11 @@ __all__ = [
     "ResultsStopped",
     "Row",
     "StudyResultMeta",
-    "_folder_lock",
     "batches",
     "check_results_folder",
     "csv_text",
     "encode_record",
+    "folder_lock",
     "iso_time",
     "load_record",
     "parse_metadata",

@@ -149,7 +149,7 @@ def result_path(srid: int, crid: int) -> str:
     return f"study_result_{srid}/comp-result_{crid}"
 
 
-def _is_id(value: object) -> TypeGuard[int]:
+def is_id(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
 
 
@@ -161,7 +161,7 @@ def _millis(value: object) -> int | None:
     return value if _is_count(value) else None
 
 
-def _text(value: object, limit: int = 500) -> str:
+def short_text(value: object, limit: int = 500) -> str:
     if isinstance(value, bool) or value is None:
         return ""
     if isinstance(value, (str, int)):
@@ -295,8 +295,8 @@ def _metadata(
     for problem in problems:
         log.warning("results_entry_refused", path=str(problem.path), reason=problem.reason)
     return Metadata(
-        study_id=next((e.study_id for e in entries if _is_id(e.study_id)), None),
-        study_uuid=next((e.study_uuid.lower() for e in entries if _uuid(e.study_uuid)), ""),
+        study_id=next((e.study_id for e in entries if is_id(e.study_id)), None),
+        study_uuid=next((e.study_uuid.lower() for e in entries if is_uuid(e.study_uuid)), ""),
         results=tuple(results[k] for k in sorted(results)),
         problems=tuple(problems),
         document=raw if len(entries) == len(listed) else _only(raw, study=study),
@@ -307,9 +307,9 @@ def _parse_slowly(raw: bytes, *, study: str) -> Metadata:
     try:
         answer = msgspec.json.decode(raw, type=_AnswerIn)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _not_metadata(str(exc)) from None
+        raise not_metadata(str(exc)) from None
     if answer.data is None:
-        raise _not_metadata("no 'data' list")
+        raise not_metadata("no 'data' list")
     entries = [e for e in answer.data if _is_study(e, study)]
     problems: list[PathProblem] = []
     found: list[StudyResultMeta] = []
@@ -318,12 +318,12 @@ def _parse_slowly(raw: bytes, *, study: str) -> Metadata:
             try:
                 found.append(_study_result(raw_result, problems))
             except _Refused as exc:
-                srid = raw_result.id if _is_id(raw_result.id) else "?"
+                srid = raw_result.id if is_id(raw_result.id) else "?"
                 problems.append(PathProblem(RelPath(f"study_result_{srid}"), str(exc)))
     return _metadata(raw, answer.data, entries, found, problems, study=study)
 
 
-def _not_metadata(why: str) -> UnsupportedServerError:
+def not_metadata(why: str) -> UnsupportedServerError:
     return UnsupportedServerError(
         f"The server's answer to the results metadata request is not JATOS's JSON ({why}); "
         "is server.url the base address of JATOS 3.8.2 or newer?"
@@ -340,7 +340,7 @@ def _only(raw: bytes, *, study: str) -> bytes:
 
 def _is_study(entry: _StudyIn | _StudyFast, study: str) -> bool:
     if study.isdigit():
-        return _is_id(entry.study_id) and entry.study_id == int(study)
+        return is_id(entry.study_id) and entry.study_id == int(study)
     return isinstance(entry.study_uuid, str) and entry.study_uuid.lower() == study
 
 
@@ -348,12 +348,12 @@ def _is_study_json(entry: Mapping[str, Any], study: str) -> bool:
     return _is_study(_StudyIn(entry.get("studyId"), entry.get("studyUuid")), study)
 
 
-def _uuid(value: object) -> TypeGuard[str]:
+def is_uuid(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F-]{1,64}", value) is not None
 
 
 def _study_result(raw: _ResultIn, problems: list[PathProblem]) -> StudyResultMeta:
-    if not _is_id(raw.id):
+    if not is_id(raw.id):
         raise _Refused("the server listed a study result without a valid ID")
     srid: int = raw.id
     components: dict[int, ComponentResultMeta] = {}
@@ -365,14 +365,14 @@ def _study_result(raw: _ResultIn, problems: list[PathProblem]) -> StudyResultMet
     worker = raw.worker_id
     return StudyResultMeta(
         id=srid,
-        state=_text(raw.study_state, 40),
+        state=short_text(raw.study_state, 40),
         start_ms=_millis(raw.start_date),
         end_ms=_millis(raw.end_date),
         last_seen_ms=_millis(raw.last_seen_date),
-        worker_id=worker if _is_count(worker) else _text(worker, 40),
-        worker_type=_text(raw.worker_type, 40),
-        batch_id=raw.batch_id if _is_id(raw.batch_id) else None,
-        batch_title=_text(raw.batch_title),
+        worker_id=worker if _is_count(worker) else short_text(worker, 40),
+        worker_type=short_text(raw.worker_type, 40),
+        batch_id=raw.batch_id if is_id(raw.batch_id) else None,
+        batch_title=short_text(raw.batch_title),
         components=tuple(components[k] for k in sorted(components)),
     )
 
@@ -380,7 +380,7 @@ def _study_result(raw: _ResultIn, problems: list[PathProblem]) -> StudyResultMet
 def _component_result(
     raw: _ComponentIn, srid: int, problems: list[PathProblem]
 ) -> ComponentResultMeta:
-    if not _is_id(raw.id):
+    if not is_id(raw.id):
         raise _Refused("a component result without a valid ID")
     crid: int = raw.id
     size = raw.data.size if raw.data is not None else None
@@ -394,8 +394,8 @@ def _component_result(
     component = raw.component_id
     return ComponentResultMeta(
         id=crid,
-        component_id=component if _is_id(component) else None,
-        state=_text(raw.component_state, 40),
+        component_id=component if is_id(component) else None,
+        state=short_text(raw.component_state, 40),
         start_ms=_millis(raw.start_date),
         end_ms=_millis(raw.end_date),
         data=DataSize(size),

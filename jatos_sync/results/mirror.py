@@ -1,18 +1,17 @@
 """One mapping's results pass: the I/O around the pure plan.
 
 Owns `ResultsMirror` (lock the folder, ask for the metadata, identify the study, then carry
-the plan out: remove the data of withdrawn runs, fetch zips, verify and write each result,
-save the record), its `ResultsOutcome`, the check that the results folder lies outside every
-synced folder and the state folder (docs/safety.md, rule 9), and `run_results` (the passes
-of the `results` command). Must not: send HTTP except through `JatosClient`, write or delete
-outside the results folder, delete anything but the data and files of withdrawn runs, or log
-result data.
+the plan out: remove the data of withdrawn runs, fetch zips, have zips.py verify and write
+each result, save the record), its `ResultsOutcome`, the check that the results folder lies
+outside every synced folder and the state folder (docs/safety.md, rule 9), and `run_results`
+(the passes of the `results` command). Must not: send HTTP except through `JatosClient`,
+write or delete outside the results folder, delete anything but the data and files of
+withdrawn runs, or log result data.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import io
 import os
@@ -21,7 +20,6 @@ import tempfile
 import threading
 import time
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +46,13 @@ from jatos_sync.paths import contained, is_inside, resolved
 from jatos_sync.results.metadata import (
     Metadata,
     StudyResultMeta,
-    _is_id,
-    _not_metadata,
-    _text,
-    _uuid,
     component_ids,
+    is_id,
+    is_uuid,
+    not_metadata,
     parse_metadata,
     result_path,
+    short_text,
 )
 from jatos_sync.results.plan import (
     STATUSES,
@@ -70,7 +68,6 @@ from jatos_sync.results.record import (
     CSV_NAME,
     METADATA_NAME,
     RECORD_NAME,
-    _fsync_dir,
     counts,
     csv_text,
     encode_record,
@@ -78,13 +75,10 @@ from jatos_sync.results.record import (
     write_private,
 )
 from jatos_sync.results.zips import (
-    CHUNK_BYTES,
-    _data_bounds,
-    _entry,
-    _file_bounds,
-    _open_entry,
-    _Unverified,
-    _zip_reason,
+    Unverified,
+    remove_empty,
+    write_result,
+    zip_reason,
 )
 from jatos_sync.state import make_private_dirs
 
@@ -176,7 +170,7 @@ def check_results_folder(
 
 
 @contextlib.contextmanager
-def _folder_lock(root: Path) -> Iterator[None]:
+def folder_lock(root: Path) -> Iterator[None]:
     """Hold `root`'s lock, one writer per results folder (a `results` run beside a daemon):
     an exclusive `flock` on the folder itself, so nothing is written for it and the kernel
     drops it however the process ends."""
@@ -238,7 +232,7 @@ class ResultsMirror:
                     f"Cannot create the results folder {self.root} ({exc.strerror or exc}); "
                     f"check {self.settings.where}."
                 ) from exc
-            with _folder_lock(self.root):
+            with folder_lock(self.root):
                 self._pass(outcome)
         except ResultsStopped as exc:
             outcome.error = exc
@@ -323,7 +317,7 @@ class ResultsMirror:
             what=f"the results metadata of study {self.mapping.study}",
         )
         if "html" in download.content_type:
-            raise _not_metadata("a web page; a proxy or a sign-in page in front of JATOS?")
+            raise not_metadata("a web page; a proxy or a sign-in page in front of JATOS?")
         return parse_metadata(body.getvalue(), study=study)
 
     def _identify(self, record: Record, metadata: Metadata, outcome: ResultsOutcome) -> None:
@@ -388,10 +382,10 @@ class ResultsMirror:
         titles: dict[int, str] = {}
         listed = data.get("components")
         for component in listed if isinstance(listed, list) else []:
-            if isinstance(component, dict) and _is_id(component.get("id")):
-                titles[component["id"]] = _text(component.get("title"))
-        study_id = data["id"] if _is_id(data.get("id")) else None
-        uuid = str(data["uuid"]).lower() if _uuid(data.get("uuid")) else ""
+            if isinstance(component, dict) and is_id(component.get("id")):
+                titles[component["id"]] = short_text(component.get("title"))
+        study_id = data["id"] if is_id(data.get("id")) else None
+        uuid = str(data["uuid"]).lower() if is_uuid(data.get("uuid")) else ""
         return study_id, uuid, titles
 
     # ------------------------------------------------------------------ withdrawals
@@ -411,7 +405,7 @@ class ResultsMirror:
             try:
                 for crid in crids:
                     self._remove_local(srid, crid)
-                self._remove_empty(RelPath(f"study_result_{srid}"))
+                remove_empty(self.root, RelPath(f"study_result_{srid}"))
             except (OSError, UnsafePathError) as exc:
                 reason = f"could not remove the data of this withdrawn run: {exc}"
                 outcome.failed.append(PathProblem(RelPath(f"study_result_{srid}"), reason))
@@ -432,11 +426,7 @@ class ResultsMirror:
             files.unlink()
         elif files.is_dir():
             shutil.rmtree(files)
-        self._remove_empty(base)
-
-    def _remove_empty(self, rel: RelPath) -> None:
-        with contextlib.suppress(FileNotFoundError, OSError):
-            contained(self.root, rel).rmdir()  # only when empty
+        remove_empty(self.root, base)
 
     # ------------------------------------------------------------------ downloads
 
@@ -510,14 +500,20 @@ class ResultsMirror:
         try:
             archive = zipfile.ZipFile(stream)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            reason = f"the zip is damaged or cut short ({_zip_reason(exc)})"
+            reason = f"the zip is damaged or cut short ({zip_reason(exc)})"
             return dict.fromkeys((sr.id for sr in group), reason)
         failed: dict[int, str] = {}
         with archive:
             for sr in group:
                 try:
-                    local = self._write_result(archive, sr)
-                except _Unverified as exc:
+                    local = write_result(
+                        archive,
+                        sr,
+                        root=self.root,
+                        files=self.settings.files,
+                        check_stop=self._check_stop,
+                    )
+                except Unverified as exc:
                     failed[sr.id] = str(exc)
                     continue
                 self._written(sr, local, record, outcome)
@@ -542,92 +538,6 @@ class ResultsMirror:
             elif row.status != "deleted_on_server":
                 outcome.updated.append(row.path)
         record.results[sr.id] = Mirrored(sr.fingerprint, sr.final, self.settings.files, rows)
-
-    def _write_result(
-        self, archive: zipfile.ZipFile, sr: StudyResultMeta
-    ) -> dict[int, tuple[int, tuple[str, ...]]]:
-        """Check every entry `sr` needs against the metadata, each into a temporary file
-        next to its target; only when all passed are they renamed into place. Returns each
-        component result's local data size and files. Raises `_Unverified`."""
-        staged: list[tuple[Path, Path]] = []
-        local: dict[int, tuple[int, tuple[str, ...]]] = {}
-        try:
-            for cr in sr.components:
-                base = RelPath(result_path(sr.id, cr.id))
-                size = 0
-                entry = _entry(archive, f"{base}/data.txt")
-                if entry is None and cr.data_size > 0:
-                    raise _Unverified(f"{base}/data.txt is missing from the zip")
-                if entry is not None:
-                    low, high = _data_bounds(cr.data_size, running=not sr.final)
-                    size = self._stage(archive, entry, base / "data.txt", low, high, staged)
-                names: list[str] = []
-                for item in cr.files if self.settings.files else ():
-                    rel = f"{base}/files/{item.name}"
-                    entry = _entry(archive, rel)
-                    if entry is None:
-                        raise _Unverified(f"{rel} is missing from the zip")
-                    low, high = _file_bounds(item.size, running=not sr.final)
-                    self._stage(archive, entry, RelPath(rel), low, high, staged)
-                    names.append(item.name)
-                local[cr.id] = (size, tuple(names))
-            for temporary, target in staged:
-                os.replace(temporary, target)
-            for directory in {target.parent for _, target in staged}:
-                _fsync_dir(directory)
-        except BaseException:
-            for temporary, _ in staged:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-            for cr in sr.components:  # folders made for this try, if nothing else is there
-                self._remove_empty(RelPath(result_path(sr.id, cr.id)) / "files")
-                self._remove_empty(RelPath(result_path(sr.id, cr.id)))
-            self._remove_empty(RelPath(f"study_result_{sr.id}"))
-            raise
-        return local
-
-    def _stage(
-        self,
-        archive: zipfile.ZipFile,
-        entry: zipfile.ZipInfo,
-        rel: RelPath,
-        low: int,
-        high: int,
-        staged: list[tuple[Path, Path]],
-    ) -> int:
-        """One entry into a temporary file beside `rel`, CRC and size checked; its size."""
-        if not low <= entry.file_size <= high:
-            raise _Unverified(
-                f"{rel} holds {entry.file_size} bytes, which does not fit the metadata"
-            )
-        try:
-            target = contained(self.root, rel)
-            make_private_dirs(target.parent)
-            target = contained(self.root, rel)  # again, now that its folders exist
-            for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
-                stale.unlink()  # left by a process that was killed while writing it
-        except (UnsafePathError, OSError) as exc:
-            raise _Unverified(f"{rel} cannot be written here: {exc}") from exc
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        staged.append((Path(name), target))
-        size = 0
-        try:
-            with open(fd, "wb") as out, _open_entry(archive, entry) as source:
-                while chunk := source.read(CHUNK_BYTES):
-                    self._check_stop()
-                    size += len(chunk)
-                    if size > entry.file_size:
-                        raise _Unverified(f"{rel} is longer than the zip says")
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-            raise _Unverified(f"{rel} is damaged in the zip ({_zip_reason(exc)})") from exc
-        except OSError as exc:
-            raise _Unverified(f"{rel} could not be written ({exc.strerror or exc})") from exc
-        if size != entry.file_size:
-            raise _Unverified(f"{rel} is shorter than the zip says")
-        return size
 
     def _check_stop(self) -> None:
         if self._stop.is_set():

@@ -25,7 +25,7 @@ from msgspec.structs import replace
 from jatos_sync.errors import UnsafePathError
 from jatos_sync.model import RelPath
 from jatos_sync.paths import contained, server_path
-from jatos_sync.results.metadata import _text, _uuid
+from jatos_sync.results.metadata import is_uuid, short_text
 from jatos_sync.results.plan import RECORD_VERSION, STATUSES, Mirrored, Record, Row, Status
 
 RECORD_NAME = ".jatos-sync-results.json"
@@ -111,7 +111,7 @@ def _rebuilt(root: Path) -> Record:
     with contextlib.suppress(OSError, ValueError, RecursionError):
         doc = json.loads((root / METADATA_NAME).read_bytes())
         entry = doc["data"][0] if isinstance(doc, dict) and doc.get("data") else {}
-        if isinstance(entry, dict) and _uuid(entry.get("studyUuid")):
+        if isinstance(entry, dict) and is_uuid(entry.get("studyUuid")):
             record.study_uuid = str(entry["studyUuid"]).lower()
     rows: dict[int, list[Row]] = {}
     with (
@@ -160,13 +160,13 @@ def _row_from_csv(item: Mapping[str, str | None]) -> Row | None:
         study_result_id=srid,
         component_result_id=crid,
         component_id=number("component_id"),
-        component_title=_text(item.get("component_title")),
-        worker_id=_text(item.get("worker_id"), 40),
-        worker_type=_text(item.get("worker_type"), 40),
+        component_title=short_text(item.get("component_title")),
+        worker_id=short_text(item.get("worker_id"), 40),
+        worker_type=short_text(item.get("worker_type"), 40),
         batch_id=number("batch_id"),
-        batch_title=_text(item.get("batch_title")),
-        study_state=_text(item.get("study_state"), 40),
-        component_state=_text(item.get("component_state"), 40),
+        batch_title=short_text(item.get("batch_title")),
+        study_state=short_text(item.get("study_state"), 40),
+        component_state=short_text(item.get("component_state"), 40),
         start_ms=_parse_iso(item.get("start_time")),
         end_ms=_parse_iso(item.get("end_time")),
         data_size=0,  # the folder's own facts are read after this (`_local_facts`)
@@ -248,10 +248,10 @@ def write_private(path: Path, payload: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(name)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
