@@ -2,9 +2,9 @@
 
 Every failure the program reports on purpose is a `JatosSyncError`; its `exit_code` is one
 of the codes listed in README, "Exit codes". Third-party exceptions are translated into
-these classes at the boundary that meets them (requests in `client.py`, YAML in `config.py`,
-OS errors in `scan.py`/`state.py`); only `cli.py` turns them into a message and an exit
-code.
+these classes at the boundary that meets them (requests in `client.py`, YAML in
+`config_reader.py`, OS errors in `scan.py`/`state.py`); only `cli.py` turns them into a
+message and an exit code.
 
 Messages must be actionable by a researcher: what happened, to which file or study, and
 what to do. They must never contain the token.
