@@ -56,7 +56,7 @@ class ApiAnswer:
 
     @property
     def error_code(self) -> str | None:
-        """3.10 envelope error code (§7.2); None for 3.8/3.9 plain-text errors."""
+        """3.10 envelope error code (docs/jatos-api.md §8.2); None for 3.8/3.9 plain-text errors."""
         if isinstance(self.json, dict):
             error = self.json.get("error")
             if isinstance(error, dict) and isinstance(error.get("code"), str):
@@ -93,7 +93,8 @@ def not_jatos(answer: ApiAnswer, what: str, *, base_url: str) -> UnsupportedServ
 
 
 def general_error(answer: ApiAnswer, what: str, *, base_url: str) -> JatosSyncError:
-    """Map an answer that is not the expected success to our error classes (§8)."""
+    """Map an answer that is not the expected success to our error classes
+    (docs/jatos-api.md §8.5)."""
     status, code, msg = answer.status, answer.error_code, answer.message
     if 300 <= status < 400:
         location = answer.location or ""
@@ -147,7 +148,7 @@ def general_error(answer: ApiAnswer, what: str, *, base_url: str) -> JatosSyncEr
             )
         if "File 'structure'" in msg:
             # JATOS 3.8.1 has no listing route; the request falls through to a download
-            # of a file named "structure" (API reference §0).
+            # of a file named "structure" (docs/jatos-api.md §1.3).
             return UnsupportedServerError(
                 f"{base_url} has no asset listing endpoint ({msg}). JATOS 3.8.1 lacks "
                 "it: jatos-sync needs JATOS 3.8.2 or newer."
@@ -176,11 +177,11 @@ def general_error(answer: ApiAnswer, what: str, *, base_url: str) -> JatosSyncEr
 def check_file_answer(
     answer: ApiAnswer, path: RelPath, study: str, *, action: str, size: int | None, base_url: str
 ) -> None:
-    """Interpret the answer to an upload/delete/download of one file (§4-§6): return on
-    success, raise the matching error otherwise."""
+    """Interpret the answer to an upload/delete/download of one file
+    (docs/jatos-api.md §4-§6): return on success, raise the matching error otherwise."""
     status, code, msg = answer.status, answer.error_code, answer.message
     if status in (200, 201) and not answer.is_html:
-        return  # ≤3.9: empty body; 3.10: a JSON message (§7)
+        return  # ≤3.9: empty body; 3.10: a JSON message (docs/jatos-api.md §5.3, §6)
     what = f"{action} of {path}"
     if status in (401, 403) or 300 <= status < 400:
         raise general_error(answer, f"study {study}", base_url=base_url)
@@ -227,15 +228,15 @@ def _walk_nodes(data: Any) -> Iterator[dict[str, Any]]:
 
 
 def parse_listing(data: Any, *, api_version: str, study: str) -> RemoteSnapshot:
-    """The files of a listing (§3), each path validated where it enters (docs/safety.md,
-    rule 10). An entry that is not a plain relative path is left out and reported; a path
-    listed twice is kept once if both entries agree, and refused otherwise (the listing is
-    then not trustworthy, and nothing may be decided from it)."""
+    """The files of a listing (docs/jatos-api.md §3), each path validated where it enters
+    (docs/safety.md, rule 10). An entry that is not a plain relative path is left out and
+    reported; a path listed twice is kept once if both entries agree, and refused otherwise
+    (the listing is then not trustworthy, and nothing may be decided from it)."""
     files: dict[RelPath, FileInfo] = {}
     refused: list[PathProblem] = []
     for node in _walk_nodes(data):
         if node.get("type") != "file":
-            continue  # directories (with or without a trailing "/", §3) and "other"
+            continue  # directories (trailing "/" or not, docs/jatos-api.md §3.4), "other"
         raw, size, checksum = node.get("path"), node.get("size"), node.get("checksum")
         if not (_is_count(size) and _is_count(checksum) and checksum <= 0xFFFFFFFF):
             refused.append(PathProblem(_shown(raw), "listed without a valid size or checksum"))
@@ -246,7 +247,7 @@ def parse_listing(data: Any, *, api_version: str, study: str) -> RemoteSnapshot:
             refused.append(PathProblem(_shown(raw), f"the server listed an unsafe path ({exc})"))
             continue
         if is_server_temp(path):
-            continue  # a 3.10 cross-file-store upload in flight or left by a crash (§9)
+            continue  # 3.10's temporary upload names (docs/jatos-api.md §9.6)
         info = FileInfo(size, checksum)
         known = files.setdefault(path, info)
         if known != info:
@@ -286,7 +287,7 @@ def study_info(data: Mapping[str, Any]) -> StudyInfo:
 
 
 def token_info(data: Mapping[str, Any], *, api_version: str) -> TokenInfo:
-    """`GET /admin/token`'s data (§2.7); odd values are taken as absent."""
+    """`GET /admin/token`'s data (docs/jatos-api.md §2.7); odd values are taken as absent."""
     expiration = data.get("expirationDate")
     roles = data.get("roles")
     return TokenInfo(

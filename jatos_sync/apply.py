@@ -178,9 +178,10 @@ def _verify_case_renames(
 ) -> list[RelPath]:
     """Delete the old spelling of a case-only rename only where the server holds both names.
 
-    On a server whose file system ignores letter case (JATOS on macOS or Windows, §9) the
-    upload of `stimuli.js` replaced `Stimuli.js` itself; deleting `Stimuli.js` would then
-    remove the file just uploaded. One listing tells the two kinds of server apart.
+    On a server whose file system ignores letter case (JATOS on macOS or Windows,
+    docs/jatos-api.md §9.4) the upload of `stimuli.js` replaced `Stimuli.js` itself;
+    deleting `Stimuli.js` would then remove the file just uploaded. One listing tells the
+    two kinds of server apart.
     """
     renames = [p for p in plan.case_renames if p in deletes]
     if not renames or out.fatal:

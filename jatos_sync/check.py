@@ -2,7 +2,7 @@
 
 For each mapping it reports the server's JATOS version, the token's owner and expiry, the
 study's title, IDs and lock state, file counts on both sides, and each problem in words a
-researcher understands, with the exit code of the worst problem (PRODUCT.md §5).
+researcher understands, with the exit code of the worst problem (README, "Exit codes").
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def check_mapping(
             study_title=study.title, study_id=study.id, study_uuid=study.uuid, locked=study.locked
         )
         if study.locked:
-            # JATOS checks the lock on file changes from 3.8.6 on (docs/jatos-api.md §7).
+            # JATOS checks the lock on file changes from 3.8.6 on (docs/jatos-api.md §7.1).
             old = token.api_version == "1.0.0"
             report.problems.append(
                 (

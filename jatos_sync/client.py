@@ -4,7 +4,7 @@ It owns everything about talking to a JATOS server: URLs and percent-encoding, t
 token header, retries with backoff, streaming uploads and downloads. Every `requests`
 exception is translated here into the error classes of `jatos_sync.errors`, and every
 unexpected HTTP answer through answers.py, which knows what each JATOS version answers
-(docs/jatos-api.md, "§N" below); nothing above this module sees a `requests` type. Besides
+(docs/jatos-api.md); nothing above this module sees a `requests` type. Besides
 the asset endpoints it offers generic, translated requests (`api_json`, `api_download`,
 `api_upload`) for the study and results endpoints, whose per-version knowledge lives in
 the modules that use them.
@@ -57,6 +57,7 @@ from jatos_sync.errors import (
     UnsupportedServerError,
 )
 from jatos_sync.model import DIGEST_BYTES, FileInfo, RelPath, RemoteSnapshot, StudyInfo, TokenInfo
+from jatos_sync.upload_body import HashingReader, TokenGuard, upload_filename
 
 log = structlog.get_logger("jatos_sync.client")
 
@@ -91,95 +92,13 @@ class _BearerAuth(requests.auth.AuthBase):
         return "_BearerAuth(jap_…)"
 
 
-class TokenGuard:
-    """Refuses bytes, fed chunk by chunk, that hold `secret` (the API token): each chunk is
-    searched together with the end of the chunk before it, so the token is found across a
-    seam too, before the chunk that completes it is passed on (docs/safety.md, rule 9)."""
-
-    def __init__(self, secret: bytes, *, path: RelPath, message: str = "") -> None:
-        self._secret = secret
-        self._path = path
-        self._message = message  # what to say instead of the message about a file
-        self._tail = b""  # the last len(secret) - 1 bytes seen
-
-    def __repr__(self) -> str:
-        return f"TokenGuard({str(self._path)!r})"
-
-    def check(self, data: bytes) -> None:
-        if not self._secret:
-            return
-        keep = len(self._secret) - 1
-        # Only the seam is copied: the tail plus the first bytes of this chunk.
-        if self._secret in data or self._secret in self._tail + data[:keep]:
-            raise FileSyncError(
-                self._message
-                or f"{self._path} holds the API token, so it was not uploaded (the study would "
-                "serve it to anyone). Remove the file from the folder, or add it to "
-                ".jatosignore; if it was ever uploaded, delete it from the study in JATOS and "
-                "make a new token."
-            )
-        self._tail = (self._tail + data)[-keep:] if len(data) < keep else data[-keep:]
-
-
-class _HashingReader:
-    """A file reader for the multipart encoder that sends exactly `size` bytes.
-
-    It computes the Adler-32 and the digest of the bytes it actually hands out, so the caller
-    knows what the server received even if the file changed after it was scanned. If the
-    file shrinks while it is read, it raises instead of sending a body shorter than the
-    announced length.
-
-    It also refuses to hand out the API token (`TokenGuard`): a file that holds the token
-    fails with `FileSyncError` before the token's last byte, and so before the file's last
-    byte, is sent; the server never stores the file (docs/safety.md, rule 9).
-    """
-
-    def __init__(self, fileobj: IO[bytes], size: int, *, path: RelPath, secret: bytes) -> None:
-        self._f = fileobj
-        self._remaining = size
-        self._guard = TokenGuard(secret, path=path)
-        self.checksum = 1
-        self._strong = hashlib.sha256()
-
-    @property
-    def len(self) -> int:  # read by requests-toolbelt to size the body
-        return self._remaining
-
-    def read(self, n: int = -1) -> bytes:
-        if self._remaining <= 0:
-            return b""
-        n = self._remaining if n is None or n < 0 or n > self._remaining else n
-        data = self._f.read(n)
-        if not data:
-            raise LocalFileChangedError("the file got shorter while it was being uploaded")
-        self._guard.check(data)
-        self._remaining -= len(data)
-        self.checksum = zlib.adler32(data, self.checksum)
-        self._strong.update(data)
-        return data
-
-    @property
-    def digest(self) -> bytes:
-        return self._strong.digest()[:DIGEST_BYTES]
-
-
 def encode_path(path: RelPath) -> str:
-    """Percent-encode each segment and keep `/` literal (API reference §3, §8.7).
+    """Percent-encode each segment and keep `/` literal (docs/jatos-api.md §9.2).
 
     JATOS URL-decodes the wildcard with `java.net.URLDecoder`, which turns `+` into a space,
     so everything but unreserved characters is escaped (`+` → %2B, `%` → %25, space → %20).
     """
     return "/".join(quote(part, safe="") for part in path.parts)
-
-
-def _upload_filename(path: RelPath) -> str:
-    # JATOS ignores the part's filename when the URL names the full target path (§4.2), but
-    # Play only sees a *file* part when a filename is present (§4.1). Keep it plain ASCII so
-    # no multipart parser stumbles on quoting.
-    name = path.name
-    if name.isascii() and name.isprintable() and not any(c in name for c in '"\\;'):
-        return name
-    return "asset"
 
 
 class JatosClient:
@@ -209,7 +128,8 @@ class JatosClient:
         self._jitter = jitter
         self.api_version: str | None = None
         self._session = session or requests.Session()
-        # A stale PLAY_SESSION cookie makes JATOS deny even a valid token (§1.2): never keep any.
+        # A stale PLAY_SESSION cookie makes JATOS deny even a valid token
+        # (docs/jatos-api.md §2.3): never keep any.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, concurrency + 2))
         self._session.mount("http://", adapter)
@@ -250,7 +170,8 @@ class JatosClient:
     # ----------------------------------------------------------------- endpoints
 
     def token_info(self) -> TokenInfo:
-        """`GET /admin/token`: checks the token and learns the API version (§9.4)."""
+        """`GET /admin/token`: checks the token and learns the API version
+        (docs/jatos-api.md §2.7)."""
         answer = self._json_request("GET", f"{API}/admin/token", what="the token check")
         data = answer.json.get("data") if isinstance(answer.json, dict) else None
         if not isinstance(data, dict):
@@ -258,7 +179,8 @@ class JatosClient:
         return token_info(data, api_version=self.api_version or "")
 
     def list_studies(self) -> list[StudyInfo]:
-        """Studies the token owner is a member of (`GET /studies/properties`, §9.2)."""
+        """Studies the token owner is a member of (`GET /studies/properties`,
+        docs/jatos-api.md §10.1)."""
         answer = self._json_request("GET", f"{API}/studies/properties", what="the study list")
         data = answer.json.get("data") if isinstance(answer.json, dict) else None
         if not isinstance(data, list):
@@ -278,7 +200,8 @@ class JatosClient:
         return study_info(data)
 
     def list_assets(self, study: str) -> RemoteSnapshot:
-        """The study's files with size and Adler-32, from one listing request (§2)."""
+        """The study's files with size and Adler-32, from one listing request
+        (docs/jatos-api.md §3)."""
         url = f"{API}/studies/{quote(study, safe='')}/assets/structure"
         answer = self._json_request(
             "GET",
@@ -292,25 +215,26 @@ class JatosClient:
         return parse_listing(data, api_version=self.api_version or "", study=study)
 
     def upload(self, study: str, path: RelPath, source: Path, *, size: int) -> FileInfo:
-        """Upload `source` to exactly `path` (§4.2), streamed from disk; return what was sent.
+        """Upload `source` to exactly `path` (docs/jatos-api.md §5.2), streamed from disk;
+        return what was sent.
 
         `size` is the size the caller planned with; exactly that many bytes are sent. The
         returned checksum is computed over the bytes actually sent, so the caller can tell
         whether the file changed since it was scanned.
         """
         url = f"{API}/studies/{quote(study, safe='')}/assets/{encode_path(path)}"
-        sent: list[_HashingReader] = []
+        sent: list[HashingReader] = []
 
         def body() -> tuple[Any, dict[str, str]]:
             fileobj = source.open("rb")  # closed in _request via the `cleanup` list
             cleanup.append(fileobj)
-            reader = _HashingReader(
+            reader = HashingReader(
                 fileobj, size, path=path, secret=self._auth._token.reveal().encode("utf-8")
             )
             sent.append(reader)
             encoder = MultipartEncoder(
                 fields={
-                    "studyAssetsFile": (_upload_filename(path), reader, "application/octet-stream")
+                    "studyAssetsFile": (upload_filename(path), reader, "application/octet-stream")
                 }
             )
             return encoder, {"Content-Type": encoder.content_type}
@@ -329,7 +253,8 @@ class JatosClient:
         return FileInfo(size, sent[-1].checksum, sent[-1].digest)
 
     def delete(self, study: str, path: RelPath) -> None:
-        """Delete one file; a file that is already gone counts as deleted (§5)."""
+        """Delete one file; a file that is already gone counts as deleted
+        (docs/jatos-api.md §6)."""
         url = f"{API}/studies/{quote(study, safe='')}/assets/{encode_path(path)}"
         answer = self._request("DELETE", url, what=f"deletion of {path}")
         if (
@@ -341,7 +266,7 @@ class JatosClient:
         self._check_file_answer(answer, path, study, action="delete", size=None)
 
     def download(self, study: str, path: RelPath, dest: IO[bytes]) -> FileInfo:
-        """Stream one file into `dest`; return its size and Adler-32 (§3)."""
+        """Stream one file into `dest`; return its size and Adler-32 (docs/jatos-api.md §4)."""
         url = f"{API}/studies/{quote(study, safe='')}/assets/{encode_path(path)}"
         what = f"download of {path}"
         for attempt in range(self.retries + 1):
@@ -370,7 +295,7 @@ class JatosClient:
             self._check_file_answer(answer, path, study, action="download", size=None)
         raise ServerUnavailableError(f"{self.base_url}: the download of {path} kept failing")
 
-    # ------------------------------------------------------ other endpoints (§10-§14)
+    # ------------------------------------ other endpoints (docs/jatos-api.md §10-§14)
 
     def api_json(
         self,
@@ -383,10 +308,10 @@ class JatosClient:
         ok: Collection[int] = (200, 201),
         idempotent: bool = True,
     ) -> ApiAnswer:
-        """`method API+path` with an optional JSON body; the answer when its status is in
-        `ok` (its body may be enveloped or not: 3.8/3.9 answer some endpoints without the
-        envelope, §10), else the matching error. Connection failures and 502/503/504 are
-        retried unless the request is not `idempotent` (creating a component twice is worse
+        """`method API+path` with an optional JSON body; the answer when its status is in `ok`
+        (its body may be enveloped or not: 3.8/3.9 answer some endpoints without the envelope,
+        docs/jatos-api.md §8.1), else the matching error. Connection failures and 502/503/504
+        are retried unless the request is not `idempotent` (creating a component twice is worse
         than reporting a failure)."""
         body = None
         if json_body is not None:
@@ -459,7 +384,7 @@ class JatosClient:
         ok: Collection[int] = (200, 201),
     ) -> ApiAnswer:
         """`POST API+path` with `source` streamed from disk as the multipart file part
-        `part` (a study archive, §11); the answer when its status is in `ok`."""
+        `part` (a study archive, docs/jatos-api.md §11.2); the answer when its status is in `ok`."""
         cleanup: list[IO[bytes]] = []
 
         def body() -> tuple[Any, dict[str, str]]:
@@ -494,7 +419,8 @@ class JatosClient:
         stream: bool = False,
     ) -> requests.Response:
         all_headers = {
-            "Accept": "application/json",  # ≤3.9 redirect to an HTML sign-in otherwise (§1.2)
+            # Without it, ≤3.9 redirect to an HTML sign-in page (docs/jatos-api.md §2.4).
+            "Accept": "application/json",
             "User-Agent": f"jatos-sync/{__version__}",
         }
         all_headers.update(headers or {})
@@ -618,9 +544,9 @@ class Download:
 
 
 def _refuse_a_web_page(response: requests.Response, what: str) -> None:
-    """JATOS always names a downloaded file (`Content-Disposition`, §4); a web page without
-    one, answered with 200, is a proxy's or a sign-in page, not the file (docs/safety.md,
-    rule 10): it must not become a backup or a local copy."""
+    """JATOS always names a downloaded file (`Content-Disposition`, docs/jatos-api.md §4); a web
+    page without one, answered with 200, is a proxy's or a sign-in page, not the file
+    (docs/safety.md, rule 10): it must not become a backup or a local copy."""
     kind = response.headers.get("Content-Type", "").lower()
     if "html" in kind and not response.headers.get("Content-Disposition"):
         raise FileSyncError(

@@ -2,11 +2,12 @@
 [--json]`: participant links for the mapping's study, one per line.
 
 A link is `<base>/publix/<code>`, under the server's path prefix (docs/jatos-api.md §13.3).
-Personal links are new codes each time; a general link is the batch's one code for its
-type, the same for everyone. The batch must allow the worker type (a new 3.10 study allows
-only the personal types, §13.3): when it does not, the command says so and how to change it
-in JATOS, and never changes the batch itself. The batch is always named in the request,
-after checking that it belongs to the study (JATOS does not check that, §15.2 item 17).
+Personal links are new codes each time; a general link is the batch's one code for its type,
+the same for everyone. The batch must allow the worker type (a new 3.10 study allows only
+the personal types, docs/jatos-api.md §13.3): when it does not, the command says so and how
+to change it in JATOS, and never changes the batch itself. The batch is always named in the
+request, after checking that it belongs to the study (JATOS does not check that,
+docs/jatos-api.md §15.2 item 17).
 
 It owns the command's arguments, the checks and the output; the requests are studies.py's.
 It must not map errors to exit codes (cli.py does).
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def choose_batch(study: ServerStudy, batch_id: int | None) -> ServerBatch:
     """The batch to make links in: the one named (it must be the study's), else the
-    study's first, its default batch (§10.5)."""
+    study's first, its default batch (docs/jatos-api.md §10.5)."""
     if not study.batches:
         raise ConfigError(
             f"study {study.uuid} has no batch, so JATOS cannot make links for it; add one in "

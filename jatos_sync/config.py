@@ -69,7 +69,7 @@ class ResultsConfig:  # config_spec.Results declares the meanings and the defaul
 @dataclass(frozen=True)
 class MappingConfig:
     name: str
-    folder: Path  # absolute; not required to exist (a missing folder is a safety stop, §7)
+    folder: Path  # absolute; may be missing (a safety stop then: docs/safety.md, rule 1)
     study: str  # numeric ID ("42") or lower-case UUID
     ignore: tuple[str, ...]  # gitignore patterns, defaults' patterns first
     delete: bool

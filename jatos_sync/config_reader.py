@@ -52,6 +52,7 @@ from jatos_sync.definition import (
 from jatos_sync.errors import ConfigError, UnsafePathError
 from jatos_sync.ignore import IgnoreRules, pattern_problem
 from jatos_sync.paths import is_inside, resolved, server_path
+from jatos_sync.yaml_errors import in_words
 
 KeyPath = tuple[str | int, ...]
 _T = TypeVar("_T")
@@ -115,7 +116,7 @@ class _Reader:
             # Built from the parts, never str(exc): the snippet it quotes could hold a token.
             mark = exc.problem_mark or exc.context_mark
             where = f"{self.shown}:{mark.line + 1}:{mark.column + 1}" if mark else self.shown
-            raise ConfigError(f"{where}: YAML syntax error: {_in_words(exc, text)}") from None
+            raise ConfigError(f"{where}: YAML syntax error: {in_words(exc, text)}") from None
         except ReaderError as exc:
             char = exc.character
             code = char if isinstance(char, int) else ord(str(char)[:1] or " ")
@@ -368,8 +369,8 @@ class _Reader:
     def with_definition(
         self, at: KeyPath, entry: spec.Mapping, mapping: MappingConfig
     ) -> MappingConfig:
-        """`mapping` with its `definition:`, checked as JATOS would check it (§11.6 of
-        docs/jatos-api.md), and each component's HTML file checked in the folder: there,
+        """`mapping` with its `definition:`, checked as JATOS would check it
+        (docs/jatos-api.md §11.6), and each component's HTML file checked in the folder: there,
         syncable and not ignored (a folder that is missing is the pass's to report)."""
         declared = entry.definition
         if declared is None:
@@ -589,58 +590,6 @@ def _unknown(name: str, known: list[str]) -> str:
     if close:
         return f"unknown key; did you mean '{close[0]}'?"
     return "unknown key; the keys allowed here are: " + ", ".join(known)
-
-
-def _in_words(exc: yaml.MarkedYAMLError, text: str) -> str:
-    """PyYAML's complaint said plainly, for the mistakes people make by hand: lines indented
-    out of step, tabs, a `:` in a value, a quote or bracket left open."""
-    problem, context = exc.problem or "", exc.context or ""
-    here = exc.problem_mark.line + 1 if exc.problem_mark else 0
-    there = exc.context_mark.line + 1 if exc.context_mark else 0
-    lines = text.splitlines()
-
-    def indent(number: int) -> int:
-        line = lines[number - 1] if 0 < number <= len(lines) else ""
-        return len(line) - len(line.lstrip(" "))
-
-    above = next((n for n in range(here - 1, 0, -1) if lines[n - 1].strip()), 0)
-    if "'\\t'" in problem or "\t" in problem:
-        return f"line {here} holds a tab ('\\t'): tabs are not allowed in YAML; use spaces"
-    if "mapping values are not allowed" in problem:
-        line = lines[here - 1] if 0 < here <= len(lines) else ""
-        column = exc.problem_mark.column if exc.problem_mark else 0
-        if ": " in line[:column] or line[:column].rstrip().endswith(":"):
-            return f"the value on line {here} holds ': '; put the value in quotes"
-        if above and not re.search(r":(\s|$)", lines[above - 1]):
-            return f"line {above} has no ':' after its key, so line {here} reads as part of it"
-        if above and indent(here) > indent(above):
-            return f"line {here} is indented more than line {above}; keys must line up"
-        return f"line {here} has a ':' where YAML does not expect one"
-    if "expected <block end>" in problem:
-        if above and indent(here) != indent(above) and not lines[here - 1].lstrip().startswith("-"):
-            return (
-                f"line {here} is indented {indent(here)} spaces and line {above} "
-                f"{indent(above)}; keys of one mapping must line up"
-            )
-        return (
-            f"line {here} lines up with the list above it but does not start with '- ': "
-            "indent it under the entry it belongs to, or start a new entry with '- '"
-        )
-    if "quoted scalar" in context:
-        return f"a quote opened on line {there} is never closed"
-    if "flow sequence" in context or "flow mapping" in context:
-        pair = "[ ]" if "sequence" in context else "{ }"
-        return (
-            f"a {pair[0]} opened on line {there} is not closed with {pair[2]} (or a ',' is missing)"
-        )
-    if "undefined alias" in problem:
-        return f"{problem.split('alias', 1)[1].strip()} is an alias (*) with no anchor (&) above it"
-    if "expected a single document" in context:
-        return "the file must hold exactly one YAML document (no second '---')"
-    if "could not find expected ':'" in problem:
-        return f"line {there or here} has a key without ':' after it"
-    on = f" on line {there}" if there else ""
-    return f"{context}{on}, {problem}" if context else problem or "not valid YAML"
 
 
 def _through(inner: Path, outer: Path) -> str:

@@ -2,12 +2,12 @@
 to bring the one in step with the other.
 
 Owns the values of a `definition:` (`Definition`, `ComponentDef`) and of the server's study
-(`ServerStudy`; read from JATOS's JSON by study_json.py), the local rules JATOS will apply
-to a definition (docs/jatos-api.md §11.6), the semantic comparison of inputs (JATOS
-minifies them and shows them as text before 3.10, §15.2 item 10), component matching (by
+(`ServerStudy`; read from JATOS's JSON by study_json.py), the local rules JATOS will apply to a
+definition (docs/jatos-api.md §11.6), the semantic comparison of inputs (JATOS minifies them and
+shows them as text before 3.10, docs/jatos-api.md §15.2 item 10), component matching (by
 `uuid:`, else by HTML file), the plan (`DefinitionPlan`: the changes, and whether they go
-through PATCH and the component endpoints or a `.jas` re-import), and the request bodies
-and `.jas` document of a definition (§11.6, §15.2 items 4-7).
+through PATCH and the component endpoints or a `.jas` re-import), and the request bodies and
+`.jas` document of a definition (docs/jatos-api.md §11.6, §15.2 items 4-7).
 
 Pure: no I/O, no HTTP, no clock, no randomness (new UUIDs come from the caller). Carrying a
 plan out is studies.py's business; validating the configuration file is config_reader.py's.
@@ -26,18 +26,20 @@ from typing import Any
 Json = Any  # None, bool, int, float, str, list or dict of these
 
 API_VERSION_382 = "1.0.0"  # JATOS 3.8.2: no component endpoints (docs/jatos-api.md §1.4)
-API_VERSION_310 = "1.1.0"  # JATOS 3.10: PATCH and the component endpoints (§10.4, §12.2)
+# JATOS 3.10: PATCH and the component endpoints (docs/jatos-api.md §10.4, §12.2)
+API_VERSION_310 = "1.1.0"
 
 TITLE_MAX = 255
-STUDY_TITLE_MIN = 3  # ≤3.9 cannot export a study with a shorter title (§11.1, §15.2 item 19)
-ENTRY_MESSAGE_MAX_BYTES = 1000  # studyEntryMsg, 3.9+ (§11.6)
+# ≤3.9 cannot export a study with a shorter title (docs/jatos-api.md §11.1, §15.2 item 19)
+STUDY_TITLE_MIN = 3
+ENTRY_MESSAGE_MAX_BYTES = 1000  # studyEntryMsg, 3.9+ (docs/jatos-api.md §11.6)
 # `htmlFilePath` as JATOS validates it: relative, ASCII letters, digits, _ - /, exactly one
-# dot (§11.6, §15.2 item 6).
+# dot (docs/jatos-api.md §11.6, §15.2 item 6).
 HTML_FILE_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9/_-]*\.[A-Za-z0-9_-]+")
 # JATOS refuses text holding HTML (Jsoup with an empty safelist): any tag is enough.
 _HTML_TAG = re.compile(r"<\s*/?\s*[A-Za-z!?]")
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-# A study assets folder name (dirName) that JATOS accepts on every version (§9.9).
+# A study assets folder name (dirName) that JATOS accepts on every version (docs/jatos-api.md §9.9).
 _DIR_NAME_RESERVED = {"jatos", "publix", "public", "assets", "study_assets_root", "study_assets"}
 
 
@@ -106,8 +108,8 @@ def same_json(a: Json, b: Json) -> bool:
 
 
 def same_input(a: str | None, b: str | None) -> bool:
-    """Whether two stored inputs (JSON text) mean the same (§10.2: minified, "" is null).
-    Text that is not JSON equals only the same text."""
+    """Whether two stored inputs (JSON text) mean the same (minified, "" is null:
+    docs/jatos-api.md §10.2). Text that is not JSON equals only the same text."""
     if not (is_json_text(a or "null") and is_json_text(b or "null")):
         return (a or None) == (b or None)
     return same_json(json_value(a), json_value(b))
@@ -126,8 +128,8 @@ def has_html(text: str | None) -> bool:
 
 
 def title_problem(title: str, *, study: bool) -> str | None:
-    """Why JATOS would refuse `title`, or None (§11.6; a study title also needs 3
-    characters, or ≤3.9 cannot export the study, §11.1)."""
+    """Why JATOS would refuse `title`, or None (docs/jatos-api.md §11.6; a study title also needs 3
+    characters, or ≤3.9 cannot export the study, docs/jatos-api.md §11.1)."""
     if not title.strip():
         return "a title cannot be empty"
     if len(title) > TITLE_MAX:
@@ -151,7 +153,8 @@ def entry_message_problem(text: str | None) -> str | None:
 
 
 def html_path_problem(path: str) -> str | None:
-    """Why JATOS would refuse `path` as a component's `htmlFilePath`, or None (§11.6)."""
+    """Why JATOS would refuse `path` as a component's `htmlFilePath`, or None
+    (docs/jatos-api.md §11.6)."""
     if len(path) > TITLE_MAX:
         return f"JATOS allows at most {TITLE_MAX} characters in a component's HTML path"
     if not HTML_FILE_PATH.fullmatch(path):
@@ -165,8 +168,9 @@ def html_path_problem(path: str) -> str | None:
 
 
 def dir_name_for(name: str, fallback: str) -> str:
-    """A study assets folder name from `name` that every JATOS accepts (§9.9), else
-    `fallback` (a UUID). It never ends in "jas": an archive's root would hold two `*jas`."""
+    """A study assets folder name from `name` that every JATOS accepts
+    (docs/jatos-api.md §9.9), else `fallback` (a UUID). It never ends in "jas": an archive's
+    root would hold two `*jas`."""
     cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-")[:60]
     if not cleaned or cleaned.lower() in _DIR_NAME_RESERVED:
         return fallback
@@ -200,7 +204,7 @@ class ServerBatch:
 @dataclass(frozen=True)
 class ServerStudy:
     """A study as the server describes it. Before 3.10 JATOS shows only a hash of the
-    description (`description_shown` is then False, §10.2)."""
+    description (`description_shown` is then False, docs/jatos-api.md §10.2)."""
 
     id: int
     uuid: str
@@ -294,9 +298,10 @@ class DefinitionPlan:
     With `reimport`, one `.jas` re-import (`keepProperties=false&keepAssets=true`) sets the
     properties and the components in declared order, each with `component_uuids[i]` (None:
     a new UUID); the others (leftovers) are deactivated and moved to the end by JATOS
-    (§11.3). Otherwise `study_patch` (a PATCH body that names `active`, §10.4), `creates`
-    (appended in order), `updates` (component ID → PATCH body) and `deactivates` do it
-    (3.10, §12.2). `deletes` come last either way; `withheld` deletions wait for `--yes`.
+    (docs/jatos-api.md §11.3). Otherwise `study_patch` (a PATCH body that names `active`,
+    docs/jatos-api.md §10.4), `creates` (appended in order), `updates` (component ID → PATCH
+    body) and `deactivates` do it (3.10, docs/jatos-api.md §12.2). `deletes` come last either
+    way; `withheld` deletions wait for `--yes`.
     """
 
     changes: tuple[Change, ...] = ()
@@ -374,7 +379,8 @@ HIDDEN_DESCRIPTION = "(not shown by JATOS 3.9 and older)"
 
 
 def description_hash(text: str | None) -> str | None:
-    """JATOS's `descriptionHash`: SHA-256 hex of the description, null when empty (§10.2)."""
+    """JATOS's `descriptionHash`: SHA-256 hex of the description, null when empty
+    (docs/jatos-api.md §10.2)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest() if text else None
 
 
@@ -423,8 +429,8 @@ def _shown_value(name: str, value: Json) -> Json:
 
 
 def _wire(value: Json) -> Json:
-    """A declared value as a PATCH or POST body carries it: inputs stay JSON text (§10.4),
-    an empty text is null."""
+    """A declared value as a PATCH or POST body carries it: inputs stay JSON text
+    (docs/jatos-api.md §10.3, §10.4), an empty text is null."""
     return optional_text(value) if isinstance(value, str) or value is None else value
 
 
@@ -440,12 +446,12 @@ def plan_definition(
     """What it takes to make `study` what `definition` says (docs/jatos-api.md §10-§12).
 
     On 3.10 (`apiVersion` 1.1.0) properties go through PATCH and components through their
-    endpoints, unless the order must change, a component is to get a chosen UUID, or a
-    component without an HTML path is to get one (a PATCH fails there, §12.2): then, as on
-    3.8.2-3.9 for every change, one `.jas` re-import does it all. Components the definition
+    endpoints, unless the order must change, a component is to get a chosen UUID, or a component
+    without an HTML path is to get one (a PATCH fails there, docs/jatos-api.md §12.2): then, as
+    on 3.8.2-3.9 for every change, one `.jas` re-import does it all. Components the definition
     no longer lists are deactivated; with `delete_components` they are deleted, which needs
-    `allow_delete` (`--yes`) and JATOS 3.8.3 or newer; `results` (component ID → count)
-    says what each deletion destroys.
+    `allow_delete` (`--yes`) and JATOS 3.8.3 or newer; `results` (component ID → count) says
+    what each deletion destroys.
     """
     patchable = api_version == API_VERSION_310
     found, leftovers = match_components(definition.components, study.components)
@@ -470,7 +476,7 @@ def plan_definition(
             changes.append(Change("updated", name, *shown, component=component.title))
             body[key] = _wire(want)
         if "htmlFilePath" in body and not match.html:
-            reimport_needed = True  # a PATCH of a null path fails (§12.2)
+            reimport_needed = True  # a PATCH of a null path fails (docs/jatos-api.md §12.2)
         if body:
             updates.append((match.id, body))
     # The declared components must stand in declared order; new ones can only be appended.
@@ -485,7 +491,8 @@ def plan_definition(
         ):
             if m is not None and position[m.id] != new_position:
                 changes.append(Change("moved", None, position[m.id], new_position, component.title))
-    can_delete = api_version != API_VERSION_382  # 3.8.2 has no component endpoints (§12.3)
+    # 3.8.2 has no component endpoints (docs/jatos-api.md §12.3)
+    can_delete = api_version != API_VERSION_382
     deleting = delete_components and can_delete
     deletes = tuple(leftovers) if deleting and allow_delete else ()
     withheld = tuple(leftovers) if deleting and not allow_delete else ()
@@ -517,7 +524,8 @@ def plan_definition(
         )
     patch: dict[str, Json] = {key: _wire(want) for _name, key, _have, want in study_fields}
     if patch:
-        patch["active"] = study.active  # a PATCH without it re-activates the study (§10.4)
+        # A PATCH without it re-activates the study (docs/jatos-api.md §10.4).
+        patch["active"] = study.active
     return DefinitionPlan(
         changes=tuple(changes),
         component_uuids=uuids,
@@ -535,7 +543,7 @@ def plan_definition(
 
 def component_body(component: ComponentDef) -> dict[str, Json]:
     """The body of 3.10's `POST /studies/{id}/components`: the HTML path is set at creation,
-    as a later PATCH of a null path fails (§12.2, §15.2 item 6)."""
+    as a later PATCH of a null path fails (docs/jatos-api.md §12.2, §15.2 item 6)."""
     return {
         "title": component.title,
         "htmlFilePath": component.html,
@@ -549,11 +557,11 @@ def component_body(component: ComponentDef) -> dict[str, Json]:
 def jas_document(
     definition: Definition, *, study_uuid: str, dir_name: str, component_uuids: Sequence[str]
 ) -> dict[str, Json]:
-    """The `.jas` of a definition, as every version reads it (§11.6, §15.2 item 4):
-    `version` first, then `data`; inputs as JSON text under `jsonData` (≤3.9 drop 3.10's
-    names); the study's UUID, title and dirName and each component's UUID always; never
-    `id`, `locked` or the study's `active`; no `batchList` (a new study gets a default
-    batch, an existing one keeps its batches, §11.3)."""
+    """The `.jas` of a definition, as every version reads it (docs/jatos-api.md §11.6, §15.2
+    item 4): `version` first, then `data`; inputs as JSON text under `jsonData` (≤3.9 drop
+    3.10's names); the study's UUID, title and dirName and each component's UUID always; never
+    `id`, `locked` or the study's `active`; no `batchList` (a new study gets a default batch, an
+    existing one keeps its batches, docs/jatos-api.md §11.3)."""
     data: dict[str, Json] = {
         "uuid": study_uuid,
         "title": definition.title,

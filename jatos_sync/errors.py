@@ -1,9 +1,10 @@
 """The one error hierarchy of jatos-sync.
 
-Every failure the program reports on purpose is a `JatosSyncError`; its `exit_code` is the
-code of PRODUCT.md §5. Third-party exceptions are translated into these classes at the
-boundary that meets them (requests in `client.py`, YAML in `config.py`, OS errors in
-`scan.py`/`state.py`); only `cli.py` turns them into a message and an exit code.
+Every failure the program reports on purpose is a `JatosSyncError`; its `exit_code` is one
+of the codes listed in README, "Exit codes". Third-party exceptions are translated into
+these classes at the boundary that meets them (requests in `client.py`, YAML in
+`config_reader.py`, OS errors in `scan.py`/`state.py`); only `cli.py` turns them into a
+message and an exit code.
 
 Messages must be actionable by a researcher: what happened, to which file or study, and
 what to do. They must never contain the token.
@@ -94,7 +95,7 @@ class StudyRefusedError(JatosSyncError):
 
 
 class SafetyStop(JatosSyncError):
-    """A data-safety guard refused to act (PRODUCT.md §7)."""
+    """A data-safety guard refused to act (docs/safety.md)."""
 
     exit_code = EXIT_SAFETY
 

@@ -1,10 +1,11 @@
 """`jatos-sync export [MAPPING] [-o FILE]`: the mapping's study as a `.jzip` file.
 
-Downloads the archive JATOS makes of the study (`GET /studies/{id}`, docs/jatos-api.md
-§11.1) into a temporary file beside the destination, checks it (a zip whose entries are
-intact and safe, with exactly one `.jas` that describes this study: jzip.py), and only then
-renames it into place, so the destination is either the old file or a whole, checked
-archive. The default name is `<mapping>-<UTC time>.jzip` in the current folder.
+Downloads the archive JATOS makes of the study (`GET /studies/{id}`,
+docs/jatos-api.md §11.1) into a temporary file beside the destination, checks it (a zip
+whose entries are intact and safe, with exactly one `.jas` that describes this study:
+jzip.py), and only then renames it into place, so the destination is either the old file or
+a whole, checked archive. The default name is `<mapping>-<UTC time>.jzip` in the current
+folder.
 
 It owns the command's arguments and its output; the request is studies.py's, the checks
 jzip.py's. It must not map errors to exit codes (cli.py does).

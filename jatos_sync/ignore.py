@@ -71,7 +71,7 @@ BUILTIN_PATTERNS: tuple[str, ...] = (
     "$RECYCLE.BIN/",
     ".Trash-*/",
     # Network/FUSE file systems keep a deleted-but-open file as `.nfsXXXX` /
-    # `.fuse_hiddenXXXX` until it is closed (FIELD_NOTES: NFS/SMB/9p folders are common).
+    # `.fuse_hiddenXXXX` until it is closed (folders on NFS, SMB or WSL's 9p are common).
     ".nfs*",
     ".fuse_hidden*",
     # vim: swap files (`.name.swp`, then .swo, .swn … on collisions; `.swx` is vim's probe
@@ -177,7 +177,7 @@ _RACY_WINDOW_NS = 2_000_000_000
 
 # Since 3.10.3, JATOS writes an upload that crosses file stores to a hidden sibling
 # `.<name>.tmp-<uuid>` first; it may show up in a listing or remain after a crash
-# (JATOS_ASSETS_API.md §8.2). Never sync such a name, in either direction; not overridable.
+# (docs/jatos-api.md §9.6). Never sync such a name, in either direction; not overridable.
 SERVER_TEMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f-]{36}$")
 
 # Patterns per automaton. RE2 refuses a set beyond its memory budget: about 4,400 plain
@@ -186,7 +186,8 @@ CHUNK_PATTERNS = 1000
 
 
 def is_server_temp(path: RelPath | str) -> bool:
-    """Whether the base name of `path` is one of JATOS's own upload temp names (§8.2)."""
+    """Whether the base name of `path` is one of JATOS's own upload temp names
+    (docs/jatos-api.md §9.6)."""
     name = path.name if isinstance(path, RelPath) else path.rsplit("/", 1)[-1]
     return SERVER_TEMP_RE.match(name) is not None
 

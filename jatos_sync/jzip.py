@@ -2,12 +2,12 @@
 export, or what jspsych-builder or lab.js produced), unpacked, and checked after an export.
 
 Owns the layout of docs/jatos-api.md §11.6 as jatos-sync writes it: one root `.jas`, one
-root folder with the assets as file entries, nothing else (3.8/3.9 count any other root
-file as a second folder, §15.2 item 5). It is the one place that proves an archive's
-entries stay inside their root: every entry name is validated as a path from the server is
-(`paths.server_path`), and every file unpacked is placed with `paths.contained`, symlinks
-followed (docs/safety.md, rule 10). Unpacking never replaces a local file with other
-content and writes each file atomically.
+root folder with the assets as file entries, nothing else (3.8/3.9 count any other root file
+as a second folder, docs/jatos-api.md §15.2 item 5). It is the one place that proves an
+archive's entries stay inside their root: every entry name is validated as a path from the
+server is (`paths.server_path`), and every file unpacked is placed with `paths.contained`,
+symlinks followed (docs/safety.md, rule 10). Unpacking never replaces a local file with
+other content and writes each file atomically.
 
 Must not talk to the server or decide what a study should be (definition.py does).
 """
@@ -29,13 +29,14 @@ from jatos_sync.model import RelPath
 from jatos_sync.paths import contained, server_path
 
 MAX_JAS_BYTES = 16 * 1024 * 1024  # a .jas is a few kilobytes; more is not a study
-# JATOS takes archives of up to 2 GB (§5.1, §11.2); unpacked assets above this are refused.
+# JATOS takes archives of up to 2 GB (docs/jatos-api.md §5.1, §11.2); unpacked assets above
+# this are refused.
 MAX_UNPACKED_BYTES = 8 * 1024**3
 _JUNK_ROOTS = frozenset({"__MACOSX"})  # macOS Finder's resource forks
 _COPY_CHUNK = 1 << 20
 
 
-JAS_NAME = "study.jas"  # any root file ending in "jas" is the study's (§11.3)
+JAS_NAME = "study.jas"  # any root file ending in "jas" is the study's (docs/jatos-api.md §11.3)
 
 
 Guard = Callable[[RelPath], Callable[[bytes], None]]  # a path → a check of its chunks

@@ -136,7 +136,7 @@ _ROOT = str.__new__(RelPath, ".")
 @dataclass(frozen=True, slots=True, eq=False)
 class FileInfo:
     """What identifies a file's content: its size and Adler-32, as JATOS lists them
-    (docs/jatos-api.md §3), and, where this tool read or sent the bytes itself, a strong
+    (docs/jatos-api.md §3.3), and, where this tool read or sent the bytes itself, a strong
     digest.
 
     Adler-32 is weak: swapping two values in a counterbalancing table keeps size and
@@ -192,7 +192,7 @@ class LocalSnapshot:
     """The result of scanning a folder.
 
     `files` holds every syncable regular file. `errors` lists paths that could not be read
-    (a pass with scan errors deletes nothing, PRODUCT.md §7). `unsyncable` lists files
+    (a pass with scan errors deletes nothing, docs/safety.md, rule 4). `unsyncable` lists files
     found but not syncable for a reason known at scan time (e.g. a name that is not UTF-8);
     they count as present locally, so their remote copies are never deleted.
     """
@@ -218,7 +218,7 @@ class RemoteSnapshot:
 
 @dataclass(frozen=True)
 class StudyInfo:
-    """A study as listed by `GET /studies/properties` (JATOS_ASSETS_API.md §9.2)."""
+    """A study as listed by `GET /studies/properties` (docs/jatos-api.md §10.1)."""
 
     id: int
     uuid: str
@@ -229,7 +229,8 @@ class StudyInfo:
 
 @dataclass(frozen=True)
 class TokenInfo:
-    """What `GET /admin/token` tells about the token (§9.4). Never holds the token itself."""
+    """What `GET /admin/token` tells about the token (docs/jatos-api.md §2.7). Never holds
+    the token itself."""
 
     api_version: str
     name: str
@@ -240,7 +241,7 @@ class TokenInfo:
 
 
 def jatos_version_for_api(api_version: str) -> str:
-    """Coarse JATOS release range for an `apiVersion` value (§0 of the API reference)."""
+    """Coarse JATOS release range for an `apiVersion` value (docs/jatos-api.md §1.2)."""
     return {
         "1.0.0": "3.8.1/3.8.2",
         "1.0.1": "3.8.3-3.9.x",

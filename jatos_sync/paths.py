@@ -35,7 +35,7 @@ def server_path(text: object) -> RelPath:
     """A relative path the server sent (or an archive holds), validated once, where it
     enters; raises `UnsafePathError` for anything that is not a plain relative path.
 
-    One trailing `/` is dropped (directories in 3.8-3.10.1 listings, docs/jatos-api.md §3).
+    One trailing `/` is dropped (directories in 3.8-3.10.1 listings, docs/jatos-api.md §3.4).
     Refused: non-text, empty, absolute (on Windows also anything with a drive colon),
     `.`, `..` or empty segments, NUL and backslash (a separator on Windows, and never in a
     name JATOS 3.10 accepts).

@@ -1,7 +1,7 @@
 """The plan: what one pass uploads, deletes, withholds, backs up and skips. Pure functions.
 
 `make_plan` compares the local snapshot with the server's listing (size + Adler-32,
-docs/jatos-api.md §3), with what this tool last synced from this folder, and with what it
+docs/jatos-api.md §3.3), with what this tool last synced from this folder, and with what it
 knows about the folder itself, under a `Policy`. It applies every data-safety rule of
 docs/safety.md that can be decided from values alone. It does no I/O and imports nothing
 that does: `--dry-run` prints its result, tests compare it with `==`.
@@ -22,7 +22,8 @@ from jatos_sync.model import (
     is_html,
 )
 
-# JATOS 3.10.5 refuses relative paths that do not match ^[^\x00-\x1F\x7F\\<>:"|?*]+$ (§5).
+# JATOS 3.10.5 refuses relative paths that do not match ^[^\x00-\x1F\x7F\\<>:"|?*]+$
+# (docs/jatos-api.md §9.3).
 _ILLEGAL_IN_310 = re.compile(r'[\x00-\x1f\x7f\\<>:"|?*]')
 API_VERSION_310 = "1.1.0"
 
@@ -48,7 +49,7 @@ class Folder:
 
     `replaced`: its (device, inode) differs from the one synced before (an unmounted drive
     with a stray file, a folder restored elsewhere: docs/safety.md, rule 1). `folds_case`:
-    the server was seen to ignore letter case in names (docs/jatos-api.md §9).
+    the server was seen to ignore letter case in names (docs/jatos-api.md §9.4).
     """
 
     replaced: bool = False
@@ -93,7 +94,8 @@ class Plan:
 def skip_reason(path: RelPath, info: FileInfo, *, api_version: str) -> str | None:
     """Why a local file cannot be synced by design, or None if it can."""
     if info.size == 0:
-        # Play 2.7, which JATOS uses, turns an empty file part into "File missing" (§5).
+        # Play 2.7, which JATOS uses, turns an empty file part into "File missing"
+        # (docs/jatos-api.md §5.1).
         return "empty file: JATOS refuses to store 0-byte files"
     if str(path) == "jatos.js":
         return "a top-level jatos.js is never served: JATOS serves its own jatos.js there"
@@ -105,7 +107,8 @@ def skip_reason(path: RelPath, info: FileInfo, *, api_version: str) -> str | Non
         if _ILLEGAL_IN_310.search(str(path)):
             return 'JATOS 3.10 refuses names with control characters or any of \\ < > : " | ? *'
         if str(path) != str(path).strip(" "):
-            # 3.10 trims the decoded upload path (§5): " a" would be stored as "a".
+            # 3.10 trims the decoded upload path (docs/jatos-api.md §9.3): " a" would be
+            # stored as "a".
             return "JATOS 3.10 removes spaces at the start and end of a path; rename it"
     return None
 
@@ -123,7 +126,7 @@ def server_view(
     remote: Mapping[RelPath, FileInfo], local: Collection[RelPath], *, folds_case: bool
 ) -> Mapping[RelPath, FileInfo]:
     """The server's files, named as the local folder names them where the server ignores
-    letter case: there `Img/a.png` and `img/a.png` are one file (docs/jatos-api.md §9)."""
+    letter case: there `Img/a.png` and `img/a.png` are one file (docs/jatos-api.md §9.4)."""
     if not folds_case:
         return remote
     by_fold = {str(p).casefold(): p for p in local}
@@ -161,8 +164,9 @@ def make_plan(
         reason = skip_reason(path, info, api_version=policy.api_version)
         twin = first_by_case.setdefault(str(path).casefold(), path)
         if twin != path and not reason:
-            # JATOS does no case folding (§9): on a server whose disk ignores letter case
-            # (Windows, macOS) both names would be one file, overwritten on every pass.
+            # JATOS does no case folding (docs/jatos-api.md §9.4): on a server whose disk
+            # ignores letter case (Windows, macOS) both names would be one file, overwritten
+            # on every pass.
             reason = (
                 f"differs from {twin} only in letter case; a JATOS on Windows or macOS would "
                 "store both as one file - rename one of them"
@@ -232,8 +236,8 @@ def make_plan(
 def _differs_from_upload(uploaded: FileInfo | None, local: FileInfo) -> bool:
     """Whether `local` has the size and Adler-32 of what this tool uploaded but other bytes.
 
-    JATOS can only tell size and Adler-32 (§3); the digests recorded for our own uploads
-    tell the rest (docs/safety.md, rule 12). Unknown digests decide nothing.
+    JATOS can only tell size and Adler-32 (docs/jatos-api.md §3.3); the digests recorded for
+    our own uploads tell the rest (docs/safety.md, rule 12). Unknown digests decide nothing.
     """
     return (
         uploaded is not None
@@ -254,8 +258,9 @@ def _order_around_obstacles(
 
     A file replaced by a folder of the same name (or the reverse) leaves a server file in
     the way of the upload: JATOS cannot store `a/x` while `a` is a file, nor `a` while `a/`
-    holds files (§5). Such a deletion goes first; if it is withheld or not ours to make,
-    the upload is skipped with the reason instead of failing on every pass.
+    holds files (docs/jatos-api.md §5.3). Such a deletion goes first; if it is withheld or
+    not ours to make, the upload is skipped with the reason instead of failing on every
+    pass.
     """
     folders: dict[RelPath, list[RelPath]] = {}
     for path in server:

@@ -8,7 +8,7 @@ that are identical on both sides are not downloaded; files matching the mapping'
 rules are not downloaded; server names that are unsafe as local paths are skipped.
 
 Every file is downloaded into a temporary file beside its destination, its size and
-Adler-32 are compared with the listing (JATOS_ASSETS_API.md §2.2, §3) — a mismatch is tried
+Adler-32 are compared with the listing (docs/jatos-api.md §3.3, §4) — a mismatch is tried
 once more, then reported — and only then is it renamed into place (`os.replace`), so a
 reader (an editor, `jatos-sync watch`) never sees half a file. Afterwards the state records
 every file that is now identical on both sides, so the next `sync` uploads nothing; if the
@@ -324,7 +324,7 @@ def pull(
     finally:
         # Whatever happened, remember what is now identical on both sides. Entries of files
         # that are still different keep their old value, so a later `sync` still knows
-        # which server content it put there (PRODUCT.md §7, backups).
+        # which server content it put there (docs/safety.md, rule 6).
         synced = {p: info for p, info in state.synced.items() if p in remote.files}
         for path in (*plan.unchanged, *result.downloaded):
             synced[path] = remote.files[path]
@@ -604,7 +604,7 @@ def run(
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     stop: threading.Event | None = None,
 ) -> int:
-    """The `pull` command; returns the exit code (PRODUCT.md §5) or raises JatosSyncError."""
+    """The `pull` command; returns the exit code (README, "Exit codes") or raises JatosSyncError."""
     mapping = select_mapping(config, getattr(args, "mapping", None))
     result = pull(
         mapping,

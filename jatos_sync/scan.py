@@ -1,7 +1,7 @@
 """Local folder -> `LocalSnapshot`: walk, ignore rules, Adler-32 checksums, checksum cache.
 
 Owns reading the synced folder: which regular files it holds, their size and the Adler-32
-checksum JATOS computes for them (docs/jatos-api.md §3), and why other entries cannot be
+checksum JATOS computes for them (docs/jatos-api.md §3.3), and why other entries cannot be
 synced. It translates OS errors into snapshot entries (`errors`, `unsyncable`) or into
 `SafetyStop` (the folder itself is unusable, docs/safety.md, rule 1). It must not talk to
 the server, decide what to upload or delete (that is `plan.py`), or write anything into the
@@ -13,11 +13,11 @@ directory, unsyncable (with the reason), unreadable (an error), or really gone. 
 read it" is never "it is gone" (docs/safety.md, rule 4).
 
 Symbolic links are followed, to files and to directories, wherever the target is, even
-outside the folder: JATOS follows links in its assets directory the same way (§3), and a
-link to a shared stimulus folder is a normal way to reuse files across studies. What gets
-uploaded is the target's content, as regular files. Links that form a directory loop and
-dangling links are reported in `unsyncable`; their paths therefore count as present, so the
-planner never deletes their server copies.
+outside the folder: JATOS follows links in its assets directory the same way
+(docs/jatos-api.md §3.6), and a link to a shared stimulus folder is a normal way to reuse
+files across studies. What gets uploaded is the target's content, as regular files. Links
+that form a directory loop and dangling links are reported in `unsyncable`; their paths
+therefore count as present, so the planner never deletes their server copies.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ _REASON_UNSTABLE = "file kept changing while it was read; it is read again on th
 
 
 def adler32_file(path: Path, *, chunk_size: int = 1 << 20) -> tuple[int, int]:
-    """(size, Adler-32) of the file's content, read in chunks; as JATOS lists it (§2.2)."""
+    """(size, Adler-32) of the file's content, read in chunks; as JATOS lists it
+    (docs/jatos-api.md §3.3)."""
     size, checksum, _, _ = _hash(os.fspath(path), chunk_size)
     return size, checksum
 
@@ -191,7 +192,7 @@ def check_folder(folder: Path) -> None:
     """Raise `SafetyStop` unless `folder` exists, is a directory and can be listed.
 
     A vanished folder (unmounted drive, renamed project) must never look like "all files
-    were deleted" (PRODUCT.md §7, FIELD_NOTES "mass deletion").
+    were deleted" (docs/safety.md, rule 1).
     """
     _folder_stat(folder)
 

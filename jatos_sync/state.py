@@ -1,11 +1,12 @@
 """What each mapping last synced, and its checksum cache, kept outside the synced folders.
 
-Owns the state directory: one JSON file per mapping (written atomically, mode 0600, in
-0700 directories), the location of backups and of the daemon's status file. A state file
-that is missing, damaged or of an unknown schema yields an empty state and a warning: the
-state is a hint that makes passes cheaper and safer, never something to trust blindly or to
-die on (PRODUCT.md §7). An empty state is the safe direction: every server file then counts
-as "not put there by this tool", so it is backed up before being overwritten or deleted.
+Owns the state directory: one JSON file per mapping (written atomically, mode 0600, in 0700
+directories), the location of backups and of the daemon's status file. A state file that is
+missing, damaged or of an unknown schema yields an empty state and a warning: the state is a
+hint that makes passes cheaper and safer, never something to trust blindly or to die on
+(docs/safety.md, rule 11). An empty state is the safe direction: every server file then
+counts as "not put there by this tool", so it is backed up before being overwritten or
+deleted.
 
 Must not: decide what to sync, talk to the server, or write inside a synced folder.
 """
@@ -84,7 +85,7 @@ class MappingState:
     them. `root` is the (device, inode) of the folder as last synced: a different folder at
     the same path (an unmounted drive, a replaced folder) is recognised by it
     (docs/safety.md, rule 1). `folds_case` is learnt once a pass sees that the server's
-    file system ignores letter case (a JATOS on macOS or Windows, docs/jatos-api.md §9).
+    file system ignores letter case (a JATOS on macOS or Windows, docs/jatos-api.md §9.4).
     """
 
     synced: dict[RelPath, FileInfo] = field(default_factory=dict)

@@ -1,15 +1,15 @@
 """The study operations of each JATOS version, on top of `JatosClient`.
 
-Owns what the endpoints of docs/jatos-api.md §10-§14 mean per version, for the study
-itself: reading a study with its components and batches, creating one with a chosen UUID
-(a jzip import with both keep flags false, then a check that it exists, §15.2 items 1-3),
-carrying a `DefinitionPlan` out (a `.jas` re-import with `keepProperties=false&
-keepAssets=true`, or on 3.10 PATCH and the component endpoints), deleting components,
-counting the results a deletion destroys (`/results/metadata`), exporting the archive and
-making study codes. Answers are parsed defensively (definition.py) and JATOS's refusals
-become the program's errors here. `StudyStep` is the study's part of a sync pass: before
-the files, the study exists and its plan is made (and a locked study stops the pass);
-after them, the definition is brought in step and checked.
+Owns what the endpoints of docs/jatos-api.md §10-§14 mean per version, for the study itself:
+reading a study with its components and batches, creating one with a chosen UUID (a jzip
+import with both keep flags false, then a check that it exists,
+docs/jatos-api.md §15.2 items 1-3), carrying a `DefinitionPlan` out (a `.jas` re-import with
+`keepProperties=false&keepAssets=true`, or on 3.10 PATCH and the component endpoints),
+deleting components, counting the results a deletion destroys (`/results/metadata`),
+exporting the archive and making study codes. Answers are parsed defensively (definition.py)
+and JATOS's refusals become the program's errors here. `StudyStep` is the study's part of a
+sync pass: before the files, the study exists and its plan is made (and a locked study stops
+the pass); after them, the definition is brought in step and checked.
 
 It must not decide what to change (definition.py), send HTTP itself (client.py) or talk to
 the user (cli.py).
@@ -62,10 +62,11 @@ from jatos_sync.study_json import parse_study
 
 log = structlog.get_logger("jatos_sync.studies")
 
-_CODE = re.compile(r"[A-Za-z0-9]{1,64}")  # JATOS makes 11 alphanumerics (§13.3)
+_CODE = re.compile(r"[A-Za-z0-9]{1,64}")  # JATOS makes 11 alphanumerics (docs/jatos-api.md §13.3)
 
-# The worker types a participant link can have (§13): the command line's name → JATOS's
-# name (in `allowedWorkerTypes`) and the abbreviation the code endpoints take.
+# The worker types a participant link can have (docs/jatos-api.md §13): the command line's
+# name → JATOS's name (in `allowedWorkerTypes`) and the abbreviation the code endpoints
+# take.
 WORKER_TYPES: Mapping[str, tuple[str, str]] = {
     "personal-single": ("PersonalSingle", "ps"),
     "personal-multiple": ("PersonalMultiple", "pm"),
@@ -73,7 +74,7 @@ WORKER_TYPES: Mapping[str, tuple[str, str]] = {
     "general-multiple": ("GeneralMultiple", "gm"),
 }
 GENERAL_TYPES = frozenset({"general-single", "general-multiple"})
-MAX_CODES = 1000  # 3.10 refuses more in one request (§13.2)
+MAX_CODES = 1000  # 3.10 refuses more in one request (docs/jatos-api.md §13.2)
 
 
 # ============================================================================ reading
@@ -84,7 +85,8 @@ def _ref(study: str | int) -> str:
 
 
 def read_study(client: JatosClient, study: str | int) -> ServerStudy:
-    """`GET /studies/{id}/properties` with components and batches (§10.1), parsed."""
+    """`GET /studies/{id}/properties` with components and batches (docs/jatos-api.md §10.1),
+    parsed."""
     what = f"study {study}"
     answer = client.api_json(
         "GET",
@@ -139,7 +141,7 @@ def _send(
 
 def _refused(answer: ApiAnswer, what: str) -> JatosSyncError:
     message = answer.message or "no reason given"
-    if "aren't a user of it" in message:  # ≤3.9 (§11.5)
+    if "aren't a user of it" in message:  # ≤3.9 (docs/jatos-api.md §11.5)
         return AccessError(
             f"{what}: the study exists on the server, but your JATOS user is not a member "
             f"of it ({message}). Ask a member to add you under the study's Members."
@@ -154,10 +156,11 @@ def _refused(answer: ApiAnswer, what: str) -> JatosSyncError:
 
 def _import(client: JatosClient, archive: Path, *, keep_assets: bool, what: str) -> bool:
     """`POST /study` (≤3.9) or `POST /studies` (3.10) with the archive as the part `study`
-    (§11.2). Both keep flags false creates (or replaces the assets: only for a study that
-    does not exist yet); `keepProperties=false&keepAssets=true` changes properties and
-    components only (§11.3, §15.2 item 2). False when the archive was refused as too large
-    (HTTP 413, by JATOS or a proxy in front of it, §5.1): nothing was imported then."""
+    (docs/jatos-api.md §11.2). Both keep flags false creates (or replaces the assets: only
+    for a study that does not exist yet); `keepProperties=false&keepAssets=true` changes
+    properties and components only (docs/jatos-api.md §11.3, §15.2 item 2). False when the
+    archive was refused as too large (HTTP 413, by JATOS or a proxy in front of it,
+    docs/jatos-api.md §5.1): nothing was imported then."""
     route = "/studies" if client.api_version == API_VERSION_310 else "/study"
     flags = {"keepProperties": "false", "keepAssets": "true" if keep_assets else "false"}
     try:
@@ -187,10 +190,11 @@ def create_study(
     files: Sequence[RelPath],
 ) -> ServerStudy:
     """Create the study `study_uuid` from `definition` and the `files` of `folder`, through
-    a jzip import (the only way to choose its UUID, §10.3), then check that it exists: 3.8.2
-    answers success without importing in some cases (§15.2 item 3). The caller has made sure
-    that no study has this UUID: with both keep flags false, an import over an existing study
-    would delete its files first."""
+    a jzip import (the only way to choose its UUID, docs/jatos-api.md §10.3), then check
+    that it exists: 3.8.2 answers success without importing in some cases
+    (docs/jatos-api.md §15.2 item 3). The caller has made sure that no study has this UUID:
+    with both keep flags false, an import over an existing study would delete its files
+    first."""
     uuids = [c.uuid or str(uuid.uuid4()) for c in definition.components]
     jas = jas_document(definition, study_uuid=study_uuid, dir_name=dir_name, component_uuids=uuids)
     what = f"the creation of study {study_uuid}"
@@ -233,7 +237,7 @@ def create_study(
 def apply_plan(
     client: JatosClient, study: ServerStudy, definition: Definition, plan: DefinitionPlan
 ) -> None:
-    """Carry `plan` out on `study` (§10.4, §11.3, §12)."""
+    """Carry `plan` out on `study` (docs/jatos-api.md §10.4, §11.3, §12)."""
     what = f"the definition of study {study.uuid}"
     if plan.reimport:
         uuids = [u or str(uuid.uuid4()) for u in plan.component_uuids]
@@ -293,7 +297,7 @@ def apply_plan(
 
 
 def delete_component(client: JatosClient, study: ServerStudy, component: ServerComponent) -> None:
-    """Delete a component and, with it, all its results (§12). 3.10: `DELETE
+    """Delete a component and, with it, all its results (docs/jatos-api.md §12). 3.10: `DELETE
     /components/{id}`; 3.9.7+: `DELETE /studies/{id}/components/{cid}` (the study named
     exactly as JATOS compares it); earlier versions cannot."""
     what = f"deleting component {component.title!r} of study {study.uuid}"
@@ -316,7 +320,8 @@ def delete_component(client: JatosClient, study: ServerStudy, component: ServerC
 
 def count_results(client: JatosClient, study: ServerStudy) -> dict[int, int]:
     """How many results (component results) each component of `study` has, from
-    `GET /results/metadata?studyId=` (§14.2; parsed defensively, §15.2 item 15)."""
+    `GET /results/metadata?studyId=` (docs/jatos-api.md §14.2; parsed defensively,
+    docs/jatos-api.md §15.2 item 15)."""
     what = f"the results of study {study.uuid}"
     try:
         answer = client.api_json(
@@ -343,7 +348,7 @@ def count_results(client: JatosClient, study: ServerStudy) -> dict[int, int]:
 
 
 def export_study(client: JatosClient, study: str | int, dest: IO[bytes]) -> Download:
-    """`GET /studies/{id}`: the study's archive, streamed into `dest` (§11.1)."""
+    """`GET /studies/{id}`: the study's archive, streamed into `dest` (docs/jatos-api.md §11.1)."""
     return client.api_download(f"/studies/{_ref(study)}", dest, what=f"the export of study {study}")
 
 
@@ -356,9 +361,10 @@ def study_codes(
     amount: int,
     comment: str | None,
 ) -> list[str]:
-    """New study codes (§13): 3.10 `POST /studies/{id}/studyCodes` with a JSON body, ≤3.9
-    `GET …/studyCodes?…` (whose comment JATOS URL-decodes once more). The batch is always
-    named: JATOS does not check that it belongs to the study (§15.2 item 17)."""
+    """New study codes (docs/jatos-api.md §13): 3.10 `POST /studies/{id}/studyCodes` with a
+    JSON body, ≤3.9 `GET …/studyCodes?…` (whose comment JATOS URL-decodes once more). The
+    batch is always named: JATOS does not check that it belongs to the study
+    (docs/jatos-api.md §15.2 item 17)."""
     _full, abbreviation = WORKER_TYPES[worker_type]
     what = f"study codes for study {study.uuid}"
     if client.api_version == API_VERSION_310:
@@ -396,7 +402,8 @@ def study_codes(
 
 
 def link_url(base_url: str, code: str) -> str:
-    """A participant's link: `<base>/publix/<code>`, under the server's path prefix (§13.3)."""
+    """A participant's link: `<base>/publix/<code>`, under the server's path prefix
+    (docs/jatos-api.md §13.3)."""
     return f"{base_url.rstrip('/')}/publix/{code}"
 
 

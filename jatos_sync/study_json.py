@@ -1,7 +1,7 @@
 """The JSON JATOS writes about a study, read into values: the study JSON of
 `GET /studies/{id}/properties?withComponentProperties=true&withBatchProperties=true` for
-every version (docs/jatos-api.md §10.2), and a `.jas` file of any version (§11.6) as the
-definition it describes (`init --from`, `init --adopt`).
+every version (docs/jatos-api.md §10.2), and a `.jas` file of any version
+(docs/jatos-api.md §11.6) as the definition it describes (`init --from`, `init --adopt`).
 
 Everything here is untrusted (docs/safety.md, rule 10): IDs, UUIDs and HTML paths must be
 what JATOS writes, and what JATOS itself would refuse is refused with the reason. Pure: no
@@ -36,9 +36,10 @@ from jatos_sync.paths import server_path
 
 
 def parse_study(data: Mapping[str, Any], *, what: str) -> ServerStudy:
-    """The study JSON of any version (§10.2), checked where it enters (docs/safety.md, rule
-    10): IDs, UUIDs and HTML paths must be what JATOS writes, or nothing is decided from it.
-    Keys JATOS leaves out once it omits nulls (§3.2) read as null."""
+    """The study JSON of any version (docs/jatos-api.md §10.2), checked where it enters
+    (docs/safety.md, rule 10): IDs, UUIDs and HTML paths must be what JATOS writes, or
+    nothing is decided from it. Keys JATOS leaves out once it omits nulls
+    (docs/jatos-api.md §3.2) read as null."""
     reader = _Reader(what)
     components = tuple(
         _component(reader, item, n) for n, item in enumerate(reader.items(data, "components"))
@@ -116,7 +117,7 @@ class _Reader:
 def _component(reader: _Reader, data: Mapping[str, Any], n: int) -> ServerComponent:
     html = reader.text(data, "htmlFilePath")
     if html:
-        try:  # ≤3.9 write the server's file separator (§10.2)
+        try:  # ≤3.9 write the server's file separator (docs/jatos-api.md §10.2)
             html = str(server_path(html.replace("\\", "/")))
         except UnsafePathError as exc:
             raise reader.bad(f"components[{n}].htmlFilePath", str(exc)) from None
@@ -241,7 +242,7 @@ def _jas_component(data: Mapping[str, Any], n: int) -> ComponentDef:
 
 
 def check_definition(definition: Definition) -> None:
-    """Raise `DefinitionError` for anything JATOS would refuse (§11.6)."""
+    """Raise `DefinitionError` for anything JATOS would refuse (docs/jatos-api.md §11.6)."""
     problems = [
         ("the study's title", title_problem(definition.title, study=True)),
         ("the study's description", text_problem(definition.description)),

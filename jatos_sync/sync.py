@@ -1,7 +1,7 @@
 """One reconcile pass for a mapping: scan, list, plan, apply, remember. Shared by the
 one-shot commands (`sync`, `status`) and the daemon.
 
-It owns the order of the steps and the per-mapping result (PRODUCT.md §6 JSON). It must not
+It owns the order of the steps and the per-mapping result (README, "JSON output"). It must not
 parse HTTP (client.py), decide what to change (plan.py) or talk to the user (cli.py).
 """
 
@@ -137,7 +137,7 @@ def policy_for(
 class MappingSync:
     """Keeps one mapping's study in step with its folder, pass after pass.
 
-    A full pass lists the server (which reads every file to do so, API reference §2.2) and
+    A full pass lists the server (which reads every file to do so, docs/jatos-api.md §3.3) and
     scans the whole folder. Between full passes it remembers the server's files, updated
     with its own uploads and deletions, so a pass for a few changed paths (`quick_pass`,
     used by the daemon) re-reads only those paths and sends only the requests they need.
@@ -209,8 +209,8 @@ class MappingSync:
                 # study that would change stops the pass before anything changed.
                 step = StudyStep(mapping, self.client, allow_delete=allow_mass_delete)
                 step.prepare(dry_run=dry_run, files=self._syncable_files)
-            # JATOS reads every file to answer the listing (§2.2): scan the local folder
-            # while it does, instead of one after the other.
+            # JATOS reads every file to answer the listing (docs/jatos-api.md §3.3): scan
+            # the local folder while it does, instead of one after the other.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jatos-sync-list") as pool:
                 listing = pool.submit(self._list if step is None or step.exists else self._nothing)
                 self._rules = IgnoreRules.for_folder(mapping.folder, mapping.ignore)
@@ -348,9 +348,9 @@ class MappingSync:
 
     def _verify_stale(self, plan: Plan) -> bool:
         """Learn the real content of server files `plan` would replace or delete, where what
-        we know of them is older than `verify_after_s` (PRODUCT.md §7: a colleague's version
-        is saved before it is replaced; a new plan then sees it changed). Returns whether
-        anything checked differed from what was known."""
+        we know of them is older than `verify_after_s` (docs/safety.md, rule 6: a
+        colleague's version is saved before it is replaced; a new plan then sees it
+        changed). Returns whether anything checked differed from what was known."""
         remote = self._remote
         assert remote is not None
         now = self._clock()

@@ -311,7 +311,8 @@ def _inotify_watches_exhausted(path: str) -> bool:
 class _OverflowTap(logging.Handler):
     """watchdog reports a kernel event-queue overflow only as a log record (it rebuilds its
     watches, but the events are lost). Turn that record into a rescan for every watcher
-    using native events: one full pass each is the cure (FIELD_NOTES "missed events")."""
+    using native events: one full pass each is the cure (sync tools that trusted their events
+    lost edits after an overflow)."""
 
     LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 

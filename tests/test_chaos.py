@@ -3,7 +3,7 @@ study lock, the state directory or the local folder misbehave (issue 5, item 1).
 
 Every scenario starts from a synced study with pending local changes (three edits, two new
 files, two deletions), injects its faults into one or more runs, then lets a bounded number
-of fault-free runs settle and checks what PRODUCT.md §7 promises:
+of fault-free runs settle and checks the rules of docs/safety.md:
 
 - the server holds exactly the folder's files (`world.remote() == world.local()`);
 - the local folder is untouched (equal to the snapshot taken before the faults);
@@ -661,7 +661,7 @@ def test_a_vanished_folder_changes_nothing_on_the_server(world_any: World, how: 
 def test_a_failure_at_the_token_check_still_gives_a_json_document_and_a_log_event(
     world310: World,
 ) -> None:
-    """`sync --json` promises one JSON document (PRODUCT §6), and JSON logs on stderr are
+    """`sync --json` promises one JSON document (README, "JSON output"), and JSON logs on stderr are
     how CI and journald see failures; a run stopped before any mapping has neither today."""
     configure(world310, retries=1)
     world310.server.faults.fail_next(5)

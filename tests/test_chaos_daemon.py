@@ -6,7 +6,7 @@ comes back, refuses a revoked token, locks the study, while the state directory 
 read-only, and while the local folder is deleted, replaced by a file or "unmounted". One
 subprocess test does the token swap with a real SIGHUP.
 
-When the faults stop, every test checks what PRODUCT.md §7 promises (`assert_settled`):
+When the faults stop, every test checks the rules of docs/safety.md (`assert_settled`):
 
 - the server holds exactly the folder's syncable files, plus the ignored files only it had;
 - the folder holds exactly what the test wrote (the daemon never changes it);
@@ -243,7 +243,7 @@ def settled(lab: ChaosLab, name: str = "exp") -> Callable[[], bool]:
 
 
 def assert_settled(lab: ChaosLab, name: str = "exp", *, timeout_s: float = 15.0) -> None:
-    """The faults are over: the daemon catches up and every promise of §7 holds."""
+    """The faults are over: the daemon catches up and every rule of docs/safety.md holds."""
     wait_for(f"{name} to settle", settled(lab, name), timeout_s)
     assert lab.local(name) == lab.model[name], "the daemon changed the local folder"
     assert lab.files(name) == lab.expected_remote(name), "the server does not match the folder"
@@ -596,8 +596,8 @@ def test_a_backup_that_does_not_fit_holds_the_overwrite_back_and_says_why(
 def test_a_colleagues_edit_between_full_passes_is_backed_up_before_it_is_overwritten(
     lab: ChaosLab, log: Log
 ) -> None:
-    """PRODUCT.md §7: server content this tool did not write is saved before it is replaced,
-    also when the daemon replaces it in a pass that lists nothing."""
+    """docs/safety.md, rule 6: server content this tool did not write is saved before it is
+    replaced, also when the daemon replaces it in a pass that lists nothing."""
     lab.seed()
     # Check every server copy before replacing it (production: those not seen for 60 s).
     daemon = lab.daemon(timings=dataclasses.replace(FAST, verify_after_s=0.0))

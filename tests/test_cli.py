@@ -1,4 +1,5 @@
-"""Every exit code of PRODUCT.md §5, produced by the real CLI with the right message."""
+"""Every exit code listed in README, "Exit codes", produced by the real CLI with the right
+message."""
 
 from __future__ import annotations
 

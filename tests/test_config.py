@@ -32,14 +32,14 @@ from jatos_sync.config_reader import NODE_BUDGET
 from jatos_sync.credentials import TOKEN_PREFIX, Token, load_token
 from jatos_sync.errors import EXIT_CONFIG, ConfigError
 
-JATOS_ENV = "JATOS_TOKEN"  # the default variable, PRODUCT.md §4
+JATOS_ENV = "JATOS_TOKEN"  # the default variable (README, "Configuration")
 LAB_ENV = "LAB_TOKEN"
 NAME = Path("jatos-sync.yaml")  # as a user would pass it: messages start with "jatos-sync.yaml:"
 ALPHABET = string.ascii_letters + string.digits
 
 
 def make_token() -> str:
-    """A fresh token in JATOS's format (JATOS_ASSETS_API.md §1.1): prefix, 31 random, checksum."""
+    """A fresh token in JATOS's format (docs/jatos-api.md §2.1): prefix, 31 random, checksum."""
     random_part = "".join(secrets.choice(ALPHABET) for _ in range(31))
     checksum = hashlib.md5(random_part.encode(), usedforsecurity=False).hexdigest()[:6]
     return TOKEN_PREFIX + random_part + checksum
@@ -72,8 +72,8 @@ mappings:
     study: 42
 """
 
-# PRODUCT.md §4, verbatim: "These keys must work exactly as shown."
-PRODUCT_EXAMPLE = """\
+# The example in README, "Configuration", verbatim: these keys must work exactly as shown.
+README_EXAMPLE = """\
 server:
   url: https://jatos.example.org/prefix   # base URL; a path prefix is allowed
   token_env: JATOS_TOKEN                  # default: the token is read from $JATOS_TOKEN
@@ -92,9 +92,9 @@ mappings:
 # ------------------------------------------------------------------------------------------
 
 
-def test_product_example_parses_exactly(tmp_path: Path) -> None:
+def test_the_readme_example_parses_exactly(tmp_path: Path) -> None:
     path = tmp_path / "jatos-sync.yaml"
-    config = parse(PRODUCT_EXAMPLE, path=path)
+    config = parse(README_EXAMPLE, path=path)
     assert config == Config(
         path=path,
         server=ServerConfig(
@@ -176,7 +176,7 @@ def test_absolute_and_home_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_missing_folder_is_not_a_config_error(tmp_path: Path) -> None:
-    # A missing folder is a per-mapping safety stop at sync time (PRODUCT.md §7), not here.
+    # A missing folder is a per-mapping safety stop at sync time (docs/safety.md, rule 1), not here.
     config = parse(MINIMAL, path=tmp_path / "c.yaml")
     assert not config.mappings[0].folder.exists()
 
@@ -777,7 +777,7 @@ def test_token_file_from_the_config_is_relative_to_the_config(tmp_path: Path) ->
 
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "jatos-sync.yaml"
-    path.write_text(PRODUCT_EXAMPLE, encoding="utf-8")
+    path.write_text(README_EXAMPLE, encoding="utf-8")
     config = load_config(path)
     assert config.path == path
     assert config.mappings[0].folder == tmp_path / "sample-project"

@@ -106,7 +106,8 @@ def test_json_values_compare_semantically(a: Any, b: Any, same: bool) -> None:
 
 
 def test_stored_inputs_compare_as_parsed_json() -> None:
-    assert same_input('{"a": 1,  "b":2}', '{"b":2,"a":1}')  # JATOS minifies (§10.2)
+    # JATOS minifies (docs/jatos-api.md §10.2).
+    assert same_input('{"a": 1,  "b":2}', '{"b":2,"a":1}')
     assert same_input("", None)  # and turns "" into null
     assert not same_input('{"a":1}', '{"a":2}')
     assert not same_input("not json", '"not json"')
@@ -121,7 +122,7 @@ def test_stored_inputs_compare_as_parsed_json() -> None:
         ("index.html", True),
         ("pages/consent_2.html", True),
         ("a-b/c.htm", True),
-        ("main.min.html", False),  # exactly one dot (§11.6)
+        ("main.min.html", False),  # exactly one dot (docs/jatos-api.md §11.6)
         ("lib.v2/index.html", False),
         ("my page.html", False),
         ("/index.html", False),
@@ -254,7 +255,7 @@ def test_a_component_without_an_html_path_gets_one_by_import_on_3_10() -> None:
         title="Stroop", components=(ComponentDef("A", "a.html", uuid=study.components[0].uuid),)
     )
     plan = plan_definition(wanted, study, api_version=API_VERSION_310)
-    assert plan.reimport  # a PATCH of a null htmlFilePath fails (§12.2)
+    assert plan.reimport  # a PATCH of a null htmlFilePath fails (docs/jatos-api.md §12.2)
 
 
 def test_a_changed_component_is_a_patch_of_its_changed_fields_on_3_10() -> None:
@@ -316,7 +317,8 @@ def test_removed_components_are_deactivated_and_deleted_only_when_allowed() -> N
 
 
 def _apply(study: ServerStudy, wanted: Definition, plan: DefinitionPlan) -> ServerStudy:
-    """What JATOS does with a plan (§11.3, §12): a model of the server, for the invariant."""
+    """What JATOS does with a plan (docs/jatos-api.md §11.3, §12): a model of the server,
+    for the invariant."""
     components = list(study.components)
     next_id = max((c.id for c in components), default=0) + 1
     if plan.reimport:

@@ -148,7 +148,7 @@ def test_empty_files_are_skipped_with_a_reason_and_exit_zero(world: World) -> No
     assert world.remote() == {"a.js": b"a"}
 
 
-# ---------------------------------------------------------------- PRODUCT.md §7
+# ---------------------------------------------------------------- docs/safety.md
 
 
 def test_folder_removed_stops_the_mapping_and_keeps_the_study(world: World) -> None:

@@ -132,7 +132,7 @@ IGNORED_FILES = [
     "jatos-sync.yaml.bak",
     "jatos-sync.yaml.orig",
     "old/jatos-sync.yml.2024-05-01",
-    # the server's own temp names (§8.2)
+    # the server's own temp names (docs/jatos-api.md §9.6)
     SERVER_TEMP,
     f"img/{SERVER_TEMP}",
 ]

@@ -110,7 +110,7 @@ def encoded(document: Any) -> bytes:
 
 
 def metadata_answer(**overrides: Any) -> dict[str, Any]:
-    """A 3.10-shaped metadata answer (§14.2) with one finished study result."""
+    """A 3.10-shaped metadata answer (docs/jatos-api.md §14.2) with one finished study result."""
     result: dict[str, Any] = {
         "id": 101,
         "uuid": "9e0f",

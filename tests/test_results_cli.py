@@ -325,7 +325,7 @@ def test_a_truncated_zip_is_detected_retried_and_never_written_as_complete(lab: 
 
 def test_a_valid_but_partial_zip_writes_only_the_complete_results(lab310: Results) -> None:
     runs = [lab310.participant([f"data {i}"]) for i in range(3)]
-    # JATOS closes the zip properly when its database fails mid-stream (§14.3).
+    # JATOS closes the zip properly when its database fails mid-stream (docs/jatos-api.md §14.3).
     lab310.server.faults.truncate_results_next(1, after_entries=1, valid=True)
     lab310.server.faults.truncate_results_next(TRIES - 1, after_entries=0, valid=True)
     result, mapping = lab310.run_json()
@@ -342,7 +342,8 @@ def test_a_valid_but_partial_zip_writes_only_the_complete_results(lab310: Result
 
 
 def test_keep_alive_spaces_inside_the_zip_do_not_spoil_it(lab310: Results) -> None:
-    # JATOS sends a space whenever the stream is silent for its keep-alive interval (§14.3).
+    # JATOS sends a space whenever the stream is silent for its keep-alive interval
+    # (docs/jatos-api.md §14.3).
     lab310.server.keepalive_s = 0.05
     lab310.server.faults.results_stall_s = 0.12
     runs = [lab310.participant(["one", "two"], files={"f.txt": b"F"}), lab310.participant(["3"])]
@@ -608,11 +609,11 @@ def test_a_stopped_pass_writes_nothing_half_and_leftovers_go(lab310: Results) ->
 
 
 def test_one_writer_at_a_time_per_results_folder(lab310: Results) -> None:
-    from jatos_sync.results import _folder_lock
+    from jatos_sync.results import folder_lock
 
     lab310.participant(["x"])
     lab310.folder.mkdir(parents=True)
-    with _folder_lock(lab310.folder):  # as a `watch` daemon's results pass would hold it
+    with folder_lock(lab310.folder):  # as a `watch` daemon's results pass would hold it
         result = lab310.run()
     assert result.code == 4
     assert "Another jatos-sync is writing into the results folder" in result.out

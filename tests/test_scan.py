@@ -193,7 +193,7 @@ def test_symlinks_to_targets_outside_the_folder_are_followed(tmp_path: Path, fol
 
 
 def test_directory_linked_twice_is_listed_under_both_paths(folder: Path) -> None:
-    # not a loop: JATOS lists such files twice too (JATOS_ASSETS_API.md §2.4)
+    # not a loop: JATOS lists such files twice too (docs/jatos-api.md §3.6)
     write(folder, "real/a.txt")
     os.symlink("real", folder / "js_link", target_is_directory=True)
     assert names(scan(folder)) == ["js_link/a.txt", "real/a.txt"]

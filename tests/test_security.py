@@ -473,9 +473,9 @@ def test_a_large_file_holding_the_token_is_never_stored_by_the_server(world310: 
 def test_the_upload_reader_refuses_the_token_before_its_last_byte_is_handed_out(
     chunk: int, where: str
 ) -> None:
-    from jatos_sync.client import _HashingReader
     from jatos_sync.errors import FileSyncError
     from jatos_sync.model import RelPath
+    from jatos_sync.upload_body import HashingReader
 
     token = make_token().encode()
     filler = bytes(range(256)) * 40  # 10 KiB
@@ -486,7 +486,7 @@ def test_the_upload_reader_refuses_the_token_before_its_last_byte_is_handed_out(
         "across": filler[: 8192 - 17] + token + filler,
     }[where]
     end_of_token = content.index(token) + len(token)
-    reader = _HashingReader(io.BytesIO(content), len(content), path=RelPath("a"), secret=token)
+    reader = HashingReader(io.BytesIO(content), len(content), path=RelPath("a"), secret=token)
     sent = b""
 
     def read_all() -> None:
@@ -502,12 +502,12 @@ def test_the_upload_reader_refuses_the_token_before_its_last_byte_is_handed_out(
 
 
 def test_the_upload_reader_hands_out_a_file_without_the_token_unchanged() -> None:
-    from jatos_sync.client import _HashingReader
     from jatos_sync.model import RelPath
+    from jatos_sync.upload_body import HashingReader
 
     token = make_token().encode()
     content = (token[:-1] + b"x" + token[1:]) * 1000  # near misses, on every boundary
-    reader = _HashingReader(io.BytesIO(content), len(content), path=RelPath("a"), secret=token)
+    reader = HashingReader(io.BytesIO(content), len(content), path=RelPath("a"), secret=token)
     sent = b""
     while piece := reader.read(40):
         sent += piece

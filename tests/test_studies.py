@@ -102,8 +102,8 @@ def test_a_study_is_created_with_the_chosen_uuid_files_and_definition(
 def test_an_import_that_jatos_answers_without_creating_is_an_error(
     client: JatosClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 3.8.2 answers 200 and imports nothing in some cases (§15.2 item 3): only the check after
-    # the import can tell.
+    # 3.8.2 answers 200 and imports nothing in some cases (docs/jatos-api.md §15.2 item 3):
+    # only the check after the import can tell.
     silent = ApiAnswer(
         status=200, json={"studyExists": False}, text="", content_type="", location=None
     )

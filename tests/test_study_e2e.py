@@ -327,7 +327,7 @@ def test_a_changed_property_is_one_write_request(lab: StudyLab, edit: str) -> No
         ]
     else:
         assert json.loads(study.input or "") == {"lang": "de", "trials": 120}
-    # Everything else stays as declared, and the study stays inactive (§10.4).
+    # Everything else stays as declared, and the study stays inactive (docs/jatos-api.md §10.4).
     assert study.description == "Colour-word interference, 120 trials" and not study.active
     assert lab.components() == [
         ("Consent", "consent.html", True),

@@ -1,6 +1,7 @@
 """study_json.py: reading JATOS's JSON about a study defensively — the study JSON of every
-version (docs/jatos-api.md §10.2) and `.jas` files of every version (§11.6) — and refusing
-what JATOS would not write or would refuse, with the reason."""
+version (docs/jatos-api.md §10.2) and `.jas` files of every version
+(docs/jatos-api.md §11.6) — and refusing what JATOS would not write or would refuse, with
+the reason."""
 
 from __future__ import annotations
 

@@ -256,7 +256,7 @@ def test_every_unit_is_a_notify_service_with_watchdog_and_no_restart_loop(
     unit = load(unit_path)
     for key, value in COMMON_SERVICE.items():
         assert one(unit, "Service", key) == value, key
-    # Exit 2 (configuration) and 3 (token rejected) must not restart (PRODUCT.md §5).
+    # Exit 2 (configuration) and 3 (token rejected) must not restart (README, "Exit codes").
     codes = one(unit, "Service", "RestartPreventExitStatus").split()
     assert {"2", "3"} <= set(codes)
 
@@ -289,7 +289,7 @@ def test_system_units_load_the_token_credential_keep_state_and_are_hardened(
     unit_path: Path, credential: str, state: str
 ) -> None:
     unit = load(unit_path)
-    # config.py reads $CREDENTIALS_DIRECTORY/jatos-token (PRODUCT.md §4).
+    # credentials.py reads $CREDENTIALS_DIRECTORY/jatos-token (README, "Configuration").
     assert one(unit, "Service", "LoadCredential") == credential
     # state.py reads $STATE_DIRECTORY, which StateDirectory= sets.
     assert one(unit, "Service", "StateDirectory") == state

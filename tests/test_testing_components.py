@@ -1,4 +1,4 @@
-"""The stand-in's component and batch endpoints (docs/jatos-api.md §12, §13): 3.9.7+'s create
+"""The stand-in's component and batch endpoints (docs/jatos-api.md §12, §10.5): 3.9.7+'s create
 and delete, 3.10's full component and batch sets."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _run_with_file(jatos: Jatos, study_id: int, component_id: int) -> Any:
     return run
 
 
-# ============================================================================ 3.9.7+ (§12)
+# ============================================================= 3.9.7+ (docs/jatos-api.md §12.1)
 
 
 def test_3_9_creates_components_at_the_end_always_active(j39: Jatos) -> None:
@@ -113,7 +113,7 @@ def test_3_9_delete_component_deletes_its_results_and_checks_the_study(j39: Jato
     assert list((j39.server.uploads_root).rglob("f.bin")) == []
 
 
-# ============================================================================ 3.10 components (§12)
+# ==================================================== 3.10 components (docs/jatos-api.md §12.2)
 
 
 def test_3_10_component_create_list_get(j310: Jatos) -> None:
@@ -201,7 +201,7 @@ def test_3_10_non_members_get_no_access_to_components(j310: Jatos) -> None:
     bob.close()
 
 
-# ============================================================================ 3.10 batches (§13)
+# ======================================================= 3.10 batches (docs/jatos-api.md §10.5)
 
 
 def test_3_10_batches_create_list_patch_delete(j310: Jatos) -> None:

@@ -80,7 +80,7 @@ def _crids(meta: dict[str, Any]) -> list[int]:
     ]
 
 
-# ============================================================================ metadata (§14)
+# =========================================================== metadata (docs/jatos-api.md §14.2)
 
 
 def test_metadata_has_each_versions_keys_and_types(jatos: Jatos) -> None:
@@ -207,7 +207,7 @@ def test_duration_and_human_readable_sizes() -> None:
     ]
 
 
-# ============================================================================ selectors (§14)
+# ========================================================== selectors (docs/jatos-api.md §14.1)
 
 
 def test_query_and_json_selectors_are_unioned(jatos: Jatos) -> None:
@@ -278,7 +278,7 @@ def test_non_numeric_query_ids_are_500_before_3_10_and_dropped_after(jatos: Jato
         assert r.status_code == 500
 
 
-# ============================================================================ zips (§14)
+# =============================================================== zips (docs/jatos-api.md §14.3)
 
 
 def test_combined_zip_layout_streamed_chunked_metadata_last(jatos: Jatos) -> None:
@@ -356,7 +356,7 @@ def test_silence_longer_than_the_keepalive_gets_a_space_byte(
     )
 
 
-# ============================================================================ plain text (§14)
+# ========================================================= plain text (docs/jatos-api.md §14.4)
 
 
 def test_plain_text_data_per_version(jatos: Jatos) -> None:
@@ -433,7 +433,7 @@ def test_delete_results_checks_all_first_then_deletes_with_files(jatos: Jatos) -
     assert list(server.uploads_root.rglob("f.txt")) == []
 
 
-# ============================================================================ IDs and order (§14)
+# =============================================== IDs and order (docs/jatos-api.md §14.2, §14.7)
 
 
 def test_result_ids_increase_with_gaps_and_answers_are_not_sorted(

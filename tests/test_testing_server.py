@@ -174,7 +174,7 @@ def make_api(jatos_standin_factory: Factory) -> Iterator[Callable[..., Api]]:
         client.close()
 
 
-# ============================================================================ tokens (§1.1)
+# ============================================================== tokens (docs/jatos-api.md §2.1)
 
 
 def test_make_token_has_the_real_format_and_a_valid_checksum() -> None:
@@ -199,7 +199,7 @@ def test_server_repr_and_records_never_show_the_token(api: Api) -> None:
     assert all(api.token not in repr(r) for r in api.server.requests)
 
 
-# ============================================================================ auth (§1)
+# ================================================================== auth (docs/jatos-api.md §2)
 
 
 def test_valid_token_gets_token_info_in_the_version_shape(api: Api) -> None:
@@ -273,7 +273,8 @@ def test_token_with_expiry_reports_its_expiration_date(api: Api) -> None:
 @pytest.mark.parametrize(
     ("accept", "xhr", "expect_39", "expect_310"),
     [
-        (None, False, 303, 401),  # Play's accepts("text/html") is true without Accept (§1.2)
+        # Play's accepts("text/html") is true without Accept (docs/jatos-api.md §2.4).
+        (None, False, 303, 401),
         ("*/*", False, 303, 401),
         ("text/html,application/xhtml+xml", False, 303, 303),
         ("application/json", False, 403, 401),
@@ -326,7 +327,8 @@ def test_empty_play_session_cookie_is_ignored(api: Api) -> None:
 def test_token_info_is_token_only_on_3_10(make_api: Callable[..., Api]) -> None:
     api = make_api(personality="3.10")
     r = api.session.get(api.url("admin/token"), cookies={"PLAY_SESSION": "x"})
-    assert r.status_code == 200  # types = TOKEN: the session method is skipped (§1.4)
+    # `types = TOKEN`: the session method is skipped (docs/jatos-api.md §2.3).
+    assert r.status_code == 200
 
 
 def test_viewer_only_user_is_refused_assets_but_sees_properties_on_3_10(
@@ -355,7 +357,7 @@ def test_csrf_filter_refuses_cookie_posts_without_authorization(api: Api) -> Non
     expect_error(r, api, v39=(403, msg), v310=(403, "NO_ACCESS", msg))
 
 
-# ======================================================================= studies (§1.4-1.5, §9.2)
+# ================================================== studies (docs/jatos-api.md §7, §9.1, §10.1)
 
 
 def test_non_member_gets_403(api: Api) -> None:
@@ -431,7 +433,7 @@ def test_unknown_api_path_is_the_version_404_and_other_paths_are_html(api: Api) 
     assert "<title>JATOS</title>" in home.text
 
 
-# ============================================================================ listing (§2)
+# =============================================================== listing (docs/jatos-api.md §3)
 
 
 def test_flat_listing_has_files_empty_dirs_dotfiles_and_adler32(api: Api) -> None:
@@ -450,7 +452,7 @@ def test_flat_listing_has_files_empty_dirs_dotfiles_and_adler32(api: Api) -> Non
         ".hidden",
         "void/deeper" + dir_suffix,
     }
-    # Test vectors of §2.2
+    # Test vectors of docs/jatos-api.md §3.3
     assert flat["empty.txt"]["checksum"] == 1
     assert flat["hello.txt"]["checksum"] == 139133471
     assert flat["img/icons/wiki.txt"]["checksum"] == 300286872
@@ -510,10 +512,10 @@ def test_null_fields_disappear_after_the_first_listing(api: Api) -> None:
     key = "expiresAfter" if api.v3_10 else "expires"
     assert api.get("admin/token").json()["data"][key] is None
     api.listing()
-    assert key not in api.get("admin/token").json()["data"]  # §2.1 NON_NULL note
+    assert key not in api.get("admin/token").json()["data"]  # NON_NULL (docs/jatos-api.md §3.2)
 
 
-# ============================================================================ upload (§4)
+# ================================================================ upload (docs/jatos-api.md §5)
 
 
 def test_upload_to_an_explicit_path_stores_under_that_name(api: Api) -> None:
@@ -552,7 +554,7 @@ def test_upload_without_filepath_uses_the_version_route(api: Api) -> None:
     ("sent", "stored"),
     [
         ("a%2Bb.txt", "a+b.txt"),
-        ("a+b.txt", "a b.txt"),  # URLDecoder: + is a space (§3)
+        ("a+b.txt", "a b.txt"),  # URLDecoder: + is a space (docs/jatos-api.md §9.2)
         ("100%25.txt", "100%.txt"),
         ("two%20words.txt", "two words.txt"),
         ("hash%23tag.txt", "hash#tag.txt"),
@@ -638,7 +640,8 @@ def test_upload_onto_an_empty_directory_per_version(api: Api) -> None:
         assert r.json()["error"]["code"] == "FILE_ALREADY_EXISTS"
         assert (api.study.assets_dir / "thing").is_dir()
     else:
-        assert r.status_code == 200  # the empty directory is silently replaced (§4.3 step 5)
+        # The empty directory is silently replaced (docs/jatos-api.md §5.3).
+        assert r.status_code == 200
         assert api.server.files(api.study) == {"thing": b"file now"}
 
 
@@ -700,7 +703,7 @@ def test_upload_is_parsed_before_auth_so_a_bad_token_still_gets_401(api: Api) ->
     assert os.listdir(api.server.data_dir / ".upload-tmp") == []
 
 
-# ============================================================================ delete (§5)
+# ================================================================ delete (docs/jatos-api.md §6)
 
 
 def test_delete_removes_one_file_and_keeps_the_parent_dir(api: Api) -> None:
@@ -731,7 +734,7 @@ def test_delete_errors_follow_the_version_table(api: Api) -> None:
     assert api.server.files(api.study) == {"d/x.txt": b"x"}
 
 
-# ============================================================================ download (§3)
+# ============================================================== download (docs/jatos-api.md §4)
 
 
 def test_download_streams_the_file_with_version_disposition(api: Api) -> None:
@@ -769,7 +772,7 @@ def test_download_errors_per_version(api: Api) -> None:
         assert (status, body) == (404, b"File '../secret' couldn't be found.")
 
 
-# ============================================================================ 3.8.1 (§0, §6)
+# ========================================================= 3.8.1 (docs/jatos-api.md §1.3, §7.1)
 
 
 def test_3_8_1_has_no_structure_route_and_no_lock_check(make_api: Callable[..., Api]) -> None:

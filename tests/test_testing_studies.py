@@ -154,7 +154,7 @@ def imported(jatos: Jatos, archive: bytes | None = None, query: str = "") -> dic
     return jatos.properties(STUDY_UUID)
 
 
-# ============================================================================ personalities (§1)
+# ======================================================= personalities (docs/jatos-api.md §1.4)
 
 
 def test_3_8_alias_is_3_8_2_with_listing_and_api_version_1_0_0(
@@ -197,7 +197,7 @@ def test_3_8_2_lacks_the_endpoints_of_later_versions(
     assert r.text.startswith("Requested page ")
 
 
-# ============================================================================ properties (§10)
+# ================================================== properties (docs/jatos-api.md §10.1, §10.2)
 
 
 def test_properties_have_each_versions_shape(jatos: Jatos) -> None:
@@ -264,7 +264,7 @@ def test_null_fields_vanish_from_properties_after_the_first_listing(
     assert "componentList" not in after and "comments" not in after
 
 
-# ============================================================================ import (§11)
+# =============================================================== import (docs/jatos-api.md §11)
 
 
 def test_import_of_a_new_study_answers_per_version(jatos: Jatos) -> None:
@@ -377,7 +377,8 @@ def test_overwrite_taking_the_archives_dir_name_loses_the_assets_if_it_is_taken(
             r.text
             == "Study assets' directory (taken) couldn't be created because it already exists."
         )
-    # the current assets were deleted before the move failed, and are not rolled back (§11)
+    # the current assets were deleted before the move failed, and are not rolled back
+    # (docs/jatos-api.md §11.3)
     assert not (jatos.server.assets_root / "moved").exists()
     assert jatos.properties(data["id"])["dirName"] == "moved"
 
@@ -407,7 +408,7 @@ def test_new_uuid_with_a_keep_flag_does_nothing_fails_or_imports_per_version(jat
     r = jatos.import_jzip(default_jzip(), "?keepAssets=true")
     study = jatos.server._state.study_by_uuid(STUDY_UUID)
     if jatos.name == "3.8.2":
-        assert r.status_code == 200  # silently nothing (§11)
+        assert r.status_code == 200  # silently nothing (docs/jatos-api.md §11.3)
         assert r.json()["studyExists"] is False
         assert study is None
     elif jatos.name == "3.9":
@@ -562,7 +563,7 @@ def test_directory_entries_are_not_needed_and_empty_dirs_are_kept(jatos: Jatos) 
     assert (jatos.server.assets_root / "demo_study" / "img").is_dir()
 
 
-# ---------------------------------------------------------------------------- the .jas (§11)
+# ----------------------------------------------------------- the .jas (docs/jatos-api.md §11.6)
 
 
 def test_a_newer_jas_version_is_refused(jatos: Jatos) -> None:
@@ -691,7 +692,7 @@ def test_3_8_and_3_9_need_multipart(make_jatos: Callable[..., Jatos]) -> None:
     assert (r.status_code, r.text) == (400, "File missing")
 
 
-# ============================================================================ export (§11)
+# ============================================================= export (docs/jatos-api.md §11.1)
 
 
 def test_export_writes_the_assets_and_the_versions_jas(jatos: Jatos) -> None:
@@ -747,7 +748,7 @@ def test_short_titles_cannot_be_exported_before_3_10(jatos: Jatos) -> None:
         assert r.text.startswith("Internal JATOS error during ")
 
 
-# ======================================================================= create from JSON (§10)
+# =================================================== create from JSON (docs/jatos-api.md §10.3)
 
 
 def test_3_9_creates_with_dir_name_uuid_and_answers_uuid_and_id(
@@ -797,7 +798,7 @@ def test_3_10_creates_from_json_strictly(make_jatos: Callable[..., Jatos]) -> No
     }
 
 
-# ============================================================================ PATCH (§10)
+# ============================================================== PATCH (docs/jatos-api.md §10.4)
 
 
 def test_3_10_patch_reactivates_unless_active_is_sent_and_renames_the_folder(
@@ -825,7 +826,7 @@ def test_3_10_patch_reactivates_unless_active_is_sent_and_renames_the_folder(
     assert (r.status_code, r.json()["error"]["code"]) == (403, "STUDY_LOCKED")
 
 
-# ============================================================================ delete, HEAD (§10)
+# ======================================================= delete, HEAD (docs/jatos-api.md §10.5)
 
 
 def test_delete_study_removes_assets_and_results_and_respects_the_lock(jatos: Jatos) -> None:

@@ -7,7 +7,7 @@ it with capped backoff (a refused token is re-checked every `auth_recheck_s`), a
 a pass is an internal error that pauses it the same way: the thread never ends on its own
 (docs/safety.md, rule 13). It publishes a `ResultsStatus` for the status file and systemd.
 
-It must not decide what to fetch or write (results.py), write the status file or talk to
+It must not decide what to fetch or write (jatos_sync/results/), write the status file or talk to
 systemd (the supervisor does), or touch the mapping's `MappingWorker`.
 """
 
@@ -48,7 +48,7 @@ class ResultsWorker:
     ) -> None:
         if mapping.results is None:
             raise ValueError(f"mapping {mapping.name!r} has no results: section")
-        # Imported here: results.py imports msgspec, which `--version` must not wait for.
+        # Imported here: jatos_sync.results imports msgspec, which `--version` must not wait for.
         from jatos_sync.results import ResultsMirror
 
         self.mapping = mapping

@@ -1,11 +1,11 @@
 """The daemon's status: what each mapping is doing, as `jatos-sync status` and systemd see it.
 
 Owns `MappingStatus` (one mapping's published state), `ResultsStatus` (its results
-mirror's), the status document and its file in the state directory (`status.json`, written
-atomically, mode 0600 through `mkstemp`), `read_status` for the one-shot `status` command,
-and the one-line summary for `systemctl status`. It must not run passes, start threads or
-decide when to write (the supervisor does); apart from writing and reading the status file
-it does no I/O.
+mirror's), the status document and its file in the state directory (one per daemon,
+`daemons/<pid>.json`, written atomically, mode 0600 through `mkstemp`), `read_status` for
+the one-shot `status` command, and the one-line summary for `systemctl status`. It must not
+run passes, start threads or decide when to write (the supervisor does); apart from writing
+and reading the status file it does no I/O.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ FolderWatcher and client, so a slow, locked or unreachable study never delays an
 worker starts with a full reconcile, then turns file-system changes into quick passes that
 send only the requests the changed paths need. It reconciles fully every
 `watch.reconcile_interval` (not much more often: JATOS reads every file of the study to
-answer a listing, docs/jatos-api.md §3), after lost events, when its folder comes back,
+answer a listing, docs/jatos-api.md §3.3), after lost events, when its folder comes back,
 when its server comes back and on SIGHUP. A full pass also creates the study and brings
 its definition in step when the mapping has `create:` or `definition:`; a quick pass never
 touches the definition. Errors about the whole study or server pause that mapping, which is
@@ -58,7 +58,8 @@ class Timings:
     status_interval_s: float = 0.5  # the status file is written at most this often
     tick_s: float = 0.25  # the supervisor's loop
     # Before a quick pass replaces or deletes a server file not seen for this long, that
-    # file is downloaded to check for a colleague's edit (one extra request; PRODUCT §7).
+    # file is downloaded to check for a colleague's edit (one extra request; docs/safety.md,
+    # rule 6).
     verify_after_s: float = 60.0
     # While every mapping is paused nothing syncs: said this often, loudly, until it changes.
     nothing_syncing_every_s: float = 60.0
@@ -331,7 +332,8 @@ class MappingWorker:
             self._watched = None
             if identity is None:
                 # Deleted, moved away or unmounted: never a reason to delete on the server
-                # (PRODUCT.md §7). What was pending is moot; a full pass follows its return.
+                # (docs/safety.md, rule 1). What was pending is moot; a full pass follows
+                # its return.
                 self._debouncer.reset()
                 self._pause(_folder_problem(self.mapping.folder), now)
                 return

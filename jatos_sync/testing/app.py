@@ -5,9 +5,9 @@ Owns what happens between "a request arrived" and "this is the answer": Play's r
 per version (`routes.py`), the auth order of docs/jatos-api.md §2, the study lookup and
 membership/lock checks, reading bodies (uploads and archives streamed to temp files with the
 `multipart` package, JSON bodies in memory), and rendering `ApiError`s per personality
-(§8). The other areas' actions live in `studies.py`, `components.py`, `codes.py`,
-`results.py` and `control.py`; they use the helpers here. No socket I/O (`transport.py`)
-and no injected faults beyond what `results.py` asks of `faults.py`.
+(docs/jatos-api.md §8). The other areas' actions live in `studies.py`, `components.py`,
+`codes.py`, `results.py` and `control.py`; they use the helpers here. No socket I/O
+(`transport.py`) and no injected faults beyond what `results.py` asks of `faults.py`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ _PLAY_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 
 class _EarlyResponseError(Exception):
-    """Answer with this response now (redirects and session-cookie denials, §2)."""
+    """Answer with this response now (redirects and session-cookie denials,
+    docs/jatos-api.md §2.3, §2.4)."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status)
@@ -102,7 +103,7 @@ class Call:
 
     @property
     def study_ref(self) -> str:
-        # Play decodes single-segment parts such as `:id` (§2).
+        # Play decodes single-segment parts such as `:id` (docs/jatos-api.md §9.1).
         return wire.decode_path_segment(self.params.get("id") or "")
 
     def segment(self, name: str) -> str:
@@ -139,7 +140,7 @@ class Call:
 
     def raw_json(self) -> Any:
         """3.10's `getJsonFromBody`: the body as JSON whatever its Content-Type; an empty
-        body is INVALID_REQUEST, malformed JSON INVALID_JSON (§8)."""
+        body is INVALID_REQUEST, malformed JSON INVALID_JSON (docs/jatos-api.md §8.2)."""
         if not self.body.data:
             raise ApiError(ErrorKind.INVALID_REQUEST, detail="Request body is empty")
         try:
@@ -208,8 +209,8 @@ class Area:
 
 
 def raise_first_error(errors: list[tuple[str, str]], *, with_field: bool = True) -> None:
-    """The first validation error as JATOS reports it: 3.10's `validateProps`
-    ("Error in field 'title' - Missing title"), or 3.8/3.9's bare message (§10)."""
+    """The first validation error as JATOS reports it: 3.10's `validateProps` ("Error in
+    field 'title' - Missing title"), or 3.8/3.9's bare message (docs/jatos-api.md §10.3)."""
     if errors:
         key, message = errors[0]
         detail = f"Error in field '{key}' - {message}" if with_field else message
@@ -217,7 +218,8 @@ def raise_first_error(errors: list[tuple[str, str]], *, with_field: bool = True)
 
 
 def upload_target(filepath: str | None, filename: str, *, trim: bool) -> str:
-    """The asset path an upload is stored at (§5, identical in all versions + HEAD trim)."""
+    """The asset path an upload is stored at (docs/jatos-api.md §5.2, identical in all
+    versions + HEAD trim)."""
     if filepath is None or filepath == "":
         return filename
     decoded = wire.java_url_decode(filepath)
@@ -263,14 +265,15 @@ class JatosApp:
         self.state = state
         self.personality = personality
         self.prefix = prefix
-        self.api_allowed = api_allowed  # jatos.api.allowed (§2)
-        # A JATOS on macOS or Windows: its disk ignores letter case (docs/jatos-api.md §9).
+        self.api_allowed = api_allowed  # jatos.api.allowed (docs/jatos-api.md §2.2)
+        # A JATOS on macOS or Windows: its disk ignores letter case (docs/jatos-api.md §9.4).
         self.case_insensitive = False
         self.site = site
         self.runs = Runs(state, lambda: site.uploads_root)
         self._routes = routes_for(personality)
         # Play's global Jackson mapper switches to NON_NULL after the first structure call
-        # (§3 note): later JSON responses (and exported .jas files) omit null fields.
+        # (docs/jatos-api.md §3.2): later JSON responses (and exported .jas files) omit null
+        # fields.
         self.omit_nulls = False
         self._actions: dict[str, Action] = {
             "token_info": self._token_info,
@@ -302,7 +305,8 @@ class JatosApp:
                 if "/jatos/api/" in req.path:
                     raise ApiError(ErrorKind.ROUTE_NOT_FOUND)
                 return html_response(200, ROOT_PAGE)
-            # Play parses the body before any action code runs, auth included (§5).
+            # Play parses the body before any action code runs, auth included
+            # (docs/jatos-api.md §5.1).
             body = self._read_body(req, route)
             user: User | None = None
             token: Token | None = None
@@ -324,7 +328,8 @@ class JatosApp:
             body.discard()
 
     def render_error(self, req: Request, exc: ApiError) -> Response:
-        """The error as this version sends it: text, empty, JSON envelope or HTML (§8)."""
+        """The error as this version sends it: text, empty, JSON envelope or HTML
+        (docs/jatos-api.md §8)."""
         shape = self.personality.error_shape(exc.kind)
         fields = _Fields(exc.fields)
         fields.setdefault("uri", req.target)
@@ -343,7 +348,7 @@ class JatosApp:
                 error["message"] = message
             return self.json(shape.status, {"apiVersion": self.api_version, "error": error})
         if not message:
-            return Response(shape.status)  # e.g. 3.9 delete of a directory (§6)
+            return Response(shape.status)  # e.g. 3.9 delete of a directory (docs/jatos-api.md §6)
         return Response(
             shape.status, [("Content-Type", "text/plain; charset=utf-8")], message.encode()
         )
@@ -372,15 +377,15 @@ class JatosApp:
 
     def _csrf_check(self, req: Request) -> None:
         # Play's CSRF filter protects requests that carry cookies; any Authorization header
-        # bypasses it since 3.9.5; it is disabled in 3.8 (§2).
+        # bypasses it since 3.9.5; it is disabled in 3.8 (docs/jatos-api.md §2.6).
         if not self.personality.csrf_filter or req.method in {"GET", "HEAD", "OPTIONS"}:
             return
         if req.header("Cookie") and req.header("Authorization") is None:
             raise ApiError(ErrorKind.CLIENT_FORBIDDEN)
 
     def token_user(self, req: Request, roles: Iterable[str] | None) -> tuple[User, Token] | None:
-        """The user of a valid Bearer token (steps 2-7 of §2), None for no Bearer header;
-        `roles` None accepts any role."""
+        """The user of a valid Bearer token (steps 2-7 of docs/jatos-api.md §2.2), None for
+        no Bearer header; `roles` None accepts any role."""
         auth = req.header("Authorization")
         if auth is None or "Bearer" not in auth:
             return None
@@ -389,7 +394,7 @@ class JatosApp:
         full = wire.java_trim(auth.replace("Bearer", ""))
         cleaned = full.replace("jap_", "")
         if len(cleaned) < 31:
-            raise ApiError(ErrorKind.INTERNAL)  # substring(0, 31) throws (§2 edge case)
+            raise ApiError(ErrorKind.INTERNAL)  # substring(0, 31) throws (docs/jatos-api.md §2.2)
         if full[-6:] != token_checksum(cleaned[:31]):
             raise ApiError(ErrorKind.INVALID_TOKEN)
         with self.state.lock:
@@ -407,11 +412,12 @@ class JatosApp:
             return user, token
 
     def _authenticate(self, req: Request, group: str) -> tuple[User, Token]:
-        """Session cookie first, then the Bearer token, in JATOS's order (§2)."""
+        """Session cookie first, then the Bearer token, in JATOS's order
+        (docs/jatos-api.md §2.3)."""
         p = self.personality
         session = wire.cookie_value(req.header("Cookie"), "PLAY_SESSION")
         if session and group not in p.token_only:
-            # A stand-in has no valid sessions: the session method denies (§2).
+            # A stand-in has no valid sessions: the session method denies (docs/jatos-api.md §2.3).
             raise _EarlyResponseError(self._session_denied(req))
         found = self.token_user(req, p.roles[group])
         if found is not None:
@@ -436,7 +442,8 @@ class JatosApp:
         return Response(303, [("Location", self.prefix + path)])
 
     def find_study(self, ref: str) -> Study:
-        """`getStudyFromIdOrUuid`: a Java long is an ID, anything else a UUID (§2)."""
+        """`getStudyFromIdOrUuid`: a Java long is an ID, anything else a UUID
+        (docs/jatos-api.md §9.1)."""
         study_id = wire.parse_java_long(wire.java_trim(ref))
         with self.state.lock:
             if study_id is not None:
@@ -450,7 +457,8 @@ class JatosApp:
             return found
 
     def check_access(self, study: Study, call: Call, *, unlocked: bool = False) -> Study:
-        """Membership (403 NO_ACCESS) and, for writes, the lock (403 STUDY_LOCKED) (§7)."""
+        """Membership (403 NO_ACCESS) and, for writes, the lock (403 STUDY_LOCKED)
+        (docs/jatos-api.md §7.1, §7.3)."""
         if call.username not in study.members:
             raise ApiError(ErrorKind.NO_ACCESS, study_id=str(study.id))
         if unlocked and study.locked:
@@ -467,7 +475,7 @@ class JatosApp:
     def _token_info(self, call: Call) -> Response:
         token, user = call.token, call.user
         assert token is not None and user is not None
-        if self.personality.json_model == "classic":  # §2, 3.8/3.9
+        if self.personality.json_model == "classic":  # docs/jatos-api.md §2.7, 3.8/3.9
             data: dict[str, Any] = {
                 "id": token.id,
                 "name": token.name,
@@ -478,7 +486,7 @@ class JatosApp:
                 "isExpired": token.is_expired(now_ms()),
                 "isAdminToken": "ADMIN" in user.roles,
             }
-        else:  # §2, 3.10
+        else:  # docs/jatos-api.md §2.7, 3.10
             data = {
                 "id": token.id,
                 "name": token.name,
@@ -555,7 +563,8 @@ class JatosApp:
 
     @staticmethod
     def _decoded_path(filepath: str) -> str:
-        # Play does not decode wildcards; JATOS applies URLDecoder, then strips one "/" (§4).
+        # Play does not decode wildcards; JATOS applies URLDecoder, then strips one "/"
+        # (docs/jatos-api.md §9.2).
         try:
             return wire.java_url_decode(filepath).removeprefix("/")
         except wire.MalformedEscapeError:
@@ -587,7 +596,8 @@ class JatosApp:
         if route.body in {"json", "import"}:
             body.data = self._read_small(req.body)
             return body
-        req.body.drain()  # an upload that is not multipart: "File missing" later (§5)
+        # An upload that is not multipart: "File missing" later (docs/jatos-api.md §5.1).
+        req.body.drain()
         return body
 
     def _read_small(self, stream: wire.RequestBody) -> bytes:
@@ -628,7 +638,8 @@ class JatosApp:
             parser = multipart.PushMultipartParser(boundary)
             for event in parser.parse_blocking(body.read, _STREAM_CHUNK):
                 if isinstance(event, multipart.MultipartSegment):
-                    # Only a *file* part (with a filename) of the wanted name counts (§5).
+                    # Only a *file* part (with a filename) of the wanted name counts
+                    # (docs/jatos-api.md §5.1).
                     wanted = event.name == part_name and event.filename is not None
                     if found is None and wanted:
                         fd, name = tempfile.mkstemp(dir=self.site.tmp_dir(), prefix="upload-")

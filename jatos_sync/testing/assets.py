@@ -1,4 +1,4 @@
-"""What JATOS does to a study assets directory on disk (JATOS_ASSETS_API.md §2-§5).
+"""What JATOS does to a study assets directory on disk (docs/jatos-api.md §3-§6, §9).
 
 Owns: path resolution inside the assets directory (`getFileSecurely`), the structure
 listing with Adler-32 checksums, the two upload write methods (3.8/3.9 and 3.10), download
@@ -23,7 +23,8 @@ _JAVA_BLANK = re.compile(r"[\s\x1c-\x1f]*")
 
 
 class InvalidPathError(Exception):
-    """`getFileSecurely` refused the path; `detail` is HEAD's IOException message (§3)."""
+    """`getFileSecurely` refused the path; `detail` is 3.10's IOException message
+    (docs/jatos-api.md §4)."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -31,7 +32,7 @@ class InvalidPathError(Exception):
 
 
 def resolve(base: Path, rel: str, legal: re.Pattern[str] | None) -> Path:
-    """The file `rel` inside `base`, or InvalidPathError (§3 "Path resolution").
+    """The file `rel` inside `base`, or InvalidPathError (docs/jatos-api.md §9.2, §9.3).
 
     Blank, absolute and escaping paths are refused; `..` is fine while it stays inside
     (the assets dir itself counts as inside). `legal` is 3.10.5's `REGEX_LEGAL_IN_PATH`,
@@ -52,7 +53,7 @@ def resolve(base: Path, rel: str, legal: re.Pattern[str] | None) -> Path:
     return base if normalized == "." else base.joinpath(*normalized.split("/"))
 
 
-# ------------------------------------------------------------- case-insensitive disks (§9)
+# ------------------------------------------ case-insensitive disks (docs/jatos-api.md §9.4)
 
 
 def fold_case(base: Path, rel: str, *, for_write: bool = False) -> str:
@@ -89,11 +90,11 @@ def _same_but_case(folder: Path, name: str) -> str | None:
     return next((n for n in names if n.casefold() == name.casefold()), None)
 
 
-# ----------------------------------------------------------------------------- listing (§2)
+# ----------------------------------------------------------- listing (docs/jatos-api.md §3)
 
 
 def adler32_of_file(path: Path) -> int:
-    """Adler-32 of the whole file, streamed in chunks (§2.2)."""
+    """Adler-32 of the whole file, streamed in chunks (docs/jatos-api.md §3.3)."""
     value = 1
     with path.open("rb") as f:
         while chunk := f.read(_CHECKSUM_CHUNK):
@@ -111,7 +112,8 @@ def _millis(ns: int) -> int:
 
 
 def _node(path: Path, name: str, rel: str, dir_suffix: str) -> dict[str, Any]:
-    """One node of the structure; follows symlinks like `readAttributes` does (§2.4)."""
+    """One node of the structure; follows symlinks like `readAttributes` does
+    (docs/jatos-api.md §3.6)."""
     try:
         st = path.stat()
     except OSError as exc:
@@ -138,7 +140,7 @@ def _node(path: Path, name: str, rel: str, dir_suffix: str) -> dict[str, Any]:
         if rel:
             node["path"] = _json_name(rel + dir_suffix)
         try:
-            # No sorting: JATOS returns whatever the file system lists (§2.1).
+            # No sorting: JATOS returns whatever the file system lists (docs/jatos-api.md §3.5).
             names = os.listdir(path)
         except OSError as exc:
             raise ApiError(
@@ -152,7 +154,7 @@ def _node(path: Path, name: str, rel: str, dir_suffix: str) -> dict[str, Any]:
 
 
 def structure(assets_dir: Path, dir_name: str, *, dir_suffix: str, flatten: bool) -> Any:
-    """The `data` of `GET …/assets/structure` (§2.1, §2.4): a tree or a flat list."""
+    """The `data` of `GET …/assets/structure` (docs/jatos-api.md §3.5): a tree or a flat list."""
     if not assets_dir.is_dir():
         raise ApiError(ErrorKind.ASSETS_DIR_MISSING)
     root = _node(assets_dir, dir_name, "", dir_suffix)
@@ -171,7 +173,7 @@ def _flatten(node: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
-# ----------------------------------------------------------------------------- upload (§4.3)
+# ---------------------------------------------------------- upload (docs/jatos-api.md §5.3)
 
 
 def write_upload(
@@ -196,7 +198,7 @@ def _write_create_target_dirs(target: Path, tmp_file: Path) -> bool:
     # 3.8/3.9: `Files.createDirectories(target)` when the target does not exist — the target
     # itself becomes an empty directory for a moment — then `Files.move(REPLACE_EXISTING)`,
     # which rmdir()s an empty directory (or unlinks a file) and renames. Every IOException
-    # is 400 "Error writing file" (§4.3 steps 1-5).
+    # is 400 "Error writing file" (docs/jatos-api.md §5.3, 3.8.2/3.9.x steps 1-5).
     existed = target.exists()
     try:
         if not existed:
@@ -215,7 +217,8 @@ def _write_create_target_dirs(target: Path, tmp_file: Path) -> bool:
 
 def _write_parents_only(target: Path, tmp_file: Path) -> bool:
     # 3.10.5: parents only; a directory at the target or a file as a parent element is
-    # FILE_ALREADY_EXISTS; other IO errors are 500 UNSPECIFIED (§4.3 HEAD steps 1-6).
+    # FILE_ALREADY_EXISTS; other IO errors are 500 UNSPECIFIED (docs/jatos-api.md §5.3, 3.10
+    # steps 1-6).
     try:
         os.makedirs(target.parent, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
@@ -234,7 +237,7 @@ def _write_parents_only(target: Path, tmp_file: Path) -> bool:
     return existed
 
 
-# ----------------------------------------------------------------------------- download (§3)
+# ---------------------------------------------------------- download (docs/jatos-api.md §4)
 
 
 def open_download(base: Path, rel: str, legal: re.Pattern[str] | None) -> tuple[BinaryIO, int]:
@@ -252,11 +255,11 @@ def open_download(base: Path, rel: str, legal: re.Pattern[str] | None) -> tuple[
     return f, os.fstat(f.fileno()).st_size
 
 
-# ----------------------------------------------------------------------------- delete (§5)
+# ------------------------------------------------------------ delete (docs/jatos-api.md §6)
 
 
 def delete_file(base: Path, rel: str, legal: re.Pattern[str] | None) -> None:
-    """Delete one regular file; directories and bad paths are refused (§5 table)."""
+    """Delete one regular file; directories and bad paths are refused (docs/jatos-api.md §6)."""
     try:
         target = resolve(base, rel, legal)
     except InvalidPathError:

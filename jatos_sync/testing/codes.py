@@ -61,7 +61,7 @@ class CodeActions(Area):
 
     def _codes_classic(self, call: Call) -> Response:
         """3.8/3.9: `type` required; batchId not checked against the study; amount < 1 is 1;
-        the comment is URL-decoded; lock ignored (§13)."""
+        the comment is URL-decoded; lock ignored (docs/jatos-api.md §13.1)."""
         kind = call.query_value("type")
         if kind is None:
             raise ApiError(ErrorKind.BAD_REQUEST, detail="Missing parameter: type")
@@ -95,7 +95,7 @@ class CodeActions(Area):
 
     def _codes_310(self, call: Call) -> Response:
         """3.10: query or JSON body (query wins); type/amount/comment validated; an unknown
-        batch is 404 (§13)."""
+        batch is 404 (docs/jatos-api.md §13.2)."""
         body = call.json_body()
         fields = body if isinstance(body, dict) else {}
         batch_id = self._int_param(call, "batchId")
@@ -151,14 +151,15 @@ class CodeActions(Area):
         try:
             return study_link_json(link, worker, self.app.prefix + "/")
         except LookupError:
-            raise ApiError(ErrorKind.INTERNAL) from None  # general codes: no worker (§13)
+            # A general code has no worker, and JATOS's handler needs one (views.py).
+            raise ApiError(ErrorKind.INTERNAL) from None
 
     def get_study_code(self, call: Call) -> Response:
         with self.state.lock:
             return self.app.json_data(self._link_json(self._link(call)))
 
     def patch_study_code(self, call: Call) -> Response:
-        """`{"active": false}` deactivates a link; lock not checked (§13)."""
+        """`{"active": false}` deactivates a link; lock not checked (docs/jatos-api.md §13.2)."""
         body = call.json_body()
         with self.state.lock:
             link = self._link(call)
@@ -195,7 +196,7 @@ class CodeActions(Area):
         return response
 
     def publix_entry(self, call: Call) -> Response:
-        """The study entry page: always 200, with the code's validity (§13)."""
+        """The study entry page: always 200, with the code's validity (docs/jatos-api.md §13.3)."""
         code = call.query_value("code") or ""
         valid, message, entry_msg = False, "", ""
         if code:

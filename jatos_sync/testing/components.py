@@ -1,4 +1,4 @@
-"""Component and batch endpoints of the stand-in (docs/jatos-api.md §12, §13).
+"""Component and batch endpoints of the stand-in (docs/jatos-api.md §12, §10.5).
 
 Owns the actions of 3.9.7+'s `POST /studies/{id}/components/create` and
 `DELETE /studies/{id}/components/{cid}`, 3.10's component set (create, list, get, patch
@@ -52,7 +52,7 @@ class ComponentActions(Area):
     # ------------------------------------------------------------------ helpers
 
     def _component(self, call: Call, *, unlocked: bool = False) -> Component:
-        """`getComponentFromIdOrUuid` + `canUserAccessComponent` (§12)."""
+        """`getComponentFromIdOrUuid` + `canUserAccessComponent` (docs/jatos-api.md §12)."""
         ref = call.segment("cid")
         cid = wire.parse_java_long(wire.java_trim(ref))
         component = self.state.components.get(cid) if cid is not None else None
@@ -84,7 +84,8 @@ class ComponentActions(Area):
     # ------------------------------------------------------------------ 3.9.7+
 
     def create_39(self, call: Call) -> Response:
-        """Lenient binding; `active` ignored (always true); 200 `{uuid, id}` (§12)."""
+        """Lenient binding; `active` ignored (always true); 200 `{uuid, id}`
+        (docs/jatos-api.md §12.1)."""
         with self.state.lock:
             study = self.app.study_for(call, unlocked=True)
             body = call.json_body()
@@ -103,7 +104,8 @@ class ComponentActions(Area):
             return self.app.json(200, {"uuid": component.uuid, "id": component.id})
 
     def delete_39(self, call: Call) -> Response:
-        """`{id}` must name the component's study by ID or UUID, exactly (§12)."""
+        """`{id}` must name the component's study by ID or UUID, exactly
+        (docs/jatos-api.md §12.1)."""
         with self.state.lock:
             component = self._component(call, unlocked=True)
             study = self.state.studies[component.study_id]
@@ -168,7 +170,7 @@ class ComponentActions(Area):
 
     def _rename_html(self, study: Study, component: Component, props: ComponentProps) -> None:
         """`renameHtmlFilePath`: blank → ""; a stored null path cannot be replaced (a
-        NullPointerException, §12); with `htmlFileRename` the file moves too."""
+        NullPointerException, docs/jatos-api.md §12.2); with `htmlFileRename` the file moves too."""
         new = props.html_file_path
         if new is None or not new.strip():
             component.html_file_path = ""
@@ -220,7 +222,7 @@ class ComponentActions(Area):
             return self.app.json_data(batch_json(self._batch(call), self.p))
 
     def patch_batch(self, call: Call) -> Response:
-        """Partial update; `allowedWorkerTypes` is replaced wholesale (§13)."""
+        """Partial update; `allowedWorkerTypes` is replaced wholesale (docs/jatos-api.md §10.5)."""
         with self.state.lock:
             batch = self._batch(call, unlocked=True)
             body = call.json_object("batchInput")
@@ -235,7 +237,8 @@ class ComponentActions(Area):
             return self.app.json_data(batch_json(batch, self.p))
 
     def delete_batch(self, call: Call) -> Response:
-        """Results, links and workers of the batch go; even the default batch (§13)."""
+        """Results, links and workers of the batch go; even the default batch
+        (docs/jatos-api.md §10.5)."""
         with self.state.lock:
             batch = self._batch(call, unlocked=True)
             removed = self.state.remove_batch(batch)

@@ -78,8 +78,9 @@ class ErrorShape:
     """Status, error code (JSON personalities only) and message template.
 
     The template is filled with `str.format_map` from fields such as `{uri}`, `{method}`,
-    `{id}`, `{study_id}`, `{path}`, `{detail}`. An empty message means an empty body (§8).
-    `html_when_accept` names a substring of `Accept` that makes the generic 500 an HTML page.
+    `{id}`, `{study_id}`, `{path}`, `{detail}`. An empty message means an empty body
+    (docs/jatos-api.md §8.1). `html_when_accept` names a substring of `Accept` that makes
+    the generic 500 an HTML page.
     """
 
     status: int
@@ -92,44 +93,45 @@ _GENERIC_500 = "Internal JATOS error during {uri}. Check logs to get more inform
 _IMPORT_FAILED = "Import of study failed: {detail}"
 
 CLASSIC_ERRORS: Mapping[ErrorKind, ErrorShape] = {
-    # docs/jatos-api.md §2
+    # docs/jatos-api.md §2.5
     ErrorKind.API_DISABLED: ErrorShape(403, "", "JATOS' current settings do not allow API usage"),
     ErrorKind.INVALID_TOKEN: ErrorShape(401, "", "Invalid api token"),
     ErrorKind.AUTH_FAILED: ErrorShape(403, "", "Failed authentication"),
-    # the token edge case of §2 and the generic branch of §8
+    # the token edge case and the generic branch (docs/jatos-api.md §2.2, §8.1)
     ErrorKind.INTERNAL: ErrorShape(500, "", _GENERIC_500, html_when_accept="html"),
     ErrorKind.ROUTE_NOT_FOUND: ErrorShape(404, "", "Requested page {uri} couldn't be found."),
     ErrorKind.STUDY_NOT_FOUND_ID: ErrorShape(404, "", "Couldn't find study with ID {id}"),
     ErrorKind.STUDY_NOT_FOUND_UUID: ErrorShape(404, "", "Couldn't find study with UUID {id}"),
     ErrorKind.NO_ACCESS: ErrorShape(403, "", "No access to study with ID {study_id}"),
-    # §7
+    # docs/jatos-api.md §7.1
     ErrorKind.STUDY_LOCKED: ErrorShape(
         403, "", "Study with ID {study_id} is locked. Unlock it if you want to make changes."
     ),
-    # §3, §4
+    # docs/jatos-api.md §3, §4
     ErrorKind.ASSETS_DIR_MISSING: ErrorShape(404, "", "Study assets directory couldn't be found"),
     ErrorKind.FILE_NOT_FOUND: ErrorShape(404, "", "File '{path}' couldn't be found."),
     ErrorKind.DOWNLOAD_BAD_PATH: ErrorShape(404, "", "File '{path}' couldn't be found."),
-    # §5
+    # docs/jatos-api.md §5.1, §5.3
     ErrorKind.MISSING_FILE: ErrorShape(400, "", "File missing"),
     ErrorKind.UPLOAD_BAD_PATH: ErrorShape(400, "", "Error writing file"),
     ErrorKind.UPLOAD_WRONG_TYPE: ErrorShape(400, "", "Error writing file"),
     ErrorKind.UPLOAD_IO: ErrorShape(400, "", "Error writing file"),
-    # §6: these 400s have an empty body
+    # docs/jatos-api.md §6: these 400s have an empty body
     ErrorKind.DELETE_IS_DIR: ErrorShape(400, "", ""),
     ErrorKind.DELETE_BAD_PATH: ErrorShape(400, "", ""),
     ErrorKind.DELETE_IO: ErrorShape(400, "", ""),
-    # §3: 3.9.7+ answers an IOException with its message
+    # docs/jatos-api.md §3.6: 3.9.7+ answers an IOException with its message
     ErrorKind.LISTING_IO: ErrorShape(500, "", "{detail}"),
-    # ≤3.10.1: `File.listFiles()` returns null → NullPointerException → generic 500 (§3)
+    # ≤3.10.1: `File.listFiles()` returns null → NullPointerException → generic 500
+    # (docs/jatos-api.md §3.6)
     ErrorKind.LISTING_DIR_UNREADABLE: ErrorShape(500, "", _GENERIC_500, html_when_accept="html"),
-    # §5, §8 Play client errors
+    # Play client errors (docs/jatos-api.md §5.1, §8.1)
     ErrorKind.TOO_LARGE: ErrorShape(
         413, "", "Request entity too large: You probably tried to upload a file that is too large"
     ),
     ErrorKind.BAD_REQUEST: ErrorShape(400, "", "bad request"),
     ErrorKind.CLIENT_FORBIDDEN: ErrorShape(403, "", "You're not allowed to access this resource."),
-    # §10-§14
+    # docs/jatos-api.md §10-§14
     ErrorKind.IO: ErrorShape(500, "", "{detail}"),
     ErrorKind.NOT_FOUND: ErrorShape(404, "", "{detail}"),
     ErrorKind.FORBIDDEN: ErrorShape(403, "", "{detail}"),
@@ -138,7 +140,8 @@ CLASSIC_ERRORS: Mapping[ErrorKind, ErrorShape] = {
     ErrorKind.INVALID_JSON: ErrorShape(400, "", "bad request"),
     ErrorKind.INVALID_REQUEST: ErrorShape(400, "", "{detail}"),
     ErrorKind.WRONG_CONTENT_TYPE: ErrorShape(415, "", "Wrong 'Content-Type' {detail}"),
-    # §11: every failure of the first import phase is "Import of study failed: <cause>"
+    # docs/jatos-api.md §11.5: every failure of the first import phase is "Import of study
+    # failed: <cause>"
     ErrorKind.IMPORT_UNZIP: ErrorShape(400, "", _IMPORT_FAILED),
     ErrorKind.IMPORT_INVALID: ErrorShape(400, "", _IMPORT_FAILED),
     ErrorKind.IMPORT_BAD_JAS: ErrorShape(400, "", _IMPORT_FAILED),
@@ -167,8 +170,8 @@ CLASSIC_ERRORS: Mapping[ErrorKind, ErrorShape] = {
     ErrorKind.RESULT_FILE_MISSING: ErrorShape(404, "", "File does not exist"),
 }
 
-# 3.8.x-3.9.6 answer an IOException with the generic 500 (§3, §8); 3.8.2 names an unzip
-# failure "Import of study failed" (§11).
+# 3.8.x-3.9.6 answer an IOException with the generic 500 (docs/jatos-api.md §3.6, §8.1);
+# 3.8.2 names an unzip failure "Import of study failed" (docs/jatos-api.md §11.5).
 CLASSIC_ERRORS_38: Mapping[ErrorKind, ErrorShape] = {
     **CLASSIC_ERRORS,
     ErrorKind.LISTING_IO: CLASSIC_ERRORS[ErrorKind.INTERNAL],
@@ -176,7 +179,7 @@ CLASSIC_ERRORS_38: Mapping[ErrorKind, ErrorShape] = {
 }
 
 ENVELOPE_ERRORS: Mapping[ErrorKind, ErrorShape] = {
-    # docs/jatos-api.md §2, §8
+    # docs/jatos-api.md §2.5, §8.2
     ErrorKind.API_DISABLED: ErrorShape(
         403, "AUTH_ERROR", "JATOS' current settings do not allow API usage"
     ),
@@ -196,7 +199,7 @@ ENVELOPE_ERRORS: Mapping[ErrorKind, ErrorShape] = {
         404, "NOT_FOUND", "Study assets directory couldn't be found"
     ),
     ErrorKind.FILE_NOT_FOUND: ErrorShape(404, "NOT_FOUND", "File '{path}' couldn't be found."),
-    # §4: the IOException escapes the controller
+    # docs/jatos-api.md §4: the IOException escapes the controller
     ErrorKind.DOWNLOAD_BAD_PATH: ErrorShape(500, "IO_ERROR", "IO error: {detail}"),
     ErrorKind.MISSING_FILE: ErrorShape(400, "MISSING_FILE", "File missing"),
     ErrorKind.UPLOAD_BAD_PATH: ErrorShape(400, "VALIDATION_ERROR", "Invalid path: {path}"),
@@ -214,7 +217,7 @@ ENVELOPE_ERRORS: Mapping[ErrorKind, ErrorShape] = {
     ErrorKind.CLIENT_FORBIDDEN: ErrorShape(
         403, "NO_ACCESS", "You're not allowed to access this resource."
     ),
-    # §10-§14
+    # docs/jatos-api.md §10-§14
     ErrorKind.IO: ErrorShape(500, "IO_ERROR", "IO error: {detail}"),
     ErrorKind.NOT_FOUND: ErrorShape(404, "NOT_FOUND", "{detail}"),
     ErrorKind.FORBIDDEN: ErrorShape(403, "FORBIDDEN", "{detail}"),
@@ -225,7 +228,7 @@ ENVELOPE_ERRORS: Mapping[ErrorKind, ErrorShape] = {
     ErrorKind.WRONG_CONTENT_TYPE: ErrorShape(
         415, "WRONG_CONTENT_TYPE", "Wrong 'Content-Type' {detail}"
     ),
-    # §11: the 3.10 import maps each cause to its own code
+    # docs/jatos-api.md §11.5: the 3.10 import maps each cause to its own code
     ErrorKind.IMPORT_UNZIP: ErrorShape(400, "IMPORT_EXPORT_ERROR", "{detail}"),
     ErrorKind.IMPORT_INVALID: ErrorShape(400, "VALIDATION_ERROR", "{detail}"),
     ErrorKind.IMPORT_BAD_JAS: ErrorShape(400, "INVALID_JSON", "{detail}"),

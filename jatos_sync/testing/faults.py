@@ -3,7 +3,7 @@
 Owns the fault settings and the per-request decision (drop, proxy error, …), the HTML
 bodies a reverse proxy or SSO gateway would send, and the faults of JATOS's streamed result
 archives (a zip that ends early while the answer is still 200; silence that JATOS's
-30-second keep-alive fills with a space byte, docs/jatos-api.md §14). It knows nothing about
+30-second keep-alive fills with a space byte, docs/jatos-api.md §14.3). It knows nothing about
 JATOS routes and does no I/O.
 """
 

@@ -44,7 +44,7 @@ UNSUPPORTED = "This study is from an unsupported version of JATOS."
 
 @dataclass
 class JasStudy:
-    """A parsed and validated `.jas`: what an import applies (§11)."""
+    """A parsed and validated `.jas`: what an import applies (docs/jatos-api.md §11.6)."""
 
     props: StudyProps
     components: list[ComponentProps]
@@ -67,7 +67,7 @@ class Unpacked:
 
 
 def unpack(archive: Path, work_dir: Path, p: Personality) -> Unpacked:
-    """`ZipUtil.unzip` + `findFiles(…, "jas")` + `findDirectories` (§11).
+    """`ZipUtil.unzip` + `findFiles(…, "jas")` + `findDirectories` (docs/jatos-api.md §11.3, §11.6).
 
     An unreadable archive or an entry resolving outside `work_dir` is an unzip failure;
     not exactly one root `*jas` file is "not a study".
@@ -198,7 +198,8 @@ def _bind_jas(data: dict[str, Any], p: Personality) -> JasStudy:
 
 
 def _apply_defaults(jas: JasStudy, p: Personality) -> None:
-    """3.9+: the model constructors give a random UUID and dirName; 3.8.2 does not (§11)."""
+    """3.9+: the model constructors give a random UUID and dirName; 3.8.2 does not
+    (docs/jatos-api.md §11.6)."""
     if p.jas_needs_ids:
         if jas.props.uuid is None:
             jas.missing_ids.append("uuid")
@@ -233,7 +234,7 @@ def _validate(jas: JasStudy, p: Personality) -> None:
 
 def jas_document(study: Study, p: Personality) -> dict[str, Any]:
     """`studyAsJsonForIO`: version first, then data; inputs as JSON text; only the
-    default batch (§11)."""
+    default batch (docs/jatos-api.md §11.3)."""
     names = (
         ("jsonData",) * 3
         if p.jas_input_key == "jsonData"
@@ -289,8 +290,9 @@ def jas_file_stem(title: str) -> str:
 
 
 def write_export(study: Study, jas_bytes: bytes, target: Path, p: Personality) -> None:
-    """The archive of `GET /studies/{id}`: the assets under `<dirName>/` (file entries
-    only, as the file system lists them), then `<title><random>.jas` at the root (§11).
+    """The archive of `GET /studies/{id}`: the assets under `<dirName>/` (file entries only,
+    as the file system lists them), then `<title><random>.jas` at the root
+    (docs/jatos-api.md §11.6).
 
     3.8/3.9 name the `.jas` with `File.createTempFile`, which refuses a prefix shorter than
     three characters: such a study cannot be exported (a generic 500).

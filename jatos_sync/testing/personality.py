@@ -43,27 +43,29 @@ def _media_ranges(accept: str | None) -> list[str]:
 
 def play_accepts_html(accept: str | None, requested_with: str | None) -> bool:
     """Play's `request.accepts("text/html")`: true if `Accept` is absent, `*/*`, `text/*`
-    or lists `text/html` (docs/jatos-api.md §2). 3.8.x ignores `X-Requested-With`."""
+    or lists `text/html` (docs/jatos-api.md §2.4). 3.8.x ignores `X-Requested-With`."""
     ranges = _media_ranges(accept)
     return not ranges or any(r in {"*/*", "*", "text/*", "text/html"} for r in ranges)
 
 
 def play_accepts_html_not_ajax(accept: str | None, requested_with: str | None) -> bool:
-    """3.9.x `denied`: HTML request and not `X-Requested-With: XMLHttpRequest` (§2)."""
+    """3.9.x `denied`: HTML request and not `X-Requested-With: XMLHttpRequest`
+    (docs/jatos-api.md §2.4)."""
     return play_accepts_html(accept, requested_with) and requested_with != "XMLHttpRequest"
 
 
 def lists_text_html(accept: str | None, requested_with: str | None) -> bool:
-    """3.10 `isHtmlRequest`: only an `Accept` header that literally lists `text/html` (§2)."""
+    """3.10 `isHtmlRequest`: only an `Accept` header that literally lists `text/html`
+    (docs/jatos-api.md §2.4)."""
     return "text/html" in _media_ranges(accept)
 
 
 RedirectRule = Callable[[str | None, str | None], bool]
 
-# REGEX_LEGAL_IN_PATH of 3.10.5, applied to the relative path (docs/jatos-api.md §5, §9).
+# REGEX_LEGAL_IN_PATH of 3.10.5, applied to the relative path (docs/jatos-api.md §9.3).
 LEGAL_IN_PATH_310 = re.compile(r'[^\x00-\x1F\x7F\\<>:"|?*]+')
 
-# Worker types (docs/jatos-api.md §13, §14).
+# Worker types (docs/jatos-api.md §14.2).
 WORKER_TYPES = frozenset(
     {
         "Jatos",
@@ -76,7 +78,7 @@ WORKER_TYPES = frozenset(
     }
 )
 
-# Optional endpoint families; a personality lists the ones its release has (§1).
+# Optional endpoint families; a personality lists the ones its release has (docs/jatos-api.md §1.4).
 Family = Literal[
     "delete_study",  # DELETE /studies/{id} (3.8.6+)
     "create_39",  # POST /studies/create (3.9.7+; deprecated in 3.10)
@@ -93,31 +95,34 @@ Family = Literal[
 
 @dataclass(frozen=True)
 class Personality:
-    """What distinguishes one JATOS release from another (docs/jatos-api.md §1, §15)."""
+    """What distinguishes one JATOS release from another (docs/jatos-api.md §1.4, §1.6)."""
 
     name: str
-    api_version: str  # §1
-    json_errors: bool  # §8
+    api_version: str  # docs/jatos-api.md §1.1
+    json_errors: bool  # docs/jatos-api.md §8
     errors: Mapping[ErrorKind, ErrorShape]
-    has_structure_route: bool  # §1: absent in 3.8.1
-    upload_root_route: Literal["assets/", "assets"]  # §5 "Routes for no filepath"
-    dir_path_suffix: str  # §3
-    checks_lock: bool  # §7: assets upload/delete (3.8.6+)
-    csrf_filter: bool  # §2
-    signin_path: str  # §2
-    missing_token_redirects: RedirectRule  # §2
-    session_deny_status: int  # AJAX answer of the session-cookie method (§2)
+    has_structure_route: bool  # docs/jatos-api.md §1.3: absent in 3.8.1
+    upload_root_route: Literal["assets/", "assets"]  # docs/jatos-api.md §5.2
+    dir_path_suffix: str  # docs/jatos-api.md §3.4
+    checks_lock: bool  # docs/jatos-api.md §7.1: assets upload/delete (3.8.6+)
+    csrf_filter: bool  # docs/jatos-api.md §2.6
+    signin_path: str  # docs/jatos-api.md §2.4
+    missing_token_redirects: RedirectRule  # docs/jatos-api.md §2.4
+    session_deny_status: int  # AJAX answer of the session-cookie method (docs/jatos-api.md §2.3)
     session_deny_message: str
-    upload_mode: Literal["create_target_dirs", "parents_only"]  # §5
-    legal_path: re.Pattern[str] | None  # §5
-    trims_upload_path: bool  # §5
-    content_disposition: Literal["inline", "attachment"]  # §4
-    json_model: Literal["classic", "3.10"]  # token info, study/component/batch JSON (§10)
-    success_messages: bool  # upload/delete: 201/200 JSON message vs 200 empty body (§5, §6)
-    roles: Mapping[str, frozenset[str]]  # endpoint group -> any-of roles (§7)
-    token_only: frozenset[str]  # endpoint groups that skip session-cookie auth (§2)
-    families: frozenset[Family]  # optional endpoints (§1)
-    # --- studies, archives, components (§10-§12)
+    upload_mode: Literal["create_target_dirs", "parents_only"]  # docs/jatos-api.md §5.3
+    legal_path: re.Pattern[str] | None  # docs/jatos-api.md §9.3
+    trims_upload_path: bool  # docs/jatos-api.md §9.3
+    content_disposition: Literal["inline", "attachment"]  # docs/jatos-api.md §4
+    # Token info, study/component/batch JSON (docs/jatos-api.md §2.7, §10.2).
+    json_model: Literal["classic", "3.10"]
+    # Upload/delete: 201/200 JSON message vs 200 empty body (docs/jatos-api.md §5.3, §6).
+    success_messages: bool
+    roles: Mapping[str, frozenset[str]]  # endpoint group -> any-of roles (docs/jatos-api.md §7.2)
+    # Endpoint groups that skip session-cookie auth (docs/jatos-api.md §2.3).
+    token_only: frozenset[str]
+    families: frozenset[Family]  # optional endpoints (docs/jatos-api.md §1.4)
+    # --- studies, archives, components (docs/jatos-api.md §10-§12)
     import_answer: Literal["info", "envelope"]  # un-enveloped info JSON vs study envelope
     import_answer_has_id: bool  # `id` in the info JSON (3.9.7+)
     import_new_with_keep_flags: Literal["ignore", "fail", "import"]  # new UUID + keep flag
@@ -133,9 +138,11 @@ class Personality:
     checks_worker_types: bool  # batch validation refuses unknown types (3.10)
     export_short_title_fails: bool  # File.createTempFile prefix rule (3.8/3.9)
     archive_suffix_configurable: bool  # jatos.studyArchive.suffix (3.9+)
-    default_worker_types: frozenset[str]  # a new batch's allowedWorkerTypes (§13)
-    codes_api: Literal["classic", "3.10"]  # study code parameters and checks (§13)
-    # --- results (§14)
+    # A new batch's allowedWorkerTypes (docs/jatos-api.md §13.3).
+    default_worker_types: frozenset[str]
+    # Study code parameters and checks (docs/jatos-api.md §13).
+    codes_api: Literal["classic", "3.10"]
+    # --- results (docs/jatos-api.md §14)
     results_archive_suffix: str  # combined zip: jrzip (3.8.2) / zip
     metadata_group_id_text: bool  # groupId is a string (3.8.2)
     metadata_quota_and_comment: bool  # isQuotaReached, comment (3.9+)
@@ -223,7 +230,7 @@ PERSONALITY_39 = Personality(
 
 # 3.8.2 is 3.9 without the lock check on assets, the CSRF filter, DELETE study, create from
 # JSON and the component endpoints, with the older sign-in page, apiVersion and import and
-# results quirks (docs/jatos-api.md §1, §2, §7, §11, §14).
+# results quirks (docs/jatos-api.md §1.6, §2.4, §7.1, §11, §14).
 PERSONALITY_382 = dataclasses.replace(
     PERSONALITY_39,
     name="3.8.2",
@@ -248,7 +255,7 @@ PERSONALITY_382 = dataclasses.replace(
     plain_text_sorted=False,
 )
 
-# 3.8.1 is 3.8.2 without the listing route (`git diff v3.8.1 v3.8.2`, §1).
+# 3.8.1 is 3.8.2 without the listing route (`git diff v3.8.1 v3.8.2`, docs/jatos-api.md §1.3).
 PERSONALITY_381 = dataclasses.replace(PERSONALITY_382, name="3.8.1", has_structure_route=False)
 
 PERSONALITY_310 = Personality(

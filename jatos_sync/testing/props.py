@@ -1,5 +1,5 @@
-"""Study, component and batch properties as JATOS binds and validates them (docs/jatos-api.md
-§10-§13).
+"""Study, component and batch properties as JATOS binds and validates them
+(docs/jatos-api.md §10-§13).
 
 Owns: the property values (`StudyProps`, `ComponentProps`, `BatchProps`), binding them from
 JSON the lenient way (Play's default mapper: unknown keys ignored, scalars coerced — `.jas`
@@ -43,7 +43,8 @@ def is_valid_json(text: str) -> bool:
 
 
 def stored_input(text: str | None) -> str | None:
-    """`asStringForDB`: null/"" → None; valid JSON minified; invalid kept as is (§10)."""
+    """`asStringForDB`: null/"" → None; valid JSON minified; invalid kept as is
+    (docs/jatos-api.md §10.2)."""
     if not text:
         return None
     ok, value = first_json_value(text)
@@ -83,7 +84,8 @@ _WORKER_TYPE_ALIASES: Mapping[str, str] = {
 
 
 def worker_type(name: str | None) -> str | None:
-    """`WorkerService.extractWorkerType`: full names and abbreviations, any case (§13)."""
+    """`WorkerService.extractWorkerType`: full names and abbreviations, any case
+    (docs/jatos-api.md §13.1)."""
     if name is None:
         return None
     return _WORKER_TYPE_ALIASES.get(name.lower())
@@ -142,7 +144,8 @@ class BindError(Exception):
         self.message = message
 
 
-# JSON key -> attribute, with the read-only keys that bind to nothing (None) (§10, §12).
+# JSON key -> attribute, with the read-only keys that bind to nothing (None)
+# (docs/jatos-api.md §10.3, §10.4, §12.2).
 _STUDY_KEYS: Mapping[str, str | None] = {
     "uuid": "uuid",
     "title": "title",
@@ -298,7 +301,7 @@ _HTML_TAG = re.compile(r"<\s*/?\s*[A-Za-z!?]")
 # IOUtils.REGEX_ILLEGAL_IN_FILENAME
 _ILLEGAL_IN_FILENAME = re.compile(r'[\s*?"\\\x00/,`<>|:~!§$%&^°]')
 _INVALID_DIR_NAMES = ("jatos", "publix", "public", "assets", "study_assets_root", "study_assets")
-# ComponentProperties: relative, ASCII word characters, exactly one dot (§12)
+# ComponentProperties: relative, ASCII word characters, exactly one dot (docs/jatos-api.md §11.6)
 HTML_FILE_PATH = re.compile(r"[\w\d_-][\w\d/_-]*\.[\w\d_-]+", re.ASCII)
 
 _NO_HTML = "No HTML allowed"
@@ -325,7 +328,8 @@ def _title_errors(title: str | None) -> list[tuple[str, str]]:
 
 
 def study_errors(props: StudyProps, p: Personality) -> list[tuple[str, str]]:
-    """`StudyProperties.validate` (§10): (JSON key, message) pairs, first one reported."""
+    """`StudyProperties.validate` (docs/jatos-api.md §11.6): (JSON key, message) pairs,
+    first one reported."""
     errors: list[tuple[str, str]] = []
     if has_html(props.uuid):
         errors.append(("uuid", _NO_HTML))
@@ -357,7 +361,7 @@ def study_errors(props: StudyProps, p: Personality) -> list[tuple[str, str]]:
 
 
 def component_errors(props: ComponentProps, p: Personality) -> list[tuple[str, str]]:
-    """`ComponentProperties.validate` (§12)."""
+    """`ComponentProperties.validate` (docs/jatos-api.md §11.6)."""
     errors: list[tuple[str, str]] = []
     if has_html(props.uuid):
         errors.append(("uuid", _NO_HTML))
@@ -382,7 +386,7 @@ def component_errors(props: ComponentProps, p: Personality) -> list[tuple[str, s
 
 
 def batch_errors(props: BatchProps, p: Personality) -> list[tuple[str, str]]:
-    """`BatchProperties.validate` (§13)."""
+    """`BatchProperties.validate` (docs/jatos-api.md §11.6)."""
     errors: list[tuple[str, str]] = []
     if has_html(props.uuid):
         errors.append(("uuid", _NO_HTML))
@@ -427,7 +431,8 @@ def input_from_body(obj: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def apply_study(study: Study, props: StudyProps, *, active: bool | None = None) -> None:
-    """`updateStudyCommon` (+ `active` where the caller binds it): never the lock (§10)."""
+    """`updateStudyCommon` (+ `active` where the caller binds it): never the lock
+    (docs/jatos-api.md §10.4)."""
     study.title = props.title or ""
     study.description = props.description
     study.comments = props.comments
@@ -452,7 +457,7 @@ def apply_component(component: Component, props: ComponentProps) -> None:
 
 def apply_batch(batch: Batch, props: BatchProps) -> None:
     """`bindToBatch`/`updateBatch`: allowed worker types replaced wholesale, names
-    normalised (§13)."""
+    normalised (docs/jatos-api.md §10.5)."""
     batch.title = props.title or ""
     batch.active = props.active
     batch.max_active_members = props.max_active_members

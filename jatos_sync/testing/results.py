@@ -47,7 +47,8 @@ _INT32 = range(-(2**31), 2**31)
 
 
 def unordered(items: list[Any], key: Any = lambda item: item.id) -> list[Any]:
-    """A stable order that is not the ID order: JATOS's queries have no ORDER BY (§14)."""
+    """A stable order that is not the ID order: JATOS's queries have no ORDER BY
+    (docs/jatos-api.md §14.2)."""
     return sorted(items, key=lambda item: (key(item) * 2654435761) % 2**32)
 
 
@@ -152,7 +153,7 @@ class ResultActions(Area):
 
     def _select(self, call: Call) -> list[int]:
         """Component result IDs of the JSON body (only with `application/json`) and the
-        query string, unioned; only existing ones; ascending (§14)."""
+        query string, unioned; only existing ones; ascending (docs/jatos-api.md §14.1)."""
         return sorted(set(self._from_json(call.json_body())) | set(self._from_query(call)))
 
     def _from_json(self, body: Any) -> list[int]:
@@ -166,7 +167,7 @@ class ResultActions(Area):
                 raise ApiError(ErrorKind.BAD_REQUEST_MESSAGE, detail=f"Unknown field {key}")
             source = key
             if key == "componentUuids" and self.p.selector_uuid_bug:
-                source = "studyUuids"  # 3.8/3.9 read the wrong field (§14)
+                source = "studyUuids"  # 3.8/3.9 read the wrong field (docs/jatos-api.md §14.1)
                 if source not in body:
                     raise ApiError(ErrorKind.INTERNAL)  # NullPointerException
             value = body[source]
@@ -187,7 +188,7 @@ class ResultActions(Area):
             numbers: list[int] = []
             for text in raw:
                 if self.p.selector_drops_bad_numbers and not re.fullmatch(r"-?\d+", text):
-                    continue  # 3.10 filters before parsing (§14)
+                    continue  # 3.10 filters before parsing (docs/jatos-api.md §14.1)
                 number = wire.parse_java_long(text)
                 if number is None:
                     raise ApiError(ErrorKind.INTERNAL)  # Long.parseLong throws
@@ -227,7 +228,8 @@ class ResultActions(Area):
         return component.uuid if component is not None else None
 
     def _grouped(self, crids: list[int]) -> list[_StudyRuns]:
-        """The selection by study and study result, in no particular order (§14)."""
+        """The selection by study and study result, in no particular order
+        (docs/jatos-api.md §14.2)."""
         state = self.state
         by_sr: dict[int, _Run] = {}
         for crid in crids:
@@ -291,7 +293,8 @@ class ResultActions(Area):
             self.app.check_access(item.study, call)
 
     def metadata(self, call: Call) -> Response:
-        """Synchronous, with Content-Length; one inaccessible study fails it all (§14)."""
+        """Synchronous, with Content-Length; one inaccessible study fails it all
+        (docs/jatos-api.md §14.2)."""
         crids = self._select(call)
         download = call.query_bool("download", True) if self.p.metadata_download_flag else True
         with self.state.lock:
@@ -319,7 +322,7 @@ class ResultActions(Area):
         return self._zip_answer(call, f"jatos_results_files_{_stamp()}.zip", data=False, files=True)
 
     def _zip_answer(self, call: Call, filename: str, *, data: bool, files: bool) -> Response:
-        """200 with a chunked zip; access is checked while streaming (§14)."""
+        """200 with a chunked zip; access is checked while streaming (docs/jatos-api.md §14.3)."""
         crids = self._select(call)
         with self.state.lock:
             grouped = self._grouped(crids)
@@ -377,7 +380,7 @@ class ResultActions(Area):
 
     def _stall(self) -> Iterator[bytes]:
         """An injected pause before an entry; `keepAlive(30s, " ")` fills every silence as
-        long as the interval with a space byte, even inside a zip (§14)."""
+        long as the interval with a space byte, even inside a zip (docs/jatos-api.md §14.3)."""
         site = self.app.site
         now = time.monotonic()
         end = now + site.faults.results_stall_s
@@ -393,7 +396,7 @@ class ResultActions(Area):
 
     def _plain_text(self, call: Call) -> Response:
         """Each component result's data plus a line separator, none for null data; access
-        checked before streaming; ascending IDs from 3.9 on (§14)."""
+        checked before streaming; ascending IDs from 3.9 on (docs/jatos-api.md §14.4)."""
         crids = self._select(call)
         with self.state.lock:
             grouped = self._grouped(crids)
@@ -447,7 +450,7 @@ class ResultActions(Area):
 
     def delete(self, call: Call) -> Response:
         """Every selected result checked first (access, not locked), then deleted with its
-        files; emptied study results go too (§14)."""
+        files; emptied study results go too (docs/jatos-api.md §14.6)."""
         from_json = self._from_json(call.json_body())
         from_query = self._from_query(call)
         crids = from_json + from_query

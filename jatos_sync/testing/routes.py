@@ -1,7 +1,7 @@
 """Play's route table of each JATOS release, as the stand-in serves it (docs/jatos-api.md §1).
 
 Owns: which routes exist per personality and in which order Play tries them, the action
-each one calls, its role group (docs/jatos-api.md §7) and how its body is read; plus the
+each one calls, its role group (docs/jatos-api.md §7.2) and how its body is read; plus the
 request kinds of the request log. Pure data: no I/O.
 """
 
@@ -24,7 +24,9 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     action: str
-    group: str  # role group (§7), "publix" (no auth) or "control" (the stand-in's own API)
+    # The role group (docs/jatos-api.md §7.2), "publix" (no auth) or "control" (the stand-in's
+    # own API).
+    group: str
     body: BodyKind = "none"
 
 
@@ -54,7 +56,7 @@ def _asset_routes(p: Personality) -> list[tuple[str, str, str, str, BodyKind]]:
         table.append(("GET", _STUDY + "/assets/structure", "structure", "assets", "none"))
     return [
         *table,
-        # `*filepath` compiles to `.+`: an empty wildcard has no route (§4).
+        # `*filepath` compiles to `.+`: an empty wildcard has no route (docs/jatos-api.md §9.2).
         ("GET", _STUDY + "/assets/(?P<fp>.+)", "download", "assets", "none"),
         ("POST", _STUDY + "/" + re.escape(p.upload_root_route), "upload", "assets", "upload"),
         ("POST", _STUDY + "/assets/(?P<fp>.+)", "upload", "assets", "upload"),
@@ -63,12 +65,13 @@ def _asset_routes(p: Personality) -> list[tuple[str, str, str, str, BodyKind]]:
 
 
 def routes_for(p: Personality) -> list[Route]:
-    """The routes of one release, in Play's declaration order (§1)."""
+    """The routes of one release, in Play's declaration order (docs/jatos-api.md §1.4)."""
     table: list[tuple[str, str, str, str, BodyKind]] = [
         ("GET", _API + "/admin/token", "token_info", "token", "none"),
         ("GET", _API + "/studies/properties", "all_properties", "properties", "none"),
     ]
-    if p.has("create_39"):  # 3.10 keeps it deprecated, with its own semantics (§10)
+    # 3.10 keeps it deprecated, with its own semantics (docs/jatos-api.md §10.3).
+    if p.has("create_39"):
         action = "create_deprecated" if p.has("studies_post") else "create_39"
         table.append(("POST", _API + "/studies/create", action, "write", "json"))
     table.append(("POST", _API + "/study", "import", "write", "import"))
@@ -119,7 +122,7 @@ def routes_for(p: Personality) -> list[Route]:
             ("PATCH", code, "patch_study_code", "write", "json"),
         ]
     table += _results_routes(p)
-    # The participant side (§13) and the stand-in's own control API (not JATOS).
+    # The participant side (docs/jatos-api.md §13.3) and the stand-in's own control API (not JATOS).
     control = re.escape(CONTROL_PREFIX)
     run = control + r"/runs/(?P<srid>[0-9]+)"
     table += [

@@ -69,7 +69,8 @@ class Runs:
     # ------------------------------------------------------------------ starting
 
     def open_link(self, code: str, query: Mapping[str, str]) -> StudyResult:
-        """What `GET /publix/<code>` does before the first component starts (§13)."""
+        """What `GET /publix/<code>` does before the first component starts
+        (docs/jatos-api.md §13.3)."""
         state = self._state
         with state.lock:
             link = state.links.get(code)
@@ -143,7 +144,7 @@ class Runs:
     def start_component(self, srid: int, component_ref: str | int | None) -> ComponentResult:
         """Start a component (the first active one after the current by default): the
         current one ends FINISHED, or RELOADED when the same reloadable one starts again; a
-        non-reloadable reload fails the component and the run (§14)."""
+        non-reloadable reload fails the component and the run (docs/jatos-api.md §14.7)."""
         state = self._state
         with state.lock:
             sr = self._running(srid)
@@ -194,7 +195,8 @@ class Runs:
         return current
 
     def put_data(self, srid: int, text: str, *, append: bool = False) -> ComponentResult:
-        """Replace (PUT) or append to (POST) the current component result's data (§14)."""
+        """Replace (PUT) or append to (POST) the current component result's data
+        (docs/jatos-api.md §14.7)."""
         with self._state.lock:
             sr = self._running(srid)
             cr = self._current_or_error(sr)
@@ -223,7 +225,8 @@ class Runs:
     def finish(
         self, srid: int, *, successful: bool = True, message: str | None = None
     ) -> StudyResult:
-        """`finishStudyResult`: FINISHED with a confirmation code, or FAIL (§14)."""
+        """`finishStudyResult`: FINISHED with a confirmation code, or FAIL
+        (docs/jatos-api.md §14.7)."""
         with self._state.lock:
             sr = self._running(srid)
             self._finish(sr, successful=successful, message=message, now=now_ms())
@@ -243,7 +246,7 @@ class Runs:
 
     def abort(self, srid: int, message: str | None = None) -> StudyResult:
         """`abortStudy`: every component result of the run ABORTED with its data and files
-        purged, including ones that had finished (§14)."""
+        purged, including ones that had finished (docs/jatos-api.md §14.7)."""
         with self._state.lock:
             sr = self._running(srid)
             now = now_ms()

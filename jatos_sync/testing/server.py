@@ -4,7 +4,7 @@ Owns the public face of the stand-in (lifecycle, data directory, users/tokens/st
 components and batches, participant runs and results, request log, faults) and wires
 together `state.py` (records), `app.py` (JATOS behaviour per personality), `runs.py`
 (participant runs) and `transport.py` (HTTP on loopback). Behaviour follows
-docs/jatos-api.md (cited as §n).
+docs/jatos-api.md, whose sections the comments cite.
 
 It must never print or log a token (reprs do not show one), and nothing here keeps a
 request body in memory.
@@ -51,7 +51,8 @@ __all__ = [
     "standin",
 ]
 
-DEFAULT_MAX_BODY_BYTES = 2 * 1024**3  # play.http.parser.maxDiskBuffer = 2048MB (§5)
+# Play.http.parser.maxDiskBuffer = 2048MB (docs/jatos-api.md §5.1).
+DEFAULT_MAX_BODY_BYTES = 2 * 1024**3
 _JOIN_TIMEOUT_S = 5.0
 
 
@@ -142,7 +143,7 @@ class StandInServer:
 
     @property
     def api_allowed(self) -> bool:
-        """JATOS's `jatos.api.allowed` (§2); may be changed while running."""
+        """JATOS's `jatos.api.allowed` (docs/jatos-api.md §2.2); may be changed while running."""
         return self._app.api_allowed
 
     @api_allowed.setter
@@ -224,7 +225,7 @@ class StandInServer:
 
     def tmp_dir(self) -> Path:
         """Where request bodies and archives wait; beside the assets root, so moving an
-        upload into place is a rename (§9)."""
+        upload into place is a rename (docs/jatos-api.md §9.5)."""
         tmp = self._ensure_data_dir() / ".upload-tmp"
         tmp.mkdir(exist_ok=True)
         return tmp
@@ -236,11 +237,12 @@ class StandInServer:
     # ------------------------------------------------------------------ users and tokens
 
     def add_user(self, username: str, *, roles: tuple[str, ...] = ("USER",)) -> None:
-        """Add a user with JATOS roles such as "USER", "ADMIN", "VIEWER" (§7)."""
+        """Add a user with JATOS roles such as "USER", "ADMIN", "VIEWER"
+        (docs/jatos-api.md §7.2)."""
         self._state.add_user(username, roles)
 
     def set_user_active(self, username: str, active: bool) -> None:
-        """Deactivate (or reactivate) a user, as an admin would (§2)."""
+        """Deactivate (or reactivate) a user, as an admin would (docs/jatos-api.md §2.2)."""
         with self._state.lock:
             self._state.user(username).active = active
 
@@ -275,7 +277,8 @@ class StandInServer:
         dir_name: str | None = None,
     ) -> Study:
         """Create a study (IDs count from 1) with its assets directory (kept if it exists)
-        and a default batch allowing the version's default worker types (§13)."""
+        and a default batch allowing the version's default worker types
+        (docs/jatos-api.md §13.3)."""
         study = self._state.add_study(
             title,
             members=members,
@@ -353,7 +356,8 @@ class StandInServer:
 
     def set_allowed_worker_types(self, batch: Batch | int | Study, types: Iterable[str]) -> None:
         """Change which worker types may run in a batch (a study: its default batch), as the
-        GUI can in every version (§13). Abbreviations such as "gs" are accepted."""
+        GUI can in every version (docs/jatos-api.md §13.3). Abbreviations such as "gs" are
+        accepted."""
         with self._state.lock:
             target = self._batch(batch)
             target.allowed_worker_types = {_worker_type(t) for t in types}
@@ -390,7 +394,7 @@ class StandInServer:
             return self._state.general_link(target, wtype).code
 
     def link_url(self, code: str) -> str:
-        """The participant URL of a study code: `<base>/publix/<code>` (§13)."""
+        """The participant URL of a study code: `<base>/publix/<code>` (docs/jatos-api.md §13.3)."""
         return f"{self.url}/publix/{code}"
 
     def open_link(self, code: str, query: dict[str, str] | None = None) -> StudyResult:

@@ -3,8 +3,8 @@ workers, study and component results, and the request log.
 
 Owns the in-memory records and their thread-safe bookkeeping (one re-entrant lock), and
 the ID sequences: one per table, increasing, with gaps in the result tables as a real
-database has them (docs/jatos-api.md §14). Tokens are kept only as SHA-256 hashes
-(docs/jatos-api.md §2). No HTTP and no file I/O here: assets directories and result files
+database has them (docs/jatos-api.md §14.7). Tokens are kept only as SHA-256 hashes
+(docs/jatos-api.md §2.1). No HTTP and no file I/O here: assets directories and result files
 are the callers' business.
 """
 
@@ -28,7 +28,7 @@ ComponentState = Literal[
     "STARTED", "DATA_RETRIEVED", "RESULTDATA_POSTED", "FINISHED", "RELOADED", "ABORTED", "FAIL"
 ]
 # A study result is final in these states; a component result only when its study result is
-# (an abort purges finished component results too) (docs/jatos-api.md §14).
+# (an abort purges finished component results too) (docs/jatos-api.md §14.7).
 STUDY_DONE: frozenset[str] = frozenset({"FINISHED", "ABORTED", "FAIL"})
 COMPONENT_DONE: frozenset[str] = frozenset({"FINISHED", "RELOADED", "ABORTED", "FAIL"})
 
@@ -40,7 +40,7 @@ def now_ms() -> int:
 
 
 def new_study_code() -> str:
-    """`RandomStringUtils.randomAlphanumeric(11)` (docs/jatos-api.md §13)."""
+    """`RandomStringUtils.randomAlphanumeric(11)` (docs/jatos-api.md §13.3)."""
     return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(11))
 
 
@@ -78,7 +78,7 @@ class RequestRecord:
 
 @dataclass(eq=False)
 class Component:
-    """A component; its position is its index in `Study.components` (§12)."""
+    """A component; its position is its index in `Study.components` (docs/jatos-api.md §10.2)."""
 
     id: int
     uuid: str
@@ -88,12 +88,12 @@ class Component:
     reloadable: bool = False
     active: bool = True
     comments: str | None = None
-    input: str | None = None  # minified JSON text, never "" (§10)
+    input: str | None = None  # minified JSON text, never "" (docs/jatos-api.md §10.2)
 
 
 @dataclass(eq=False)
 class Batch:
-    """A batch; the first of `Study.batches` is the default batch (§13)."""
+    """A batch; the first of `Study.batches` is the default batch (docs/jatos-api.md §10.5)."""
 
     id: int
     uuid: str
@@ -110,7 +110,8 @@ class Batch:
 
 @dataclass(eq=False)
 class Study:
-    """A study on the stand-in. `assets_dir` is its study assets directory (§9)."""
+    """A study on the stand-in. `assets_dir` is its study assets directory
+    (docs/jatos-api.md §9.9)."""
 
     id: int
     uuid: str
@@ -146,7 +147,7 @@ class User:
 
 @dataclass(eq=False)
 class Token:
-    """A token's metadata; the token string itself is never stored (§2)."""
+    """A token's metadata; the token string itself is never stored (docs/jatos-api.md §2.1)."""
 
     id: int
     name: str
@@ -156,13 +157,15 @@ class Token:
     active: bool = True
 
     def is_expired(self, at_ms: int) -> bool:
-        # ApiToken.isExpired: `expires` seconds after creation; null/<=0 = never (§2)
+        # ApiToken.isExpired: `expires` seconds after creation; null/<=0 = never
+        # (docs/jatos-api.md §2.2)
         if not self.expires_s or self.expires_s <= 0:
             return False
         return at_ms > self.creation_ms + self.expires_s * 1000
 
     def expiration_ms(self) -> int:
-        """`expirationDate` of the token info: epoch ms, 0 if it never expires (§2)."""
+        """`expirationDate` of the token info: epoch ms, 0 if it never expires
+        (docs/jatos-api.md §2.7)."""
         if not self.expires_s or self.expires_s <= 0:
             return 0
         return self.creation_ms + self.expires_s * 1000
@@ -170,7 +173,8 @@ class Token:
 
 @dataclass(eq=False)
 class Worker:
-    """Who runs a study: personal workers come with their link, general ones per run (§13)."""
+    """Who runs a study: personal workers come with their link, general ones per run
+    (docs/jatos-api.md §13.1)."""
 
     id: int
     type: str
@@ -179,7 +183,8 @@ class Worker:
 
 @dataclass(eq=False)
 class StudyLink:
-    """A study code: one per personal worker, one per batch and type for the others (§13)."""
+    """A study code: one per personal worker, one per batch and type for the others
+    (docs/jatos-api.md §13.1)."""
 
     code: str
     batch_id: int
@@ -306,7 +311,8 @@ class JatosState:
         batch_worker_types: Iterable[str] = (),
         with_default_batch: bool = True,
     ) -> Study:
-        """A new study with a default batch; dirName defaults to the UUID (§9)."""
+        """A new study with a default batch; dirName defaults to the UUID
+        (docs/jatos-api.md §9.9)."""
         with self.lock:
             member_set = set(members)
             for username in member_set:
@@ -388,7 +394,7 @@ class JatosState:
 
     def remove_component(self, component: Component) -> list[ComponentResult]:
         """Remove a component and its component results; returns the removed results.
-        Study results left without component results stay (§12)."""
+        Study results left without component results stay (docs/jatos-api.md §12.1)."""
         with self.lock:
             study = self.studies[component.study_id]
             study.components = [c for c in study.components if c is not component]
@@ -436,7 +442,7 @@ class JatosState:
             return worker
 
     def add_personal_link(self, batch: Batch, worker_type: str, comment: str | None) -> StudyLink:
-        """A new personal worker and its own study code (§13)."""
+        """A new personal worker and its own study code (docs/jatos-api.md §13.1)."""
         with self.lock:
             worker = self.add_worker(worker_type, comment)
             link = StudyLink(self._unused_code(), batch.id, worker_type, worker.id)
@@ -444,7 +450,8 @@ class JatosState:
             return link
 
     def general_link(self, batch: Batch, worker_type: str) -> StudyLink:
-        """The one code of a batch for a general type, created on first use (§13)."""
+        """The one code of a batch for a general type, created on first use
+        (docs/jatos-api.md §13.1)."""
         with self.lock:
             for link in self.links.values():
                 if link.batch_id == batch.id and link.worker_type == worker_type:
@@ -495,7 +502,8 @@ class JatosState:
             return result
 
     def remove_component_results(self, results: Iterable[ComponentResult]) -> None:
-        """Delete component results; study results left empty are deleted too (§14)."""
+        """Delete component results; study results left empty are deleted too
+        (docs/jatos-api.md §14.6)."""
         with self.lock:
             self._drop_component_results(list(results), drop_empty_study_results=True)
 

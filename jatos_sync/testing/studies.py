@@ -46,7 +46,7 @@ _RAW_ZIP_TYPES = ("application/zip", "application/jzip", "application/octet-stre
 
 @dataclass(frozen=True)
 class ImportFlags:
-    """The query flags of an import and their defaults (§11)."""
+    """The query flags of an import and their defaults (docs/jatos-api.md §11.2)."""
 
     keep_properties: bool
     keep_assets: bool
@@ -91,11 +91,13 @@ class StudyActions(Area):
             return self.app.json_data(self._json(self.app.study_for(call), call))
 
     def study_exists(self, call: Call) -> Response:
-        self.app.find_study(call.study_ref)  # ADMIN only, no membership needed (§10)
+        # ADMIN only (docs/jatos-api.md §10.5); the stand-in checks no membership here.
+        self.app.find_study(call.study_ref)
         return Response(204)
 
     def export(self, call: Call) -> Response:
-        """`GET /studies/{id}`: the archive with Content-Length, lock not checked (§11)."""
+        """`GET /studies/{id}`: the archive with Content-Length, lock not checked
+        (docs/jatos-api.md §11.1)."""
         with self.state.lock:
             study = self.app.study_for(call)
             jas = jzip.jas_document(study, self.p)
@@ -128,7 +130,7 @@ class StudyActions(Area):
     # ------------------------------------------------------------------ delete
 
     def delete_study(self, call: Call) -> Response:
-        """Assets and all results go; a locked study is refused (§10)."""
+        """Assets and all results go; a locked study is refused (docs/jatos-api.md §10.5)."""
         with self.state.lock:
             study = self.app.study_for(call, unlocked=True)
             removed = self.state.remove_study(study)
@@ -141,7 +143,8 @@ class StudyActions(Area):
     # ------------------------------------------------------------------ create from JSON
 
     def create_deprecated(self, call: Call) -> Response:
-        """3.10's `POST /studies/create`: strict like `POST /studies`, never renames (§10)."""
+        """3.10's `POST /studies/create`: strict like `POST /studies`, never renames
+        (docs/jatos-api.md §10.3)."""
         return self._create_310(call, call.raw_json(), rename=False)
 
     def create_39(self, call: Call) -> Response:
@@ -208,7 +211,7 @@ class StudyActions(Area):
 
     def patch_properties(self, call: Call) -> Response:
         """Partial update; `active` is not pre-filled, so a PATCH without it re-activates;
-        a new dirName renames the folder (§10)."""
+        a new dirName renames the folder (docs/jatos-api.md §10.4)."""
         with self.state.lock:
             study = self.app.study_for(call, unlocked=True)
             body = call.json_object("studyInput")
@@ -238,7 +241,7 @@ class StudyActions(Area):
 
     def _rename_assets(self, study: Study, new_name: str) -> None:
         """`renameStudyAssetsDir`: target exists → IO error; old one missing → a new empty
-        directory. Not rolled back if something fails later (§10)."""
+        directory. Not rolled back if something fails later (docs/jatos-api.md §10.4)."""
         root = self.app.site.assets_root
         old, new = root / study.dir_name, root / new_name
         if new.exists():
@@ -265,7 +268,7 @@ class StudyActions(Area):
         )
 
     def import_or_create(self, call: Call) -> Response:
-        """3.10 `POST /studies`: the Content-Type decides (§10, §11)."""
+        """3.10 `POST /studies`: the Content-Type decides (docs/jatos-api.md §10.3, §11.2)."""
         ctype = call.body.content_type
         flags = self._flags(call)
         if call.body.multipart or ctype in _RAW_ZIP_TYPES or not ctype:
@@ -346,7 +349,7 @@ class StudyActions(Area):
         ):
             study = self._import_new(call, jas, unpacked, flags)
         elif self.p.import_new_with_keep_flags == "ignore":
-            study = None  # 3.8.2: nothing happens, and the answer is 200 (§11)
+            study = None  # 3.8.2: nothing happens, and the answer is 200 (docs/jatos-api.md §11.3)
         else:
             raise ApiError(
                 ErrorKind.IO,
@@ -364,12 +367,13 @@ class StudyActions(Area):
         self, study: Study, jas: JasStudy, unpacked: Unpacked, flags: ImportFlags
     ) -> None:
         """Same UUID: assets deleted first when replaced, properties and components merged;
-        lock, active, members and batches stay (§11)."""
+        lock, active, members and batches stay (docs/jatos-api.md §11.3)."""
         if study.locked:
             raise ApiError(ErrorKind.STUDY_LOCKED, study_id=str(study.id))
         if not flags.keep_assets:
             name = study.dir_name if flags.keep_current_assets_name else (jas.props.dir_name or "")
-            _remove_path(study.assets_dir)  # not rolled back if the move fails (§11)
+            # Not rolled back if the move fails (docs/jatos-api.md §11.3).
+            _remove_path(study.assets_dir)
             self._move_assets(unpacked, name)
         if flags.keep_properties:
             return
@@ -420,7 +424,8 @@ class StudyActions(Area):
 
     def _move_assets(self, unpacked: Unpacked, name: str) -> None:
         """`moveStudyAssetsDir`: no root directory → an empty one; one → moved in under
-        `name` (3.8/3.9 also "move" a lone root file); more → IO error (§11)."""
+        `name` (3.8/3.9 also "move" a lone root file); more → IO error
+        (docs/jatos-api.md §11.5, §11.6)."""
         target = self.app.site.assets_root / name
         if len(unpacked.root_dirs) > 1:
             raise ApiError(
@@ -437,7 +442,8 @@ class StudyActions(Area):
         return bool(name) and os.path.lexists(self.app.site.assets_root / name)
 
     def _free_dir_name(self, name: str) -> str:
-        """`findNonExistingStudyAssetsDirName`: name, name_2, name_3, … (§11)."""
+        """`findNonExistingStudyAssetsDirName`: name, name_2, name_3, …
+        (docs/jatos-api.md §11.3)."""
         candidate, i = name, 2
         while self._dir_exists(candidate):
             candidate = f"{name}_{i}"

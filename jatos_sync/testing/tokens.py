@@ -1,4 +1,4 @@
-"""JATOS API token format: generation, checksum and the stored hash (JATOS_ASSETS_API.md §1.1).
+"""JATOS API token format: generation, checksum and the stored hash (docs/jatos-api.md §2.1).
 
 Owns the token string format only. It must not store tokens (the server keeps SHA-256
 hashes) and must never log or print one.
@@ -33,8 +33,8 @@ def make_token() -> str:
 def token_checksum_ok(token: str) -> bool:
     """True if `token` has the exact JATOS format and its checksum matches.
 
-    Stricter than the server (which only compares the checksum, §1.1): useful to reject a
-    mistyped token before any request is made.
+    Stricter than the server (which only compares the checksum, docs/jatos-api.md §2.2):
+    useful to reject a mistyped token before any request is made.
     """
     if not _TOKEN_RE.fullmatch(token):
         return False
@@ -43,7 +43,8 @@ def token_checksum_ok(token: str) -> bool:
 
 
 def token_hash(token: str) -> str:
-    """SHA-256 hex of the ISO-8859-1 bytes of the full token, as JATOS stores it (§1.1).
+    """SHA-256 hex of the ISO-8859-1 bytes of the full token, as JATOS stores it
+    (docs/jatos-api.md §2.1).
 
     Java's `getBytes(ISO_8859_1)` turns unmappable characters into `?`; so does
     `errors="replace"` here.

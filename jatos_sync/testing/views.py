@@ -36,7 +36,7 @@ def description_hash(description: str | None) -> str | None:
 
 
 def _input(p: Personality, text: str | None) -> Any:
-    # 3.8/3.9 show the stored JSON text; 3.10 parses it (§10)
+    # 3.8/3.9 show the stored JSON text; 3.10 parses it (docs/jatos-api.md §10.2)
     return text if p.json_model == "classic" else parsed_input(text)
 
 
@@ -44,7 +44,8 @@ def component_json(c: Component, p: Personality, *, separator: str = "/") -> dic
     classic = p.json_model == "classic"
     path = c.html_file_path
     if classic and path is not None:
-        path = path.replace("/", separator)  # ≤3.9 shows the server's separator (§10)
+        # ≤3.9 shows the server's separator (docs/jatos-api.md §10.2).
+        path = path.replace("/", separator)
     return {
         "id": c.id,
         "uuid": c.uuid,
@@ -82,9 +83,9 @@ def study_json(
     with_batches: bool = False,
     separator: str = "/",
 ) -> dict[str, Any]:
-    """`studyAsJsonForApi` (§10): 3.8/3.9 without `description`, input as text, the null
-    lazy-loading lists and `[{username}]` members; 3.10 with `description`, parsed input and
-    `[{id, username}]` members."""
+    """`studyAsJsonForApi` (docs/jatos-api.md §10.2): 3.8/3.9 without `description`, input
+    as text, the null lazy-loading lists and `[{username}]` members; 3.10 with
+    `description`, parsed input and `[{id, username}]` members."""
     classic = p.json_model == "classic"
     data: dict[str, Any] = {"id": study.id, "uuid": study.uuid, "title": study.title}
     if not classic:
@@ -104,7 +105,7 @@ def study_json(
             "studyEntryMsg": study.study_entry_msg,
         }
     )
-    if classic:  # lazy-loading artefacts of the Study entity (§10)
+    if classic:  # lazy-loading artefacts of the Study entity (docs/jatos-api.md §10.2)
         data["componentList"] = None
         data["batchList"] = None
     data["components"] = [
@@ -125,7 +126,8 @@ def study_json(
 
 
 def study_link_json(link: StudyLink, worker: Worker | None, base_path: str) -> dict[str, Any]:
-    """`getStudyLinkData` of 3.10 (§13); `base_path` is JATOS's urlBasePath ("/…/")."""
+    """`getStudyLinkData` of 3.10 (docs/jatos-api.md §13); `base_path` is JATOS's
+    urlBasePath ("/…/")."""
     if worker is None:
         # General links have no worker: `getWorker().getComment()` throws (a 500).
         raise LookupError("study link without worker")
@@ -169,14 +171,15 @@ def human_bytes(size: int) -> str:
 
 
 def data_size(data: str | None, *, database: str) -> int:
-    """SQL `LENGTH(data)`: characters on H2, bytes on MySQL (§14)."""
+    """SQL `LENGTH(data)`: characters on H2, bytes on MySQL (docs/jatos-api.md §14.2)."""
     if data is None:
         return 0
     return len(data.encode("utf-8")) if database == "mysql" else len(data)
 
 
 def result_files(directory: Path) -> list[dict[str, Any]]:
-    """The uploaded files of one component result, in file-system order (§14)."""
+    """The uploaded files of one component result, in file-system order
+    (docs/jatos-api.md §14.2)."""
     if not directory.is_dir():
         return []
     files: list[dict[str, Any]] = []
@@ -195,7 +198,7 @@ def component_result_metadata(
     database: str,
     separator: str,
 ) -> dict[str, Any]:
-    """`componentResultMetadata` (§14)."""
+    """`componentResultMetadata` (docs/jatos-api.md §14.2)."""
     if p.result_path_os_separator:
         path = f"{separator}study_result_{cr.study_result_id}{separator}comp-result_{cr.id}"
     else:
@@ -224,8 +227,8 @@ def component_result_metadata(
 def study_result_metadata(
     sr: StudyResult, batch: Batch, worker: Worker | None, p: Personality
 ) -> dict[str, Any]:
-    """`studyResultMetadata` (§14): optional keys only when non-empty; `groupId` is text in
-    3.8.2; `comment` and `isQuotaReached` since 3.9."""
+    """`studyResultMetadata` (docs/jatos-api.md §14.2): optional keys only when non-empty;
+    `groupId` is text in 3.8.2; `comment` and `isQuotaReached` since 3.9."""
     meta: dict[str, Any] = {"id": sr.id, "uuid": sr.uuid, "studyCode": sr.study_code}
     comment = worker.comment if worker is not None else None
     if p.metadata_quota_and_comment and comment:

@@ -1,6 +1,6 @@
 """HTTP wire details of the stand-in server that JATOS inherits from Java and Play.
 
-Owns: `java.net.URLDecoder` semantics (docs/jatos-api.md §4), Java's `String.trim`, the
+Owns: `java.net.URLDecoder` semantics (docs/jatos-api.md §9.2), Java's `String.trim`, the
 streaming request-body reader (Content-Length or chunked, with size limits), the download
 `Content-Disposition` encoding, cookie parsing, Jackson's NON_NULL writing, and the
 `Request`/`Response` values passed between the transport and the JATOS application. Knows
@@ -19,7 +19,7 @@ _HEX_PAIR = re.compile(r"[+-]?[0-9A-Fa-f]+")
 
 
 class MalformedEscapeError(ValueError):
-    """`URLDecoder` threw `IllegalArgumentException` (→ 500 in JATOS, docs/jatos-api.md §4)."""
+    """`URLDecoder` threw `IllegalArgumentException` (→ 500 in JATOS, docs/jatos-api.md §9.2)."""
 
 
 def java_url_decode(text: str) -> str:
@@ -103,7 +103,8 @@ _ATTR_CHARS = frozenset(
 
 
 def content_disposition(disposition: str, filename: str) -> str:
-    """`inline; filename="x"` / `attachment; filename="x"` as Play renders it (§3)."""
+    """`inline; filename="x"` / `attachment; filename="x"` as Play renders it
+    (docs/jatos-api.md §4)."""
     quoted: list[str] = []
     extended = False
     for ch in filename:
