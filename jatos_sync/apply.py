@@ -32,7 +32,12 @@ from typing import IO, Protocol
 
 import structlog
 
-from jatos_sync.errors import FileSyncError, JatosSyncError, LocalFileChangedError
+from jatos_sync.errors import (
+    FileSyncError,
+    JatosSyncError,
+    LocalFileChangedError,
+    ServerUnavailableError,
+)
 from jatos_sync.model import FileInfo, LocalFile, PathProblem, RelPath, RemoteSnapshot, is_html
 from jatos_sync.paths import contained
 from jatos_sync.plan import Plan, skip_reason
@@ -82,6 +87,8 @@ class Outcome:
     # Old spellings of case-only renames that the server replaced by the upload itself (it
     # ignores letter case): gone under that name without a deletion.
     folded: set[RelPath] = field(default_factory=set)
+    # Uploads cut off by a lost connection: the server may have stored them, or not.
+    in_doubt: dict[RelPath, FileInfo] = field(default_factory=dict)
     fatal: JatosSyncError | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -258,6 +265,10 @@ def _upload_one(
         except LocalFileChangedError:
             current = None
             continue
+        except ServerUnavailableError:
+            with out._lock:
+                out.in_doubt[path] = current.info
+            raise
         # Verify: the bytes sent are the ones planned, and the file did not change meanwhile.
         with out._lock:
             out.uploaded[path] = sent  # what the server holds now, in any case

@@ -370,4 +370,3 @@ def next_synced(
     for path in deleted:
         result.pop(path, None)
     return result
-

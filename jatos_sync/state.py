@@ -86,12 +86,15 @@ class MappingState:
     the same path (an unmounted drive, a replaced folder) is recognised by it
     (docs/safety.md, rule 1). `folds_case` is learnt once a pass sees that the server's
     file system ignores letter case (a JATOS on macOS or Windows, docs/jatos-api.md §9.4).
+    `in_doubt` holds uploads whose answer never came (the connection was lost): the next
+    listing tells whether the server stored them (`MappingSync._settle_in_doubt`).
     """
 
     synced: dict[RelPath, FileInfo] = field(default_factory=dict)
     cache: ChecksumCache = field(default_factory=ChecksumCache)
     root: tuple[int, int] | None = None
     folds_case: bool = False
+    in_doubt: dict[RelPath, FileInfo] = field(default_factory=dict)
 
 
 class StateStore:
@@ -168,6 +171,7 @@ class StateStore:
             cache=ChecksumCache.from_json(data.get("cache")),
             root=_parse_root(data.get("root")),
             folds_case=data.get("folds_case") is True,
+            in_doubt=_parse_in_doubt(data.get("in_doubt")),
         )
         self._remember(key, state)
         return state
@@ -180,7 +184,8 @@ class StateStore:
         total = 0
         for path, info in state.synced.items():
             total += hash((path, info.size, info.checksum, info.digest))
-        return len(state.synced), total, state.root, state.folds_case
+        doubts = sorted((p, i.size, i.checksum, i.digest) for p, i in state.in_doubt.items())
+        return len(state.synced), total, state.root, state.folds_case, doubts
 
     def _remember(self, key: str, state: MappingState) -> None:
         self._clean[key] = (self._fingerprint(state), state.cache, state.cache.generation)
@@ -201,12 +206,11 @@ class StateStore:
         path = self.state_path(key)
         document: dict[str, object] = {
             "version": STATE_VERSION,
-            "synced": {
-                str(rel): [info.size, info.checksum, *([info.digest.hex()] if info.digest else [])]
-                for rel, info in sorted(state.synced.items(), key=lambda item: str(item[0]))
-            },
+            "synced": _entries_json(state.synced),
             "cache": state.cache.to_json(),
         }
+        if state.in_doubt:
+            document["in_doubt"] = _entries_json(state.in_doubt)
         if state.root is not None:
             document["root"] = list(state.root)
         if state.folds_case:
@@ -249,18 +253,44 @@ def _parse_synced(data: object) -> tuple[str | None, dict[RelPath, FileInfo]]:
     for name, value in entries.items():
         if not (isinstance(name, str) and _is_clean_relative(name)):
             return f"bad path {name!r} in 'synced'", {}
-        if not (
-            isinstance(value, list)
-            and len(value) in (2, 3)
-            and all(type(v) is int and v >= 0 for v in value[:2])
-            and value[1] <= 0xFFFFFFFF
-        ):
+        info = _parse_entry(value)
+        if info is None:
             return f"bad entry for {name!r} in 'synced'", {}
-        digest = digest_from_hex(value[2]) if len(value) == 3 else b""
-        if len(value) == 3 and not digest:
-            return f"bad digest for {name!r} in 'synced'", {}
-        synced[RelPath(name)] = FileInfo(value[0], value[1], digest)
+        synced[RelPath(name)] = info
     return None, synced
+
+
+def _parse_entry(value: object) -> FileInfo | None:
+    """`[size, adler32]` or `[size, adler32, digest hex]`, checked; None when malformed."""
+    if not (
+        isinstance(value, list)
+        and len(value) in (2, 3)
+        and all(type(v) is int and v >= 0 for v in value[:2])
+        and value[1] <= 0xFFFFFFFF
+    ):
+        return None
+    digest = digest_from_hex(value[2]) if len(value) == 3 else b""
+    if len(value) == 3 and not digest:
+        return None
+    return FileInfo(value[0], value[1], digest)
+
+
+def _parse_in_doubt(data: object) -> dict[RelPath, FileInfo]:
+    """Malformed entries are dropped: the worst that follows is a question a sync asks."""
+    found: dict[RelPath, FileInfo] = {}
+    if isinstance(data, dict):
+        for name, value in data.items():
+            info = _parse_entry(value)
+            if isinstance(name, str) and _is_clean_relative(name) and info is not None:
+                found[RelPath(name)] = info
+    return found
+
+
+def _entries_json(entries: dict[RelPath, FileInfo]) -> dict[str, list[int | str]]:
+    return {
+        rel: [info.size, info.checksum, *([info.digest.hex()] if info.digest else [])]
+        for rel, info in sorted(entries.items())
+    }
 
 
 def _parse_root(value: object) -> tuple[int, int] | None:

@@ -226,6 +226,7 @@ class MappingSync:
                     cache_hits=self._state.cache.hits,
                 )
                 remote = _shared(listing.result(), local)
+            self._settle_in_doubt(remote)
             self._local, self._remote = local, remote
             self._listed_at, self._seen_at = self._clock(), {}
             plan = self._plan(allow_mass_delete=allow_mass_delete, prune=prune)
@@ -243,6 +244,18 @@ class MappingSync:
         if step is not None:
             result.definition = step.changes
         return result
+
+    def _settle_in_doubt(self, remote: RemoteSnapshot) -> None:
+        """Uploads cut off by a lost connection, which the server did store after all (it
+        lists the very size and Adler-32 sent), are recorded as synced: otherwise a first
+        sync cut off by an outage would meet its own file as a stranger's when the server
+        is back, and stop for confirmation (docs/safety.md, rule 6)."""
+        state = self._state
+        assert state is not None
+        for path, sent in state.in_doubt.items():
+            if path not in state.synced and remote.files.get(path) == sent:
+                state.synced[path] = sent
+        state.in_doubt = {}
 
     def _list(self) -> RemoteSnapshot:
         return self.client.list_assets(self.mapping.study)
@@ -460,6 +473,9 @@ class MappingSync:
             files.pop(path, None)
         now = self._clock()
         self._seen_at.update((path, now) for path in (*outcome.uploaded, *outcome.deleted))
+        for path in (*outcome.uploaded, *outcome.deleted):
+            state.in_doubt.pop(path, None)
+        state.in_doubt.update(outcome.in_doubt)
         self._remote = RemoteSnapshot(files=files, api_version=remote.api_version)
         try:
             self.store.save(self.key, state)

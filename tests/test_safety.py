@@ -545,6 +545,22 @@ def test_on_a_terminal_the_first_sync_asks_naming_the_study(world_any: World, an
         assert world_any.remote()["index.html"] == b"<p>the colleague's experiment</p>\n"
 
 
+def test_a_first_sync_cut_off_after_the_server_stored_a_file_does_not_stop_the_next(
+    world_any: World,
+) -> None:
+    """The upload arrived but its answer was lost: the next sync recognises its own file
+    by what it sent (size and Adler-32), instead of asking as for a stranger's file."""
+    world_any.put("index.html", "<p>mine</p>\n")
+    world_any.server.faults.lose_answer_next(2)  # the upload and its one retry
+    cut = world_any.run("sync", "--json")
+    assert cut.code == 5 and world_any.remote() == {"index.html": b"<p>mine</p>\n"}
+    world_any.put("index.html", "<p>mine, edited since</p>\n")
+    again = world_any.run("sync", "--json")
+    assert again.code == 0, again.out + again.err
+    assert world_any.remote() == {"index.html": b"<p>mine, edited since</p>\n"}
+    assert again.json["mappings"][0]["backed_up"] == []  # it was ours: nothing to save
+
+
 def test_a_later_sync_does_not_ask_again(world_any: World) -> None:
     first_sync_world(world_any)
     assert world_any.run("sync", "--yes").code == 0

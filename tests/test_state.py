@@ -76,6 +76,27 @@ def test_state_file_has_the_documented_json_format(store: StateStore) -> None:
     }
 
 
+def test_uploads_in_doubt_are_kept_and_a_damaged_entry_is_dropped(store: StateStore) -> None:
+    state = sample_state()
+    state.in_doubt = {RelPath("index.html"): FileInfo(6, 139133471, b"\x07" * 16)}
+    store.save(KEY, state)
+    assert store.load(KEY).in_doubt == state.in_doubt
+    assert store.load(KEY).in_doubt[RelPath("index.html")].digest == b"\x07" * 16
+    data = json.loads(store.state_path(KEY).read_text(encoding="utf-8"))
+    data["in_doubt"]["../escape.js"] = [1, 2]
+    data["in_doubt"]["bad.js"] = [1, "two"]
+    store.state_path(KEY).write_text(json.dumps(data), encoding="utf-8")
+    assert store.load(KEY).in_doubt == state.in_doubt  # the rest of the file is trusted
+
+
+def test_a_changed_in_doubt_record_is_saved(store: StateStore) -> None:
+    state = store.load(KEY)
+    store.save(KEY, state)
+    state.in_doubt[RelPath("a.js")] = FileInfo(1, 2)
+    store.save(KEY, state)
+    assert store.load(KEY).in_doubt == {RelPath("a.js"): FileInfo(1, 2)}
+
+
 def test_missing_state_is_empty_and_silent(store: StateStore) -> None:
     with capture_logs() as logs:
         state = store.load(KEY)

@@ -811,6 +811,14 @@ def test_drop_next_closes_the_connection_without_a_response(api: Api) -> None:
     assert api.server.requests[-2].status == 0
 
 
+def test_lose_answer_next_does_the_work_and_then_closes_the_connection(api: Api) -> None:
+    api.server.faults.lose_answer_next(1)
+    with pytest.raises(requests.ConnectionError):
+        api.upload("stored.js", b"arrived")
+    assert api.flat()["stored.js"]["size"] == len(b"arrived")  # stored all the same
+    assert api.server.requests[-2].status == 0
+
+
 def test_error_and_drop_rates_with_a_seed(api: Api) -> None:
     faults = api.server.faults
     faults.seed = 7

@@ -63,7 +63,7 @@ class Truncation:
 class FaultAction:
     """What to do with one request instead of (or before) answering it normally."""
 
-    kind: Literal["drop", "error"]
+    kind: Literal["drop", "error", "lose"]
     status: int = 0
 
 
@@ -75,6 +75,9 @@ class Faults:
       error page (default 503);
     * `drop_rate`: close that share of connections without any response;
     * `fail_next(n, status)` / `drop_next(n)`: the same for the next n requests, deterministic;
+    * `lose_answer_next(n)`: handle the next n requests that change something (POST, PUT,
+      PATCH, DELETE), then close the connection instead of answering (a network cut after
+      the server did the work: an upload stored, its answer lost);
     * `proxy_max_body_bytes`: bodies above this get nginx's HTML 413 and the connection is
       closed without the body being processed;
     * `login_redirect`: every request gets a 302 to `/login` (an SSO gateway in front).
@@ -97,6 +100,7 @@ class Faults:
         self._rng = random.Random()
         self._fail_next: list[int] = []
         self._drop_next = 0
+        self._lose_next = 0
         self.results_stall_s: float = 0.0
         self._truncations: list[Truncation] = []
 
@@ -119,6 +123,12 @@ class Faults:
         """Close the connection of the next `n` requests without any response."""
         with self._lock:
             self._drop_next += n
+
+    def lose_answer_next(self, n: int) -> None:
+        """Handle the next `n` requests that change something, then close the connection
+        without the answer."""
+        with self._lock:
+            self._lose_next += n
 
     def truncate_results_next(
         self, n: int = 1, *, after_entries: int = 0, valid: bool = False
@@ -145,13 +155,17 @@ class Faults:
             self.login_redirect = False
             self._fail_next.clear()
             self._drop_next = 0
+            self._lose_next = 0
 
-    def decide(self) -> FaultAction | None:
+    def decide(self, method: str = "GET") -> FaultAction | None:
         """Consume one request's worth of scheduled faults; None means "handle normally"."""
         with self._lock:
             if self._drop_next > 0:
                 self._drop_next -= 1
                 return FaultAction("drop")
+            if self._lose_next > 0 and method in ("POST", "PUT", "PATCH", "DELETE"):
+                self._lose_next -= 1
+                return FaultAction("lose")
             if self._fail_next:
                 return FaultAction("error", self._fail_next.pop(0))
             if self.drop_rate > 0 and self._rng.random() < self.drop_rate:
@@ -166,6 +180,7 @@ class Faults:
             f"error_status={self.error_status}, drop_rate={self.drop_rate}, "
             f"proxy_max_body_bytes={self.proxy_max_body_bytes}, "
             f"login_redirect={self.login_redirect}, pending_fail={len(self._fail_next)}, "
-            f"pending_drop={self._drop_next}, results_stall_s={self.results_stall_s}, "
+            f"pending_drop={self._drop_next}, pending_lose={self._lose_next}, "
+            f"results_stall_s={self.results_stall_s}, "
             f"pending_truncations={len(self._truncations)})"
         )

@@ -216,10 +216,13 @@ class _Handler(BaseHTTPRequestHandler):
         faults = backend.faults
         if faults.latency_s > 0:
             backend.stop_event.wait(faults.latency_s)
-        action = faults.decide()
+        action = faults.decide(req.method)
         if action is not None and action.kind == "drop":
             self._drop()
             return 0
+        lose = action is not None and action.kind == "lose"
+        if lose:
+            action = None
         proxy_limit = faults.proxy_max_body_bytes
         if proxy_limit is not None:
             declared = req.body.declared_length
@@ -252,6 +255,12 @@ class _Handler(BaseHTTPRequestHandler):
                 with contextlib.suppress(Exception):
                     req.body.drain()
                 response = backend.internal_error(req)
+            if lose:  # the work is done; the answer never reaches the client
+                for stream in (response.stream, response.chunks):
+                    if stream is not None and hasattr(stream, "close"):
+                        stream.close()
+                self._drop()
+                return 0
             return self._send(response)
         except wire.BodyTooLargeError:
             return self._proxy_too_large(backend)
