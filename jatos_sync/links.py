@@ -83,19 +83,53 @@ def _holds(outer: str, path: str) -> bool:
     return path == outer or path.startswith(outer.rstrip(os.sep) + os.sep)
 
 
+class LinkCollector:
+    """Builds a `LinkMap` from what a walk meets: the scan's own walk (`scan_folder`), or
+    `map_links`'s. `root` is the folder's real path."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._dirs: dict[str, list[str]] = {root: [""]}
+        self._files: dict[str, list[str]] = {}
+        self._links: set[str] = set()
+        self._hard: dict[str, str] = {}
+
+    def note(self, rel: str, os_path: str, st: os.stat_result, *, is_link: bool) -> None:
+        """A directory or regular file the walk lists at `rel` (not ignored, not a loop),
+        found at `os_path`; `st` with links followed, `is_link` whether it is a link."""
+        real = os.path.realpath(os_path) if is_link else os_path
+        if stat.S_ISDIR(st.st_mode):
+            if is_link:
+                self._dirs.setdefault(real, []).append(rel)
+                self._links.add(rel)
+        elif stat.S_ISREG(st.st_mode):
+            if is_link:
+                self._files.setdefault(real, []).append(rel)
+                self._links.add(rel)
+            if st.st_nlink > 1:
+                self._hard[rel] = real
+
+    def result(self) -> LinkMap:
+        return LinkMap(
+            root=self.root,
+            dirs={path: tuple(rels) for path, rels in self._dirs.items()},
+            files={path: tuple(rels) for path, rels in self._files.items()},
+            links=frozenset(self._links),
+            hard=dict(self._hard),
+        )
+
+
 def map_links(root: str, rules: IgnoreRules) -> LinkMap:
     """Walk the folder `root` (its real path) as the scan does — links followed, wherever
     they lead; ignored entries, loops and names that are not UTF-8 not — and note where
     the links lead and which regular files have other names. What cannot be read is left
-    out: the scan reports it."""
+    out: the scan reports it. (A full scan notes the same on its own walk, see
+    `scan_folder`; this walk is for the watcher between scans.)"""
     try:
         root_st = os.stat(root)
     except OSError:
         return LinkMap(root=root, dirs={root: ("",)})
-    dirs: dict[str, list[str]] = {root: [""]}
-    files: dict[str, list[str]] = {}
-    links: set[str] = set()
-    hard: dict[str, str] = {}
+    found = LinkCollector(root)
     stack = [(root, "", frozenset({(root_st.st_dev, root_st.st_ino)}))]
     while stack:
         real_dir, prefix, ancestors = stack.pop()
@@ -115,28 +149,14 @@ def map_links(root: str, rules: IgnoreRules) -> LinkMap:
             is_dir = stat.S_ISDIR(st.st_mode)
             if rules.match_entry(rel, is_dir=is_dir):
                 continue
-            real = os.path.realpath(entry.path) if is_link else entry.path
             if is_dir:
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
                     continue  # a loop: the scan does not follow it either
-                if is_link:
-                    dirs.setdefault(real, []).append(rel)
-                    links.add(rel)
+                real = os.path.realpath(entry.path) if is_link else entry.path
                 stack.append((real, rel + "/", ancestors | {key}))
-            elif stat.S_ISREG(st.st_mode):
-                if is_link:
-                    files.setdefault(real, []).append(rel)
-                    links.add(rel)
-                if st.st_nlink > 1:
-                    hard[rel] = real
-    return LinkMap(
-        root=root,
-        dirs={path: tuple(rels) for path, rels in dirs.items()},
-        files={path: tuple(rels) for path, rels in files.items()},
-        links=frozenset(links),
-        hard=hard,
-    )
+            found.note(rel, entry.path, st, is_link=is_link)
+    return found.result()
 
 
 def signature(path: str) -> tuple[int, int, int, int] | None:

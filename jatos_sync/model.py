@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jatos_sync.links import LinkMap
 
 
 class RelPath(str):
@@ -200,6 +204,7 @@ class LocalSnapshot:
     files: Mapping[RelPath, LocalFile]
     errors: tuple[PathProblem, ...] = ()
     unsyncable: tuple[PathProblem, ...] = ()
+    links: LinkMap | None = None  # where links lead, when the scan was asked to note it
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import Literal, NamedTuple
 
 from jatos_sync.errors import FileSyncError, LocalFileChangedError, SafetyStop
 from jatos_sync.ignore import IgnoreRules
+from jatos_sync.links import LinkCollector
 from jatos_sync.model import (
     DIGEST_BYTES,
     FileInfo,
@@ -274,15 +275,27 @@ _Pending = tuple[str, str, frozenset[tuple[int, int]]]
 class _Walk:
     """One scan's findings, and the directories still to be listed."""
 
-    def __init__(self, rules: IgnoreRules, cache: ChecksumCache, now_ns: int) -> None:
-        self.rules, self.cache, self.now_ns = rules, cache, now_ns
+    def __init__(
+        self,
+        rules: IgnoreRules,
+        cache: ChecksumCache,
+        now_ns: int,
+        links: LinkCollector | None = None,
+    ) -> None:
+        self.rules, self.cache, self.now_ns, self.links = rules, cache, now_ns, links
         self.files: dict[RelPath, LocalFile] = {}
         self.errors: list[PathProblem] = []
         self.unsyncable: list[PathProblem] = []
         self.stack: list[_Pending] = []
 
     def take(
-        self, found: Entry, rel: str, os_path: str, ancestors: frozenset[tuple[int, int]]
+        self,
+        found: Entry,
+        rel: str,
+        os_path: str,
+        ancestors: frozenset[tuple[int, int]],
+        *,
+        is_link: bool = False,
     ) -> None:
         """Record what `classify` found at `rel`; a directory is queued to be listed, unless
         it is one of the directories it lies in (a loop through a link)."""
@@ -293,8 +306,12 @@ class _Walk:
                 self.unsyncable.append(PathProblem(_rel_path(rel), _REASON_LOOP))
             else:
                 self.stack.append((os_path, rel + "/", ancestors | {key}))
+                if self.links is not None:
+                    self.links.note(rel, os_path, found.st, is_link=is_link)
         elif found.kind == "file":
             assert found.st is not None
+            if self.links is not None:
+                self.links.note(rel, os_path, found.st, is_link=is_link)
             path = RelPath(rel)  # a file's name is UTF-8 here: `classify` checked it
             scanned = _scan_file(path, os_path, found.st, self.cache, self.now_ns)
             if isinstance(scanned, LocalFile):
@@ -324,7 +341,8 @@ class _Walk:
                 found = classify(entry.path, entry.name, entry=entry)
                 if self.rules.match_entry(rel, is_dir=found.is_dir):
                     continue
-                self.take(found, rel, entry.path, ancestors)
+                is_link = self.links is not None and entry.is_symlink()
+                self.take(found, rel, entry.path, ancestors, is_link=is_link)
 
     def start_under(self, folder: Path, under: RelPath, root: frozenset[tuple[int, int]]) -> None:
         """Start at `under` instead of the folder: each directory on the way down is
@@ -355,6 +373,7 @@ def scan_folder(
     cache: ChecksumCache | None = None,
     clock_ns: Callable[[], int] = time.time_ns,
     under: RelPath | None = None,
+    links: bool = False,
 ) -> LocalSnapshot:
     """Every syncable regular file below `folder`, with problems listed on the side.
 
@@ -365,9 +384,14 @@ def scan_folder(
     pass that follows file-system events: nothing if it or a directory above it is
     ignored. Paths stay relative to `folder`, and the cache keeps its other entries. Each
     entry is classified by `classify` in both cases.
+
+    With `links` (and no `under`), the walk also notes where the folder's links lead and
+    which files have other names (`LocalSnapshot.links`): the watcher follows them without
+    a walk of its own.
     """
     root_st = _folder_stat(folder)
-    walk = _Walk(rules, ChecksumCache() if cache is None else cache, clock_ns())
+    collector = LinkCollector(os.path.realpath(folder)) if links and under is None else None
+    walk = _Walk(rules, ChecksumCache() if cache is None else cache, clock_ns(), collector)
     root = frozenset({(root_st.st_dev, root_st.st_ino)})
     if under is None:
         walk.stack.append((os.fspath(folder), "", root))
@@ -378,6 +402,7 @@ def scan_folder(
     if under is None:
         walk.cache.keep_only(files)
     return LocalSnapshot(
+        links=collector.result() if collector is not None else None,
         files=files,
         errors=tuple(sorted(walk.errors, key=_problem_key)),
         unsyncable=tuple(sorted(walk.unsyncable, key=_problem_key)),

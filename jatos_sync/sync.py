@@ -36,6 +36,7 @@ from jatos_sync.errors import (
     SafetyStop,
 )
 from jatos_sync.ignore import IGNORE_FILE_NAME, IgnoreRules
+from jatos_sync.links import LinkMap
 from jatos_sync.model import LocalSnapshot, PathProblem, RelPath, RemoteSnapshot
 from jatos_sync.plan import (
     Folder,
@@ -177,6 +178,11 @@ class MappingSync:
     def remote_known(self) -> bool:
         return self._remote is not None
 
+    @property
+    def links(self) -> LinkMap | None:
+        """Where the folder's links led at the last full pass (None before one)."""
+        return self._local.links if self._local is not None else None
+
     def forget_remote(self) -> None:
         """Make the next pass a full one (after a server outage or an overflow)."""
         self._remote = None
@@ -217,7 +223,9 @@ class MappingSync:
                 # The daemon keeps its state in memory between passes: if the disk refused
                 # the last save, what is on disk is older than what this process knows.
                 self._state = self._state or self.store.load(self.key)
-                local = scan_folder(mapping.folder, self._rules, cache=self._state.cache)
+                local = scan_folder(
+                    mapping.folder, self._rules, cache=self._state.cache, links=True
+                )
                 log.info(
                     "scan_done",
                     mapping=mapping.name,

@@ -16,7 +16,7 @@ Owns:
   tree. `links.LinkMap` records where the scan meets each linked directory and file; their
   targets outside the folder are watched too, and every event is reported at each folder
   path the scan lists it under. Files with more than one name (hard links) are re-checked
-  by a stat about once a second (`FolderWatcher.poll`), since a write through another
+  by a stat every two seconds (`FolderWatcher.poll`), since a write through another
   name produces no event here. What cannot be followed is listed in `not_followed`.
 
 It must not talk to the server, decide what to upload or delete, run passes or start
@@ -370,7 +370,7 @@ class FolderWatcher:
     or a PsychoPy `.psyexp` reloads the rules and is passed on, so the pass rebuilds its
     rules and rescans too. Moves become gone + touch; a directory created or moved in is a
     touch of the directory (its subtree is looked at); the folder itself being deleted is
-    `folder_gone`. `poll()`, called by the worker about once a second, follows new links
+    `folder_gone`. `poll()`, called by the worker every two seconds, follows new links
     and re-checks hard-linked files.
     """
 
@@ -417,8 +417,12 @@ class FolderWatcher:
     def __repr__(self) -> str:
         return f"FolderWatcher({self.name!r}, mode={self.mode})"
 
-    def start(self) -> Mode:
-        """Start watching; return the mode. Raises OSError if the folder cannot be watched."""
+    def start(self, *, follow_links: bool = True) -> Mode:
+        """Start watching; return the mode. Raises OSError if the folder cannot be watched.
+
+        Without `follow_links`, the targets of links are followed only once `follow_links`
+        is given a map (the daemon's worker hands over each full scan's, which saves a
+        second walk of the folder at start)."""
         self._root = os.path.realpath(self.folder)
         self._rules = self._load_rules()
         self._links = LinkMap(root=self._root, dirs={self._root: ("",)})
@@ -453,7 +457,8 @@ class FolderWatcher:
         else:
             _overflow_tap().add(self)
         self.mode = mode
-        self._follow_links(announce=False)
+        if follow_links:
+            self._follow_links(announce=False)
         log.info("watch_started", mapping=self.name, folder=str(self.folder), mode=mode)
         return mode
 
@@ -479,7 +484,7 @@ class FolderWatcher:
             self._sink(Change("rescan"))
 
     def poll(self) -> None:
-        """What no event tells, called by the worker about once a second: follow links that
+        """What no event tells, called by the worker every two seconds: follow links that
         were added, changed or removed, and re-check files with other names (a write through
         another name, even outside the folder, produces no event here); a change is a touch.
         """
@@ -523,12 +528,19 @@ class FolderWatcher:
             self._observers[mode] = observer
         return observer
 
-    def _follow_links(self, *, announce: bool) -> None:
-        """Map the folder's links again, watch their targets outside the folder (each on a
-        file system that needs polling, by polling), and stop watching the ones no longer
-        linked. With `announce`, each newly followed link is touched, so a pass looks at
-        what arrived through it before its target was watched."""
-        links = map_links(self._root, self._rules)
+    def follow_links(self, links: LinkMap) -> None:
+        """Follow the links as a full scan found them (`LocalSnapshot.links`); each link
+        not followed before is touched, so a pass looks at what arrived through it before
+        its target was watched."""
+        if self._active and links.root == self._root:
+            self._follow_links(announce=True, links=links)
+
+    def _follow_links(self, *, announce: bool, links: LinkMap | None = None) -> None:
+        """Map the folder's links again (unless `links` is given), watch their targets
+        outside the folder (each on a file system that needs polling, by polling), and stop
+        watching the ones no longer linked. With `announce`, each newly followed link is
+        touched, so a pass looks at what arrived through it before its target was watched."""
+        links = links or map_links(self._root, self._rules)
         wanted = links.watch_roots()
         for key in [key for key in self._targets if key not in wanted.items()]:
             old_mode, old_watch = self._targets.pop(key)

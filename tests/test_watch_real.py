@@ -345,9 +345,9 @@ def test_a_git_checkout_of_a_branch_differing_in_2000_files(tmp_path: Path) -> N
 # ------------------------------------------------------ symbolic links and hard links
 
 # The worker looks for new links and re-checks hard-linked files every folder_check_s:
-# here as in production, once a second.
-EVERY_SECOND = dataclasses.replace(FAST, folder_check_s=1.0)
-# An edit must reach the server within about a second plus the debounce (0.1 s here);
+# here as in production.
+EVERY_CHECK = dataclasses.replace(FAST, folder_check_s=Timings().folder_check_s)
+# An edit must reach the server within about one check plus the debounce (0.1 s here);
 # a full pass (what found such edits before) comes only every 10 minutes.
 PROMPTLY_S = 4.0
 
@@ -366,7 +366,7 @@ def test_an_edit_in_a_linked_folder_outside_reaches_the_server(tmp_path: Path, m
     def link(folder: Path) -> None:
         os.symlink(shared, folder / "stimuli")
 
-    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_SECOND) as rig:
+    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_CHECK) as rig:
         assert rig.remote()["stimuli/words.csv"] == b"red\n"
         in_place(shared / "words.csv", b"green\n")
         (shared / "sub" / "new.csv").write_bytes(b"new\n")
@@ -388,7 +388,7 @@ def test_an_edit_in_a_folder_linked_from_inside_reaches_both_of_its_paths(
         os.symlink("real", folder / "js_link")
 
     files = {"real/a.js": b"a1"}
-    with started(tmp_path, mode, files, prepare=link, timings=EVERY_SECOND) as rig:
+    with started(tmp_path, mode, files, prepare=link, timings=EVERY_CHECK) as rig:
         assert rig.remote()["js_link/a.js"] == b"a1"
         in_place(rig.folder / "real" / "a.js", b"a2")
         wait_for(
@@ -405,7 +405,7 @@ def test_an_edit_through_a_hard_link_reaches_the_server(tmp_path: Path, mode: st
     def link(folder: Path) -> None:
         os.link(outside, folder / "linked.js")
 
-    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_SECOND) as rig:
+    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_CHECK) as rig:
         assert rig.remote()["linked.js"] == b"v1"
         in_place(outside, b"v2, written through the other name")
         wait_for(
@@ -422,7 +422,7 @@ def test_an_edit_of_a_linked_file_outside_reaches_the_server(tmp_path: Path, mod
     def link(folder: Path) -> None:
         os.symlink(shared / "logo.png", folder / "logo.png")
 
-    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_SECOND) as rig:
+    with started(tmp_path, mode, {"index.html": OLD}, prepare=link, timings=EVERY_CHECK) as rig:
         in_place(shared / "logo.png", b"png2")
         in_place(shared / "other.png", b"still not linked")
         wait_for(
@@ -436,7 +436,7 @@ def test_an_edit_of_a_linked_file_outside_reaches_the_server(tmp_path: Path, mod
 def test_a_link_made_while_watching_is_followed_from_then_on(tmp_path: Path, mode: str) -> None:
     shared = tmp_path / "shared"
     write_tree(shared, {"words.csv": b"red\n"})
-    with started(tmp_path, mode, {"index.html": OLD}, timings=EVERY_SECOND) as rig:
+    with started(tmp_path, mode, {"index.html": OLD}, timings=EVERY_CHECK) as rig:
         os.symlink(shared, rig.folder / "stimuli")
         wait_for("the linked files", lambda: "stimuli/words.csv" in rig.remote())
         rig.settle()  # the pass that uploaded them is over
@@ -453,7 +453,7 @@ def test_a_link_to_an_ancestor_is_not_followed_in_circles(tmp_path: Path, mode: 
         os.symlink("..", folder / "sub" / "up")
 
     files = {"sub/a.js": b"a1"}
-    with started(tmp_path, mode, files, prepare=loop, timings=EVERY_SECOND) as rig:
+    with started(tmp_path, mode, files, prepare=loop, timings=EVERY_CHECK) as rig:
         in_place(rig.folder / "sub" / "a.js", b"a2")
         rig.settle()
         assert rig.remote() == {"sub/a.js": b"a2"}

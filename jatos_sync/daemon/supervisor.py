@@ -48,6 +48,12 @@ log = structlog.get_logger("jatos_sync.daemon")
 ClientFactory = Callable[[Config, Token], JatosClient]
 
 
+# Full passes of different mappings that run at once (the rest wait their turn). Each lists
+# a study and scans a folder: with a few at once the server and the disk are kept busy,
+# while fifty at once would only raise the peak of memory, which the process then keeps.
+FULL_PASSES_AT_ONCE = 4
+
+
 class Daemon:
     """All mappings of one configuration, supervised from the thread that calls `run()`.
 
@@ -85,6 +91,7 @@ class Daemon:
         self._status_name = f"{os.getpid()}-{os.urandom(3).hex()}"
         self._nothing_said_at: float | None = None  # when "nothing is syncing" was said
         self.workers: dict[str, MappingWorker] = {}
+        self._full_passes = threading.Semaphore(FULL_PASSES_AT_ONCE)
         # The results mirror of each mapping with `results:`: a thread of its own, started
         # and stopped with its mapping, never pausing or paused by the file sync.
         self.results_workers: dict[str, ResultsWorker] = {}
@@ -204,6 +211,7 @@ class Daemon:
             wall_clock=self._wall_clock,
             timings=self._timings,
             on_change=self._changed.set,
+            full_passes=self._full_passes,
         )
         self.workers[mapping.name] = worker
         worker.start()

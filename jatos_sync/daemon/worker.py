@@ -53,7 +53,7 @@ class Timings:
     auth_recheck_s: float = 180.0  # a refused token is re-checked this often
     file_retry_base_s: float = 2.0  # a file that failed; doubles per failure
     file_retry_max_s: float = 300.0
-    folder_check_s: float = 1.0  # is the folder still there, and still the same one?
+    folder_check_s: float = 2.0  # is the folder still there, still the same one? (idle CPU)
     stop_timeout_s: float = 8.0  # SIGTERM: in-flight work is abandoned after this
     status_interval_s: float = 0.5  # the status file is written at most this often
     tick_s: float = 0.25  # the supervisor's loop
@@ -118,8 +118,13 @@ class MappingWorker:
         wall_clock: Callable[[], float] = time.time,
         timings: Timings = Timings(),
         on_change: Callable[[], None] = lambda: None,
+        full_passes: threading.Semaphore | None = None,
     ) -> None:
         self.mapping = mapping
+        # Shared by the daemon's workers: how many full passes run at once. Each reads a
+        # whole listing and scans a whole folder; fifty at once only multiply the peak of
+        # memory (which the process keeps) and contend for the same cores.
+        self._full_passes = full_passes or threading.Semaphore(1)
         self._sync = MappingSync(
             mapping,
             client=client,
@@ -346,7 +351,8 @@ class MappingWorker:
         if self._folder_missing():
             self._retry_at = now  # it is back
         try:
-            mode = self._watcher.start()
+            # Links are followed once the full pass that comes next has scanned them.
+            mode = self._watcher.start(follow_links=False)
         except OSError as exc:
             delay_s = backoff_s(
                 self._watch_failures,
@@ -371,6 +377,13 @@ class MappingWorker:
         self._debouncer.debounce_s = self._watch.debounce_s + extra_s
         self._debouncer.delete_delay_s = self._watch.delete_delay_s + extra_s
 
+    def _take_full_pass_turn(self) -> bool:
+        """Wait for a turn to run a full pass; False if the worker is stopped meanwhile."""
+        while not self._full_passes.acquire(timeout=0.1):
+            if self._stop.is_set():
+                return False
+        return True
+
     def _folder_missing(self) -> bool:
         return isinstance(self._paused, SafetyStop) and self._watched is None
 
@@ -381,7 +394,12 @@ class MappingWorker:
         self._publish()
         started = self._clock()
         if batch.full_local:
-            result = self._sync.full_pass(stop=self._stop)
+            if not self._take_full_pass_turn():
+                return  # stopping
+            try:
+                result = self._sync.full_pass(stop=self._stop)
+            finally:
+                self._full_passes.release()
         else:
             result = self._sync.quick_pass(batch.dirty, hold=batch.hold, stop=self._stop)
         done = self._clock()
@@ -393,6 +411,9 @@ class MappingWorker:
         self._debouncer.finish(batch, now=done, retry=self._retries(batch, result, done))
         if batch.full_local:
             self._next_reconcile = done + self._watch.reconcile_interval_s
+            links = self._sync.links
+            if links is not None and self._watched is not None:
+                self._watcher.follow_links(links)  # as the scan found them: no second walk
         if self._paused is not None:
             log.info("mapping_resumed", mapping=self.mapping.name)
             self._paused = None
