@@ -31,22 +31,6 @@ from jatos_sync.studies import export_study, read_study
 log = structlog.get_logger("jatos_sync.export")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`export [MAPPING] [-o FILE]`."""
-    parser.add_argument(
-        "mapping",
-        nargs="?",
-        metavar="MAPPING",
-        help="the mapping whose study to export (may be left out when there is only one)",
-    )
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="where to write the archive (default: <mapping>-<UTC time>.jzip here)",
-    )
-
-
 def default_name(mapping: str, now: datetime) -> str:
     return f"{mapping}-{now.strftime('%Y%m%dT%H%M%SZ')}.jzip"
 

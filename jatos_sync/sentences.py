@@ -54,6 +54,26 @@ class Bar:
 BAR = Bar()
 
 
+class Greeting:
+    """What `watch_ready` says on a terminal: set by the `watch` command, which knows the
+    folders, studies and server, so the daemon's event need not carry them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._text: str | None = None
+
+    def set(self, text: str | None) -> None:
+        with self._lock:
+            self._text = text
+
+    def get(self) -> str | None:
+        with self._lock:
+            return self._text
+
+
+GREETING = Greeting()
+
+
 def human_size(size: object) -> str:
     """`176 B`, `1.4 KB`, `3.2 MB` (powers of 1000, as file managers show them)."""
     if not isinstance(size, int) or isinstance(size, bool):
@@ -100,7 +120,9 @@ _SENTENCES: dict[str, tuple[str, _Sentence]] = {
     "watch_started": ("info", lambda e: f"· {e['mapping']}: watching {e['folder']}"),
     "watch_ready": (
         "ok",
-        lambda e: "✓ Watching: save a file and it is on the server a moment later — Ctrl-C stops",
+        lambda e: (
+            f"✓ {GREETING.get() or 'Watching'}. Save a file and it is uploaded; Ctrl-C stops."
+        ),
     ),
     "watch_stopping": ("info", lambda e: "Stopping…"),
     "watch_stopped": ("ok", lambda e: "✓ Stopped."),
@@ -157,7 +179,30 @@ _SENTENCES: dict[str, tuple[str, _Sentence]] = {
     ),
 }
 
-_SYMBOLS = {"info": "·", "ok": "✓", "warn": "⚠", "error": "✖"}
+SYMBOLS = {"info": "·", "ok": "✓", "warn": "⚠", "error": "✖"}
+
+
+def paint(kind: str, text: str, *, colours: bool) -> str:
+    """`text` in the colour of `kind` (ok, warn, error, info, dim) when `colours`."""
+    if not colours:
+        return text
+    code = _DIM if kind == "dim" else _COLOURS.get(kind, "")
+    return f"{code}{text}{_RESET}" if code else text
+
+
+def outcome_kind(exit_code: int) -> str:
+    """How a command's result for one mapping looks: ok (0); warn when nothing failed but
+    a person must act — a guard withheld something (4), the token or the study's lock or
+    membership stands in the way (3); error when something failed (1, 2, 5)."""
+    if exit_code == 0:
+        return "ok"
+    return "warn" if exit_code in (3, 4) else "error"
+
+
+def marked(text: str, *, exit_code: int, colours: bool) -> str:
+    """A result's summary line for a terminal: `✓ stroop → study 42: 9 uploaded, …`."""
+    kind = outcome_kind(exit_code)
+    return paint(kind, f"{SYMBOLS[kind]} {text}", colours=colours)
 
 
 class HumanRenderer:
@@ -192,10 +237,7 @@ class HumanRenderer:
         kind = _LEVEL_KIND.get(method, "info")
         words = name.replace("_", " ")
         fields = [f"{v}" for k, v in event.items() if k not in _PLUMBING]
-        return kind, f"{_SYMBOLS[kind]} {words}{': ' + ', '.join(fields) if fields else ''}"
+        return kind, f"{SYMBOLS[kind]} {words}{': ' + ', '.join(fields) if fields else ''}"
 
     def _paint(self, kind: str, text: str) -> str:
-        if not self._colours:
-            return text
-        code = _DIM if kind == "dim" else _COLOURS.get(kind, "")
-        return f"{code}{text}{_RESET}" if code else text
+        return paint(kind, text, colours=self._colours)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from jatos_sync import init
 from jatos_sync.cli import main
+from jatos_sync.cli.parser import add_init_arguments
 from jatos_sync.client import JatosClient
 from jatos_sync.config import load_config, parse_config
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
@@ -64,7 +65,7 @@ class Setup:
     ) -> InitRun:
         parser = argparse.ArgumentParser()
         parser.add_argument("-c", "--config")
-        init.add_arguments(parser)
+        add_init_arguments(parser)
         args = parser.parse_args(list(argv))
         out, err = io.StringIO(), io.StringIO()
         checked: list[Path] = []
@@ -450,13 +451,14 @@ DRIVER = textwrap.dedent(
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     from jatos_sync import init
     from jatos_sync.cli import main
+    from jatos_sync.cli.parser import add_init_arguments
     from jatos_sync.client import JatosClient
     from jatos_sync.logs import configure_logging
 
     configure_logging()  # as the CLI does before any command
     parser = argparse.ArgumentParser()
     parser.add_argument("-c", "--config")
-    init.add_arguments(parser)
+    add_init_arguments(parser)
     args = parser.parse_args(sys.argv[1:])
     sys.exit(
         init.run(

@@ -22,7 +22,7 @@ from typing import TextIO
 
 from jatos_sync.client import JatosClient
 from jatos_sync.config import default_config_path, load_config, parse_config
-from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
+from jatos_sync.credentials import Token
 from jatos_sync.errors import EXIT_CONFIG, ConfigError, JatosSyncError, worst_exit_code
 from jatos_sync.init import study as study_modes
 from jatos_sync.init.questions import (
@@ -48,7 +48,6 @@ from jatos_sync.logs import is_terminal, redact
 
 __all__ = [
     "Answers",
-    "add_arguments",
     "default_name",
     "default_token_file",
     "ignore_pattern",
@@ -63,25 +62,6 @@ __all__ = [
     "write_config",
     "yaml_quote",
 ]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`init [--url URL] [--study ID|UUID] [--folder DIR] [--token-file FILE] [--name NAME]
-    [--force]`; the file written is the global `-c` (default ./jatos-sync.yaml)."""
-    parser.add_argument("--url", help="the JATOS server's address, e.g. https://jatos.example.org")
-    parser.add_argument("--study", help="the study's ID or UUID")
-    parser.add_argument("--folder", help="the local folder to sync (default: the current one)")
-    parser.add_argument(
-        "--token-file",
-        help=f"a file holding the API token (default: the token is read from ${DEFAULT_TOKEN_ENV})",
-    )
-    parser.add_argument("--name", help="the mapping's name (default: the folder's name)")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an existing configuration file (the old one is kept as .bak)",
-    )
-    study_modes.add_arguments(parser)
 
 
 def run(

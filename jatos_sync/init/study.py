@@ -50,29 +50,6 @@ _TITLE_TAG = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _HEAD_BYTES = 64 * 1024
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    modes = parser.add_mutually_exclusive_group()
-    modes.add_argument(
-        "--create",
-        action="store_true",
-        help="make a new study from the folder (one component per top-level HTML page), "
-        "then create it on the server and upload the folder",
-    )
-    modes.add_argument(
-        "--from",
-        dest="from_archive",
-        metavar="FILE.jzip",
-        help="adopt a study archive (a JATOS export, jspsych-builder, lab.js): unpack it "
-        "into the folder and keep its UUID and definition",
-    )
-    modes.add_argument(
-        "--adopt",
-        action="store_true",
-        help="write the definition of the existing study --study into the configuration",
-    )
-    parser.add_argument("--title", help="with --create: the study's title (default: the folder)")
-
-
 def mode_of(args: argparse.Namespace) -> str | None:
     return next((m for m in MODES if getattr(args, m, None)), None)
 
