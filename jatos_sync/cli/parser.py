@@ -39,9 +39,9 @@ _JSON_HELP = "print one JSON document on stdout (for scripts)"
 
 DESCRIPTION = "Keep the study assets of JATOS studies in step with local folders."
 EPILOG = """\
-MAPPING, where a command takes one, is the name: of a mapping in jatos-sync.yaml
-(one folder and its study); left out, the command works on every mapping (pull,
-export and links: on the only one).
+MAPPING, where a command takes one, is the name: of a mapping in
+jatos-sync.yaml (one folder and its study); left out, the command works on
+every mapping (pull, export and links: on the only one).
 
 The options above work before and after the command: jatos-sync sync -q is
 jatos-sync -q sync.
@@ -73,8 +73,8 @@ the defaults of the questions, and of the flags you leave out."""
 INIT_EPILOG = """\
 examples:
   jatos-sync init                         ask everything (on a terminal)
-  jatos-sync init --url https://jatos.example.org --study 42 --folder experiment
-  jatos-sync init --force                 change the answers of an existing file
+  jatos-sync init --url https://jatos.example.org --study 42 --folder exp
+  jatos-sync init --force                 change the answers of a file
   jatos-sync init --create --url https://jatos.example.org   a new study
   jatos-sync init --from study.jzip --url https://jatos.example.org"""
 
@@ -203,8 +203,8 @@ def _examples(*pairs: tuple[str, str]) -> str:
 
 
 SYNC_EPILOG = """\
-Uploads new and changed files; deletes on the server what you deleted here (only
-files it synced from this folder before). Files added in JATOS are kept.
+Uploads new and changed files; deletes on the server what you deleted here
+(only files it synced from this folder before). Files added in JATOS are kept.
 
 examples:
   jatos-sync sync --dry-run    what would change; nothing is sent
@@ -365,7 +365,8 @@ def add_links_arguments(parser: argparse.ArgumentParser) -> None:
         "--type",
         choices=LINK_TYPES,
         default=DEFAULT_LINK_TYPE,
-        help=f"the kind of link (default: {DEFAULT_LINK_TYPE})",
+        metavar="TYPE",
+        help=f"the kind of link: {', '.join(LINK_TYPES)} (default: {DEFAULT_LINK_TYPE})",
     )
     parser.add_argument(
         "--amount",
@@ -386,8 +387,8 @@ def _config(parser: argparse.ArgumentParser) -> None:
     schema = sub.add_parser(
         "schema",
         help="print the JSON Schema of jatos-sync.yaml (for editors)",
-        description="Print the JSON Schema of jatos-sync.yaml, for editors that complete "
-        "and check the file as you type.",
+        description="Print the JSON Schema of jatos-sync.yaml, for editors that\n"
+        "complete and check the file as you type.",
         formatter_class=_Formatter,
     )
     _add_global_options(schema, before_the_command=False)

@@ -74,7 +74,8 @@ def collect(session: Session, mode: str) -> Answers:
 
 def _create(session: Session) -> Answers:
     url = session.url()
-    token_file, _token = session.token(url)
+    token_file, token = session.token(url)
+    url, _ = session.reach(url, token or session.quiet_token(token_file), listing=False)
     folder = session.folder()
     title = session.args.title
     if not title:
@@ -154,7 +155,8 @@ def _from_archive(session: Session) -> Answers:
                 f"({component.html}) is not in the archive; nothing was unpacked"
             )
     url = session.url()
-    token_file, _token = session.token(url)
+    token_file, token = session.token(url)
+    url, _ = session.reach(url, token or session.quiet_token(token_file), listing=False)
     default = adopted.dir_name or re.sub(r"[^A-Za-z0-9_-]+", "_", source.stem) or "study"
     folder = session.folder(default=default)
     study = adopted.uuid
@@ -183,8 +185,10 @@ def _adopt(session: Session) -> Answers:
     url = session.url()
     token_file, token = session.token(url)
     token = token or _token(session, token_file)
+    listing = not session.given("study")
+    url, studies = session.reach(url, token, listing=listing)
     folder = session.folder()
-    ref, _title = session.study(url, token)
+    ref, _title = session.study(url, token, studies if listing else None)
     client = session.client_factory(url, token)
     with client, tempfile.TemporaryDirectory(prefix="jatos-sync-adopt-") as tmp:
         study = read_study(client, ref)
