@@ -170,6 +170,61 @@ _SENTENCES: dict[str, tuple[str, _Sentence]] = {
         "error",
         lambda e: f"✖ The changed configuration was not used: {e.get('message')}",
     ),
+    "scan_done": (
+        "info",
+        lambda e: (
+            f"· {e['mapping']}: {_count(e.get('files'), 'file')} in the folder"
+            + (f", {human_size(e['bytes_hashed'])} read" if e.get("bytes_hashed") else "")
+        ),
+    ),
+    "study_created": (
+        "ok",
+        lambda e: (
+            f"✓ created study {e.get('id')} ({e['study']}) with {_count(e.get('files'), 'file')}"
+        ),
+    ),
+    "definition_changed": (
+        "ok",
+        lambda e: (
+            "✓ "
+            + (
+                f"{e['mapping']}: component {e['component']} {e.get('change', 'changed')}"
+                if e.get("component")
+                else f"{e['mapping']}: {e['field']} set"
+            )
+        ),
+    ),
+    "study_locked": (
+        "warn",
+        lambda e: f"⚠ study {e['study']} is locked: unlock it on its page in JATOS",
+    ),
+    "component_deleted": (
+        "warn",
+        lambda e: f"⚠ deleted component {e['component']!r} of study {e['study']}, with its results",
+    ),
+    "folder_created": ("info", lambda e: f"· created the folder {e['folder']}"),
+    "leftover_removed": ("info", lambda e: f"· removed {e['path']}, left by an interrupted pull"),
+    "study_exported": ("ok", lambda e: f"✓ exported study {e['study']} to {e['path']}"),
+    "links_inactive": ("warn", lambda e: f"⚠ {e['hint']}"),
+    "general_link": ("info", lambda e: f"· {e['hint']}"),
+    "state_not_saved": (
+        "warn",
+        lambda e: (
+            f"⚠ {e['mapping']}: the record of what was synced was not saved: {e.get('error')}"
+        ),
+    ),
+    "results_failed": ("error", lambda e: f"✖ {e['mapping']}: results: {e.get('error')}"),
+    "watch_restarting": (
+        "warn",
+        lambda e: f"⚠ {e['mapping']}: watching the folder again ({e.get('reason')})",
+    ),
+    "watch_events_lost": (
+        "warn",
+        lambda e: (
+            f"⚠ {e['mapping']}: some changes were missed ({e.get('reason')}); checking everything"
+        ),
+    ),
+    "worker_restarted": ("warn", lambda e: f"⚠ {e['mapping']}: started again after a failure"),
     "server_ignores_case": (
         "warn",
         lambda e: (
