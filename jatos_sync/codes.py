@@ -9,7 +9,7 @@ in JATOS, and never changes the batch itself. The batch is always named in the r
 after checking that it belongs to the study (JATOS does not check that, §15.2 item 17).
 
 It owns the command's arguments, the checks and the output; the requests are studies.py's.
-It must not map errors to exit codes (cli.py does).
+It must not map errors to exit codes (jatos_sync.cli does).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ renames it into place, so the destination is either the old file or a whole, che
 archive. The default name is `<mapping>-<UTC time>.jzip` in the current folder.
 
 It owns the command's arguments and its output; the request is studies.py's, the checks
-jzip.py's. It must not map errors to exit codes (cli.py does).
+jzip.py's. It must not map errors to exit codes (jatos_sync.cli does).
 """
 
 from __future__ import annotations

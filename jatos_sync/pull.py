@@ -22,7 +22,7 @@ running pull still writes (it holds a lock on it, and it is younger than
 
 `plan_pull` is the pure decision (what to download, replace, keep, skip); `pull` carries it
 out; `run` is the command. It must not parse HTTP (client.py) or map errors to exit codes
-(cli.py): a problem with the whole study or server is raised as `JatosSyncError`.
+(jatos_sync.cli): a problem with the whole study or server is raised as `JatosSyncError`.
 """
 
 from __future__ import annotations

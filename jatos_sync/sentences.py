@@ -7,6 +7,10 @@ into a short sentence with a symbol (and colour, unless `NO_COLOR` is set): `↑
 the command prints itself in words (its final error, a mapping's stop in the summary) and
 per-file lines while a progress bar shows the same are left out, so nothing is said twice.
 
+It also knows how a command's summary line for a mapping looks on a terminal (`marked`:
+`✓`, `⚠` or `✖` and their colours, by exit code), and holds the text the `watch` command
+gives its greeting (`GREETING`), which the daemon's `watch_ready` event does not carry.
+
 Must not: decide what is logged, or write anything itself; it returns one line per event.
 """
 
@@ -18,7 +22,7 @@ from typing import Any
 
 from structlog import DropEvent
 
-# What the command prints itself (cli.py): logging it too would say everything twice.
+# What the command prints itself (jatos_sync.cli): logging it too would say everything twice.
 SAID_BY_THE_COMMAND = frozenset({"command_failed", "mapping_failed", "mapping_stopped"})
 # Per-file events that a progress bar stands in for while it is drawn.
 PER_FILE = frozenset({"upload_done", "delete_done", "download_done", "backup_saved"})
