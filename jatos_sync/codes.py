@@ -10,7 +10,7 @@ request, after checking that it belongs to the study (JATOS does not check that,
 docs/jatos-api.md §15.2 item 17).
 
 It owns the command's arguments, the checks and the output; the requests are studies.py's.
-It must not map errors to exit codes (cli.py does).
+It must not map errors to exit codes (jatos_sync.cli does).
 """
 
 from __future__ import annotations
@@ -44,32 +44,6 @@ _SHOWN_TYPE = {
     "GeneralSingle": "General Single",
     "GeneralMultiple": "General Multiple",
 }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "mapping",
-        nargs="?",
-        metavar="MAPPING",
-        help="the mapping whose study to link to (may be left out when there is only one)",
-    )
-    parser.add_argument(
-        "--type",
-        choices=list(WORKER_TYPES),
-        default=DEFAULT_TYPE,
-        help=f"the kind of link (default: {DEFAULT_TYPE})",
-    )
-    parser.add_argument(
-        "--amount",
-        type=int,
-        default=1,
-        help=f"how many personal links to make (1-{MAX_CODES}; a general link is one for all)",
-    )
-    parser.add_argument(
-        "--batch", type=int, metavar="ID", help="the batch's ID (default: the study's first)"
-    )
-    parser.add_argument("--comment", help="a note JATOS keeps with personal links")
-    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def choose_batch(study: ServerStudy, batch_id: int | None) -> ServerBatch:

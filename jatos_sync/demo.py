@@ -41,17 +41,6 @@ Runner = Callable[[Path], int]
 SAMPLE = "sample_project"  # package data: the sample experiment
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--once", action="store_true", help="sync once and stop instead of watching for edits"
-    )
-    parser.add_argument(
-        "--folder",
-        help="copy the sample experiment into this new or empty folder and keep it "
-        "(default: a temporary folder, removed at the end)",
-    )
-
-
 def copy_sample(dest: Path) -> None:
     """Copy the sample experiment shipped with the package into `dest` (new or empty)."""
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):

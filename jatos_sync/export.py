@@ -8,7 +8,7 @@ a whole, checked archive. The default name is `<mapping>-<UTC time>.jzip` in the
 folder.
 
 It owns the command's arguments and its output; the request is studies.py's, the checks
-jzip.py's. It must not map errors to exit codes (cli.py does).
+jzip.py's. It must not map errors to exit codes (jatos_sync.cli does).
 """
 
 from __future__ import annotations
@@ -30,22 +30,6 @@ from jatos_sync.pull import select_mapping
 from jatos_sync.studies import export_study, read_study
 
 log = structlog.get_logger("jatos_sync.export")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`export [MAPPING] [-o FILE]`."""
-    parser.add_argument(
-        "mapping",
-        nargs="?",
-        metavar="MAPPING",
-        help="the mapping whose study to export (may be left out when there is only one)",
-    )
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="where to write the archive (default: <mapping>-<UTC time>.jzip here)",
-    )
 
 
 def default_name(mapping: str, now: datetime) -> str:

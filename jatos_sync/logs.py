@@ -3,8 +3,12 @@
 Log events are snake_case facts with consistent keys (`upload_done path=… bytes=…`). On a
 terminal they are sentences for a person (sentences.py); otherwise (a pipe, a CI log, the
 journal) one JSON object per line. Any string that looks like a JATOS token is masked before
-it is written, whatever its source. Only `cli.py` calls `configure_logging`; importing this
-module does nothing.
+it is written, whatever its source. Only the command line (`jatos_sync.cli`) calls
+`configure_logging`; importing this module does nothing and imports no structlog, so that
+`--version`, `--help` and a usage error stay quick (structlog is imported when logging is
+configured).
+
+Must not: decide what is logged, or print anything itself.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
-import structlog
-
-# "jap_" + 31 alphanumerics + 6 hex (API reference §1.1); also catch partial or mangled ones.
+# "jap_" + 31 alphanumerics + 6 hex (docs/jatos-api.md §2.1); also catch partial or mangled
+# ones.
 TOKEN_RE = re.compile(r"jap_[A-Za-z0-9]{8,}")
 REDACTED = "jap_[redacted]"
 
@@ -60,6 +64,8 @@ def configure_logging(
     environ: Mapping[str, str] = os.environ,
 ) -> None:
     """verbosity: -1 quiet (warnings), 0 normal (info), 1 verbose (debug)."""
+    import structlog
+
     stream = stream or sys.stderr
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     chosen = choose_format(fmt, stream, environ)
@@ -91,6 +97,24 @@ def configure_logging(
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No log line at all while the block runs: a dialogue on the terminal (`init`) must
+    not be interrupted by a request's or a retry's log line between its questions. The
+    configuration of before is restored afterwards, also when the block reconfigured it."""
+    import structlog
+
+    def drop(_logger: Any, _method: str, _event: Any) -> Any:
+        raise structlog.DropEvent
+
+    before = structlog.get_config()
+    structlog.configure(processors=[drop])
+    try:
+        yield
+    finally:
+        structlog.configure(**before)
 
 
 def is_terminal(stream: TextIO) -> bool:

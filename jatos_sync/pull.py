@@ -22,7 +22,7 @@ running pull still writes (it holds a lock on it, and it is younger than
 
 `plan_pull` is the pure decision (what to download, replace, keep, skip); `pull` carries it
 out; `run` is the command. It must not parse HTTP (client.py) or map errors to exit codes
-(cli.py): a problem with the whole study or server is raised as `JatosSyncError`.
+(jatos_sync.cli): a problem with the whole study or server is raised as `JatosSyncError`.
 """
 
 from __future__ import annotations
@@ -566,23 +566,6 @@ def _try_lock(fd: int) -> bool:
 # ------------------------------------------------------------------------------ the command
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`pull [--force] [--json] MAPPING`."""
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace local files that differ from the server's; a copy of each is kept "
-        "in the state directory",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    parser.add_argument(
-        "mapping",
-        nargs="?",
-        metavar="MAPPING",
-        help="the mapping to fill (may be left out when the configuration has only one)",
-    )
-
-
 def select_mapping(config: Config, name: str | None, *, command: str = "pull") -> MappingConfig:
     """The mapping named `name`, or the only one; `command` takes exactly one."""
     if name:
@@ -603,8 +586,10 @@ def run(
     progress: ProgressSink | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     stop: threading.Event | None = None,
+    mark: Callable[[str, int], str] = lambda text, _code: text,
 ) -> int:
-    """The `pull` command; returns the exit code (README, "Exit codes") or raises JatosSyncError."""
+    """The `pull` command; returns the exit code (README, "Exit codes") or raises
+    JatosSyncError. `mark` dresses the summary line for a terminal (symbol, colour)."""
     mapping = select_mapping(config, getattr(args, "mapping", None))
     result = pull(
         mapping,
@@ -624,20 +609,23 @@ def run(
         }
         print(json.dumps(document, ensure_ascii=False, indent=2), file=out)
     else:
-        print_result(result, out)
+        print_result(result, out, mark=mark)
     if result.fatal is not None:
         raise result.fatal
     return result.exit_code
 
 
-def print_result(r: PullResult, out: TextIO) -> None:
-    """The human summary: one line, then what needs attention."""
+def print_result(
+    r: PullResult, out: TextIO, *, mark: Callable[[str, int], str] = lambda text, _code: text
+) -> None:
+    """The human summary: one line (`mark` gets it and the exit code), then what needs
+    attention."""
     counts = [f"{len(r.downloaded)} downloaded", f"{r.unchanged} unchanged"]
     counts += [f"{len(r.kept)} kept"] if r.kept else []
     counts += [f"{len(r.failed)} failed"] if r.failed else []
     counts += [f"{len(r.skipped)} skipped"] if r.skipped else []
     counts += [f"{r.ignored} ignored"] if r.ignored else []
-    print(f"{r.name} ← study {r.study}: {', '.join(counts)}", file=out)
+    print(mark(f"{r.name} ← study {r.study}: {', '.join(counts)}", r.exit_code), file=out)
     if r.created_folder:
         print(f"  created the folder {r.folder}", file=out)
     if r.removed_leftovers:

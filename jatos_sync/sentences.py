@@ -7,6 +7,10 @@ into a short sentence with a symbol (and colour, unless `NO_COLOR` is set): `↑
 the command prints itself in words (its final error, a mapping's stop in the summary) and
 per-file lines while a progress bar shows the same are left out, so nothing is said twice.
 
+It also knows how a command's summary line for a mapping looks on a terminal (`marked`:
+`✓`, `⚠` or `✖` and their colours, by exit code), and holds the text the `watch` command
+gives its greeting (`GREETING`), which the daemon's `watch_ready` event does not carry.
+
 Must not: decide what is logged, or write anything itself; it returns one line per event.
 """
 
@@ -18,7 +22,7 @@ from typing import Any
 
 from structlog import DropEvent
 
-# What the command prints itself (cli.py): logging it too would say everything twice.
+# What the command prints itself (jatos_sync.cli): logging it too would say everything twice.
 SAID_BY_THE_COMMAND = frozenset({"command_failed", "mapping_failed", "mapping_stopped"})
 # Per-file events that a progress bar stands in for while it is drawn.
 PER_FILE = frozenset({"upload_done", "delete_done", "download_done", "backup_saved"})
@@ -52,6 +56,26 @@ class Bar:
 
 
 BAR = Bar()
+
+
+class Greeting:
+    """What `watch_ready` says on a terminal: set by the `watch` command, which knows the
+    folders, studies and server, so the daemon's event need not carry them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._text: str | None = None
+
+    def set(self, text: str | None) -> None:
+        with self._lock:
+            self._text = text
+
+    def get(self) -> str | None:
+        with self._lock:
+            return self._text
+
+
+GREETING = Greeting()
 
 
 def human_size(size: object) -> str:
@@ -100,7 +124,9 @@ _SENTENCES: dict[str, tuple[str, _Sentence]] = {
     "watch_started": ("info", lambda e: f"· {e['mapping']}: watching {e['folder']}"),
     "watch_ready": (
         "ok",
-        lambda e: "✓ Watching: save a file and it is on the server a moment later — Ctrl-C stops",
+        lambda e: (
+            f"✓ {GREETING.get() or 'Watching'}. Save a file and it is uploaded; Ctrl-C stops."
+        ),
     ),
     "watch_stopping": ("info", lambda e: "Stopping…"),
     "watch_stopped": ("ok", lambda e: "✓ Stopped."),
@@ -148,6 +174,61 @@ _SENTENCES: dict[str, tuple[str, _Sentence]] = {
         "error",
         lambda e: f"✖ The changed configuration was not used: {e.get('message')}",
     ),
+    "scan_done": (
+        "info",
+        lambda e: (
+            f"· {e['mapping']}: {_count(e.get('files'), 'file')} in the folder"
+            + (f", {human_size(e['bytes_hashed'])} read" if e.get("bytes_hashed") else "")
+        ),
+    ),
+    "study_created": (
+        "ok",
+        lambda e: (
+            f"✓ created study {e.get('id')} ({e['study']}) with {_count(e.get('files'), 'file')}"
+        ),
+    ),
+    "definition_changed": (
+        "ok",
+        lambda e: (
+            "✓ "
+            + (
+                f"{e['mapping']}: component {e['component']} {e.get('change', 'changed')}"
+                if e.get("component")
+                else f"{e['mapping']}: {e['field']} set"
+            )
+        ),
+    ),
+    "study_locked": (
+        "warn",
+        lambda e: f"⚠ study {e['study']} is locked: unlock it on its page in JATOS",
+    ),
+    "component_deleted": (
+        "warn",
+        lambda e: f"⚠ deleted component {e['component']!r} of study {e['study']}, with its results",
+    ),
+    "folder_created": ("info", lambda e: f"· created the folder {e['folder']}"),
+    "leftover_removed": ("info", lambda e: f"· removed {e['path']}, left by an interrupted pull"),
+    "study_exported": ("ok", lambda e: f"✓ exported study {e['study']} to {e['path']}"),
+    "links_inactive": ("warn", lambda e: f"⚠ {e['hint']}"),
+    "general_link": ("info", lambda e: f"· {e['hint']}"),
+    "state_not_saved": (
+        "warn",
+        lambda e: (
+            f"⚠ {e['mapping']}: the record of what was synced was not saved: {e.get('error')}"
+        ),
+    ),
+    "results_failed": ("error", lambda e: f"✖ {e['mapping']}: results: {e.get('error')}"),
+    "watch_restarting": (
+        "warn",
+        lambda e: f"⚠ {e['mapping']}: watching the folder again ({e.get('reason')})",
+    ),
+    "watch_events_lost": (
+        "warn",
+        lambda e: (
+            f"⚠ {e['mapping']}: some changes were missed ({e.get('reason')}); checking everything"
+        ),
+    ),
+    "worker_restarted": ("warn", lambda e: f"⚠ {e['mapping']}: started again after a failure"),
     "server_ignores_case": (
         "warn",
         lambda e: (
@@ -157,7 +238,30 @@ _SENTENCES: dict[str, tuple[str, _Sentence]] = {
     ),
 }
 
-_SYMBOLS = {"info": "·", "ok": "✓", "warn": "⚠", "error": "✖"}
+SYMBOLS = {"info": "·", "ok": "✓", "warn": "⚠", "error": "✖"}
+
+
+def paint(kind: str, text: str, *, colours: bool) -> str:
+    """`text` in the colour of `kind` (ok, warn, error, info, dim) when `colours`."""
+    if not colours:
+        return text
+    code = _DIM if kind == "dim" else _COLOURS.get(kind, "")
+    return f"{code}{text}{_RESET}" if code else text
+
+
+def outcome_kind(exit_code: int) -> str:
+    """How a command's result for one mapping looks: ok (0); warn when nothing failed but
+    a person must act — a guard withheld something (4), the token or the study's lock or
+    membership stands in the way (3); error when something failed (1, 2, 5)."""
+    if exit_code == 0:
+        return "ok"
+    return "warn" if exit_code in (3, 4) else "error"
+
+
+def marked(text: str, *, exit_code: int, colours: bool) -> str:
+    """A result's summary line for a terminal: `✓ stroop → study 42: 9 uploaded, …`."""
+    kind = outcome_kind(exit_code)
+    return paint(kind, f"{SYMBOLS[kind]} {text}", colours=colours)
 
 
 class HumanRenderer:
@@ -192,10 +296,7 @@ class HumanRenderer:
         kind = _LEVEL_KIND.get(method, "info")
         words = name.replace("_", " ")
         fields = [f"{v}" for k, v in event.items() if k not in _PLUMBING]
-        return kind, f"{_SYMBOLS[kind]} {words}{': ' + ', '.join(fields) if fields else ''}"
+        return kind, f"{SYMBOLS[kind]} {words}{': ' + ', '.join(fields) if fields else ''}"
 
     def _paint(self, kind: str, text: str) -> str:
-        if not self._colours:
-            return text
-        code = _DIM if kind == "dim" else _COLOURS.get(kind, "")
-        return f"{code}{text}{_RESET}" if code else text
+        return paint(kind, text, colours=self._colours)

@@ -8,6 +8,7 @@ import io
 import os
 import re
 import select
+import socket
 import stat
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from jatos_sync import init
 from jatos_sync.cli import main
+from jatos_sync.cli.parser import add_init_arguments
 from jatos_sync.client import JatosClient
 from jatos_sync.config import load_config, parse_config
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
@@ -64,7 +66,7 @@ class Setup:
     ) -> InitRun:
         parser = argparse.ArgumentParser()
         parser.add_argument("-c", "--config")
-        init.add_arguments(parser)
+        add_init_arguments(parser)
         args = parser.parse_args(list(argv))
         out, err = io.StringIO(), io.StringIO()
         checked: list[Path] = []
@@ -440,6 +442,141 @@ def test_input_that_ends_early_writes_nothing(setup: Setup) -> None:
     assert not (setup.cwd / "jatos-sync.yaml").exists()
 
 
+# ---------------------------------------------------------------- a wrong address, --force
+
+
+def https_of(url: str) -> str:
+    return "https://" + url.removeprefix("http://")
+
+
+def test_a_tls_failure_suggests_http_and_asks_again_on_a_terminal(setup: Setup) -> None:
+    host = setup.server.url.removeprefix("http://")  # typed bare: https:// is assumed
+    # address, store the token [Y], the address again [the suggestion], folder, row a, [Y]
+    answers = FakeTerminal(f"{host}\n\n\n\na\n\n")
+
+    result = setup.run(stdin=answers, secrets=[token_of(setup)])
+
+    assert result.code == 0, result.out + result.err
+    assert f"{https_of(setup.server.url)} did not answer in TLS (https://)" in result.out
+    assert f"may speak plain http://, at {setup.server.url}" in result.out
+    assert f"JATOS address (e.g. https://jatos.example.org) [{setup.server.url}]:" in result.out
+    config = load_config(setup.cwd / "jatos-sync.yaml")
+    assert config.server.url == setup.server.url
+    assert result.checked == [setup.cwd / "jatos-sync.yaml"]
+
+
+def test_a_tls_failure_without_a_terminal_writes_nothing_and_names_the_url_to_pass(
+    setup: Setup,
+) -> None:
+    setup.env["JATOS_TOKEN"] = token_of(setup)
+    result = setup.run("--url", https_of(setup.server.url), "--study", "1")
+    assert result.code == 2
+    assert f"run init again with --url {setup.server.url}" in result.err
+    assert "Nothing was written" in result.err
+    assert not (setup.cwd / "jatos-sync.yaml").exists()
+    assert result.checked == []
+
+
+def test_a_server_that_does_not_answer_is_asked_again_and_not_written_without_a_terminal(
+    setup: Setup,
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    setup.env["JATOS_TOKEN"] = token_of(setup)
+    stopped = setup.run("--url", dead, "--study", "1")
+    assert stopped.code == 5
+    assert "Nothing was written" in stopped.err
+    assert not (setup.cwd / "jatos-sync.yaml").exists()
+
+    # On a terminal: use $JATOS_TOKEN [Y], the address again, folder, row a, [Y]
+    answers = FakeTerminal(f"{dead}\n\n{setup.server.url}\n\na\n\n")
+    asked = setup.run(stdin=answers)
+    assert asked.code == 0, asked.out + asked.err
+    assert f"Cannot reach JATOS at {dead}" in asked.out
+    assert load_config(setup.cwd / "jatos-sync.yaml").server.url == setup.server.url
+
+
+def test_the_dialogue_and_its_closing_check_try_the_server_once(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No retries between the questions, nor in the `check` that ends init: once the file
+    is written, the server fails every request; `check` tries once and says so."""
+    import jatos_sync.init
+
+    study = setup.server.study
+    assert study is not None
+    written = jatos_sync.init.write_config
+
+    def write_then_fail(path: Path, text: str) -> Path | None:
+        backup = written(path, text)
+        setup.server.faults.error_rate = 1.0
+        setup.server.clear_requests()
+        return backup
+
+    monkeypatch.setattr(jatos_sync.init, "write_config", write_then_fail)
+    env = {**setup.env, "JATOS_TOKEN": token_of(setup)}
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["-c", str(setup.cwd / "jatos-sync.yaml"), "init", "--url", setup.server.url]
+    argv += ["--study", str(study.id), "--folder", str(setup.cwd)]
+
+    code = main(argv, environ=env, stdout=out, stderr=err)
+
+    assert code == 5, out.getvalue() + err.getvalue()
+    assert len(setup.server.requests) == 1  # the check's one try
+    assert "503" in err.getvalue()
+    assert "http_retry" not in err.getvalue()
+
+
+def write_answers(setup: Setup, token_file: Path, folder: str, name: str) -> Path:
+    study = setup.server.study
+    assert study is not None
+    result = setup.run(
+        "--url", setup.server.url, "--study", str(study.id), "--folder", folder,
+        "--token-file", str(token_file), "--name", name, check=lambda p: 0,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    return setup.cwd / "jatos-sync.yaml"
+
+
+def test_force_offers_the_old_answers_as_the_defaults(setup: Setup) -> None:
+    token_file = write_token_file(setup.home / "token", token_of(setup))
+    path = write_answers(setup, token_file, "exp", "stroop")
+    old = path.read_text()
+    # Every question answered with Enter: address, token file [Y], folder, study, [Y]
+    result = setup.run("--force", stdin=FakeTerminal("\n" * 5), check=lambda p: 0)
+
+    assert result.code == 0, result.out + result.err
+    assert f"JATOS address (e.g. https://jatos.example.org) [{setup.server.url}]" in result.out
+    assert f"Use the API token stored in {token_file}? [Y/n]" in result.out
+    assert f"Local folder to sync [{setup.cwd / 'exp'}]" in result.out
+    assert re.search(r"Which study\? .*\[1\]:", result.out)
+    config = load_config(path)
+    assert config.server.url == setup.server.url and config.server.token_file == token_file
+    (mapping,) = config.mappings
+    assert (mapping.name, mapping.study, mapping.folder) == ("stroop", "1", setup.cwd / "exp")
+    assert (setup.cwd / "jatos-sync.yaml.bak").read_text() == old
+
+
+def test_force_without_a_terminal_keeps_the_old_answers_of_flags_left_out(setup: Setup) -> None:
+    token_file = write_token_file(setup.home / "token", token_of(setup))
+    path = write_answers(setup, token_file, "exp", "stroop")
+    other = setup.server.add_study("Flanker", members=["alice"])
+
+    result = setup.run("--force", "--study", str(other.id), check=lambda p: 0)
+
+    assert result.code == 0, result.err
+    config = load_config(path)
+    assert (config.server.url, config.server.token_file) == (setup.server.url, token_file)
+    (mapping,) = config.mappings
+    assert (mapping.name, mapping.study, mapping.folder) == (
+        "stroop",
+        str(other.id),
+        setup.cwd / "exp",
+    )
+    assert (setup.cwd / "jatos-sync.yaml.bak").exists()
+
+
 # ---------------------------------------------------------------- a real pseudo-terminal
 
 DRIVER = textwrap.dedent(
@@ -450,13 +587,14 @@ DRIVER = textwrap.dedent(
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     from jatos_sync import init
     from jatos_sync.cli import main
+    from jatos_sync.cli.parser import add_init_arguments
     from jatos_sync.client import JatosClient
     from jatos_sync.logs import configure_logging
 
     configure_logging()  # as the CLI does before any command
     parser = argparse.ArgumentParser()
     parser.add_argument("-c", "--config")
-    init.add_arguments(parser)
+    add_init_arguments(parser)
     args = parser.parse_args(sys.argv[1:])
     sys.exit(
         init.run(

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from jatos_sync.model import RelPath
-from jatos_sync.progress import MIN_BYTES, MIN_FILES, TerminalProgress, bar_safe, progress_for
+from jatos_sync.progress import (
+    MIN_BYTES,
+    MIN_FILES,
+    TerminalProgress,
+    bar_line,
+    bar_safe,
+    progress_for,
+)
 
 
 class FakeTTY(io.StringIO):
@@ -18,14 +27,6 @@ class FakeTTY(io.StringIO):
 
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture(autouse=True)
-def _capable_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    # rich reads these from the process environment; pin a plain, capable terminal.
-    monkeypatch.setenv("TERM", "xterm-256color")
-    for name in ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "COLUMNS", "LINES"):
-        monkeypatch.delenv(name, raising=False)
 
 
 _CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
@@ -222,3 +223,52 @@ def test_advances_from_many_threads_are_all_counted() -> None:
     assert f"{workers * per_worker}/{workers * per_worker} files" in stream.getvalue()
     progress.close()  # joins its refresh thread: the leak guard checks
     assert screen(stream.getvalue()) == []
+
+
+# ---------------------------------------------------------------- the line itself
+
+
+@pytest.mark.parametrize("width", [20, 40, 60, 80, 200])
+def test_the_line_never_fills_the_terminal_so_it_cannot_wrap(width: int) -> None:
+    line = bar_line(
+        "a-long-mapping-name",
+        files_done=1234,
+        files=5000,
+        bytes_done=123_456_789,
+        total_bytes=987_654_321,
+        elapsed_s=12.5,
+        width=width,
+    )
+    assert len(line) <= width - 1
+    assert line.startswith("a-long-mapping-name"[: width - 1])
+
+
+def test_the_line_before_anything_is_done_has_no_time_left_yet() -> None:
+    line = bar_line(
+        "exp", files_done=0, files=30, bytes_done=0, total_bytes=0, elapsed_s=0.0, width=80
+    )
+    assert line == "exp [----------------------------------------] 0/30 files  ETA -:--:--"
+
+
+def test_a_finished_pass_fills_the_bar() -> None:
+    line = bar_line(
+        "exp", files_done=30, files=30, bytes_done=600, total_bytes=600, elapsed_s=2.0, width=120
+    )
+    assert "[" + "#" * 40 + "]" in line and "600/600 B" in line and "300 B/s" in line
+
+
+def test_no_rich_is_needed_to_draw_a_bar() -> None:
+    code = (
+        "import sys, io\n"
+        "sys.modules['rich'] = None  # importing it would fail\n"
+        "from jatos_sync.progress import TerminalProgress\n"
+        "class T(io.StringIO):\n"
+        "    def isatty(self): return True\n"
+        "p = TerminalProgress(T(), width=80)\n"
+        "p.start(files=50, total_bytes=0); p.refresh(); p.close()\n"
+        "print('rich' in sys.modules and sys.modules['rich'] is not None)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"

@@ -22,6 +22,7 @@ import pytest
 
 from jatos_sync import pull
 from jatos_sync.cli import build_parser
+from jatos_sync.cli.parser import add_pull_arguments
 from jatos_sync.client import JatosClient
 from jatos_sync.config import load_config
 from jatos_sync.credentials import Token
@@ -56,7 +57,7 @@ def client_for(world: World) -> JatosClient:
 def run_pull(world: World, *argv: str, client: Any = None, progress: Any = None) -> PullRun:
     """`pull.run` as the CLI will call it; JatosSyncError becomes its exit code."""
     parser = argparse.ArgumentParser()
-    pull.add_arguments(parser)
+    add_pull_arguments(parser)
     args = parser.parse_args(list(argv))
     config = load_config(world.config_path)
     own = client is None

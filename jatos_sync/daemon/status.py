@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jatos_sync.logs import redact
 from jatos_sync.notify import summary_line
 from jatos_sync.state import StateStore
-from jatos_sync.watch import Mode
+
+if TYPE_CHECKING:  # jatos_sync.watch imports watchdog; `status` needs no watcher
+    from jatos_sync.watch import Mode
 
 
 @dataclass(frozen=True)

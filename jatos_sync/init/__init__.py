@@ -1,9 +1,11 @@
 """`jatos-sync init`: write a commented `jatos-sync.yaml`, then run `check`.
 
 The conversation (or the flags, without a terminal) is questions.py's, the file's text
-render.py's. Either way it refuses to overwrite an existing file without `--force`,
-validates the text it is about to write with the real config parser, writes it
-atomically, and ends with `check` (a callable from the CLI) whose exit code it returns.
+render.py's. Either way it refuses to overwrite an existing file without `--force` (with
+it, the old file's answers are the defaults, and the old file is kept as .bak), validates
+the text it is about to write with the real config parser, writes it atomically, and ends
+with `check` (a callable from the CLI) whose exit code it returns. No log line interrupts
+the conversation: logging is silenced until the file is written.
 
 It must never write, print or log the token: the YAML names only where the token is
 (`token_file` or `token_env`). It does not sync anything, and talks to the server only to
@@ -22,11 +24,12 @@ from typing import TextIO
 
 from jatos_sync.client import JatosClient
 from jatos_sync.config import default_config_path, load_config, parse_config
-from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
+from jatos_sync.credentials import Token
 from jatos_sync.errors import EXIT_CONFIG, ConfigError, JatosSyncError, worst_exit_code
 from jatos_sync.init import study as study_modes
 from jatos_sync.init.questions import (
     InputEndedError,
+    Previous,
     Session,
     default_name,
     default_token_file,
@@ -44,11 +47,10 @@ from jatos_sync.init.render import (
     write_config,
     yaml_quote,
 )
-from jatos_sync.logs import is_terminal, redact
+from jatos_sync.logs import is_terminal, redact, silenced
 
 __all__ = [
     "Answers",
-    "add_arguments",
     "default_name",
     "default_token_file",
     "ignore_pattern",
@@ -63,25 +65,6 @@ __all__ = [
     "write_config",
     "yaml_quote",
 ]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`init [--url URL] [--study ID|UUID] [--folder DIR] [--token-file FILE] [--name NAME]
-    [--force]`; the file written is the global `-c` (default ./jatos-sync.yaml)."""
-    parser.add_argument("--url", help="the JATOS server's address, e.g. https://jatos.example.org")
-    parser.add_argument("--study", help="the study's ID or UUID")
-    parser.add_argument("--folder", help="the local folder to sync (default: the current one)")
-    parser.add_argument(
-        "--token-file",
-        help=f"a file holding the API token (default: the token is read from ${DEFAULT_TOKEN_ENV})",
-    )
-    parser.add_argument("--name", help="the mapping's name (default: the folder's name)")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an existing configuration file (the old one is kept as .bak)",
-    )
-    study_modes.add_arguments(parser)
 
 
 def run(
@@ -114,9 +97,21 @@ def run(
     mode = study_modes.mode_of(args)
     if mode == "create" and sync is None:
         raise ConfigError("init --create needs the sync command to create the study")
+    session = Session(
+        args,
+        environ=environ,
+        stdin=stdin,
+        out=out,
+        read_secret=read_secret,
+        client_factory=client_factory,
+        here=here,
+        config_path=config_path,
+        interactive=interactive,
+        previous=_previous(config_path) if force else None,
+    )
     if not interactive:
         needed = study_modes.required_flags(mode)
-        missing = [flag for flag in needed if not getattr(args, flag[2:], None)]
+        missing = [flag for flag in needed if not session.given(flag[2:].replace("-", "_"))]
         if missing:
             example = {
                 "create": "--create --url https://jatos.example.org --folder experiment",
@@ -131,19 +126,9 @@ def run(
                 file=err,
             )
             return EXIT_CONFIG
-    session = Session(
-        args,
-        environ=environ,
-        stdin=stdin,
-        out=out,
-        read_secret=read_secret,
-        client_factory=client_factory,
-        here=here,
-        config_path=config_path,
-        interactive=interactive,
-    )
     try:
-        answers = study_modes.collect(session, mode) if mode else session.collect()
+        with silenced():
+            answers = study_modes.collect(session, mode) if mode else session.collect()
         text = render_config(answers, config_path=config_path)
         # The real parser is the judge: never write a file the other commands would refuse.
         study_modes.check_written(parse_config(text, path=config_path), answers)
@@ -173,6 +158,16 @@ def run(
     option = "" if config_path == default else f"-c {config_path} "
     _next_steps(answers, config_path, option, code, out, token_in_env=session.token_needs_export)
     return code
+
+
+def _previous(config_path: Path) -> Previous | None:
+    """The answers of the file `--force` replaces, if it can be read."""
+    if not config_path.exists():
+        return None
+    try:
+        return Previous.of(load_config(config_path))
+    except JatosSyncError:
+        return None  # a broken file offers no defaults; it is still kept as .bak
 
 
 def _next_steps(

@@ -4,8 +4,14 @@ can read), the folder and — with a token — which of the user's studies to sy
 table whose rows are letters (a number typed is always a study ID), confirmed by the
 study's title. Without a terminal it takes the flags.
 
-Owns `Session` and the pure helpers of the questions (addresses, study references, the
-table). It must never write, print or log the token.
+With a token it tries the address at once (one request, no retries): an address that leads
+nowhere — no server, https:// to a server that speaks plain http://, a page that is not
+JATOS — is asked for again on a terminal, with a better address as the default where one
+can be guessed, and stops init without one, so that no file names a server that cannot
+work. With `--force`, the answers of the file being replaced are the defaults.
+
+Owns `Session`, `Previous` and the pure helpers of the questions (addresses, study
+references, the table). It must never write, print or log the token.
 """
 
 from __future__ import annotations
@@ -14,15 +20,23 @@ import argparse
 import contextlib
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+import ssl
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
 from jatos_sync.client import JatosClient, host_is_loopback
+from jatos_sync.config import Config
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token, check_token_format, token_from_file
 from jatos_sync.definition import Definition
-from jatos_sync.errors import ConfigError, JatosSyncError
+from jatos_sync.errors import (
+    ConfigError,
+    JatosSyncError,
+    ServerUnavailableError,
+    UnsupportedServerError,
+)
 from jatos_sync.init.render import WHERE_TO_CREATE, Answers, ignore_pattern, one_line, store_token
 from jatos_sync.logs import redact
 from jatos_sync.model import StudyInfo
@@ -36,6 +50,64 @@ _PASTE_ATTEMPTS = 3
 
 class InputEndedError(Exception):
     """stdin closed while a question was open."""
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The answers of the file that `init --force` replaces: the defaults of the questions,
+    and of the flags left out when nothing can be asked."""
+
+    url: str
+    token_file: Path | None = None
+    folder: Path | None = None
+    study: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> Previous:
+        first = config.mappings[0] if config.mappings else None
+        return cls(
+            url=config.server.url,
+            token_file=config.server.token_file,
+            folder=first.folder if first else None,
+            study=first.study if first else None,
+            name=first.name if first else None,
+        )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception it was raised from, wraps or carries as its reason."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += list(getattr(current, "args", ()))
+        pending += [e for e in linked if isinstance(e, BaseException)]
+
+
+def speaks_no_tls(exc: BaseException) -> bool:
+    """Whether a connection failed in the TLS handshake for another reason than an untrusted
+    certificate: typically https:// to a server that speaks plain http://."""
+    return any(
+        isinstance(e, ssl.SSLError) and not isinstance(e, ssl.SSLCertVerificationError)
+        for e in _causes(exc)
+    )
+
+
+def wrong_address(url: str, exc: JatosSyncError) -> tuple[str, str]:
+    """(what to tell the user, the address to offer instead) after `url` led nowhere."""
+    if url.startswith("https://") and speaks_no_tls(exc):
+        plain = "http://" + url[len("https://") :]
+        return (
+            f"{url} did not answer in TLS (https://): the server may speak plain http://, "
+            f"at {plain}",
+            plain,
+        )
+    return redact(str(exc)).rstrip("."), url
 
 
 def normalize_url(text: str) -> tuple[str, str]:
@@ -114,6 +186,7 @@ class Session:
         here: Path,
         config_path: Path,
         interactive: bool,
+        previous: Previous | None = None,
     ) -> None:
         self.args = args
         self.environ = environ
@@ -124,7 +197,22 @@ class Session:
         self.here = here
         self.config_path = config_path
         self.interactive = interactive
+        self.previous = previous
         self.token_needs_export = False
+
+    def given(self, flag: str) -> str | None:
+        """A flag's value (`flag` as in `args`); without a terminal, a flag left out takes
+        the answer of the file `--force` replaces."""
+        value: str | None = getattr(self.args, flag, None)
+        if value or self.interactive or self.previous is None:
+            return value
+        previous = getattr(self.previous, flag, None)
+        return str(previous) if previous is not None else None
+
+    def remembered(self, flag: str) -> str:
+        """The replaced file's answer to a question, as its default ("" without one)."""
+        value = getattr(self.previous, flag, None) if self.previous is not None else None
+        return "" if value is None else str(value)
 
     # -- talking ---------------------------------------------------------------------------
 
@@ -159,8 +247,10 @@ class Session:
             self.say("Press Enter to accept the [default]; Ctrl-C to stop without writing.\n")
         url = self.url()
         token_file, token = self.token(url)
+        listing = token is not None and not self.given("study")
+        url, studies = self.reach(url, token or self.quiet_token(token_file), listing=listing)
         folder = self.folder()
-        study, title = self.study(url, token)
+        study, title = self.study(url, token, studies if listing else None)
         return self.answers(url, token_file, folder, study, title=title)
 
     def answers(
@@ -176,7 +266,7 @@ class Session:
     ) -> Answers:
         """What the file will say, with the rules that keep the configuration file and the
         token file out of the synced folder."""
-        name = self.args.name or default_name(folder, study)
+        name = self.given("name") or self.remembered("name") or default_name(folder, study)
         ignore: list[str] = []
         if is_inside(self.config_path, folder):
             # The config file sits in the synced folder: never upload it, nor copies of it
@@ -202,10 +292,13 @@ class Session:
             definition=definition,
         )
 
-    def url(self) -> str:
-        given = self.args.url
+    def url(self, *, again: str | None = None) -> str:
+        """The server's address: --url, else asked. `again`: the address to offer after one
+        that led nowhere; it is asked for then, whatever --url said."""
+        given = None if again is not None else self.given("url")
+        default = again if again is not None else self.remembered("url")
         while True:
-            text = given if given else self.ask("JATOS address (e.g. https://jatos.example.org)")
+            text = given or self.ask("JATOS address (e.g. https://jatos.example.org)", default)
             try:
                 url, note = normalize_url(text)
             except ValueError as exc:
@@ -224,7 +317,7 @@ class Session:
 
     def token(self, url: str) -> tuple[Path | None, Token | None]:
         """(token file for the config or None for $JATOS_TOKEN, the token to list studies)."""
-        given = self.args.token_file
+        given = self.given("token_file")
         if given:
             path = Path(os.path.abspath(self.here / Path(given).expanduser()))
             if not self.interactive or self.args.study:
@@ -243,8 +336,20 @@ class Session:
                 self.say(f"  {exc}")
             else:
                 return None, token
+        before = self.previous.token_file if self.previous is not None else None
+        if (
+            before is not None
+            and before.exists()
+            and self.confirm(f"Use the API token stored in {before}?", default=True)
+            and (from_file := self._load_from_file(before)) is not None
+        ):
+            return before, from_file
         stored = default_token_file(self.environ)
-        if stored.exists() and self.confirm(f"Use the API token stored in {stored}?", default=True):
+        if (
+            stored != before
+            and stored.exists()
+            and self.confirm(f"Use the API token stored in {stored}?", default=True)
+        ):
             from_file = self._load_from_file(stored)
             if from_file is not None:
                 return stored, from_file
@@ -297,7 +402,8 @@ class Session:
         return check_token_format(text, source=str(path))
 
     def folder(self, default: str = ".") -> Path:
-        given = self.args.folder
+        given = self.given("folder")
+        default = self.remembered("folder") or default
         while True:
             if given or not self.interactive:
                 text = given or default
@@ -324,15 +430,19 @@ class Session:
             self.say(f"  Created {folder}")
             return folder
 
-    def study(self, url: str, token: Token | None) -> tuple[str, str]:
-        """(study ID or UUID, its title if known)."""
-        given = self.args.study
+    def study(
+        self, url: str, token: Token | None, studies: list[StudyInfo] | None = None
+    ) -> tuple[str, str]:
+        """(study ID or UUID, its title if known). `studies`: the user's studies, if they
+        were listed."""
+        given = self.given("study")
         if given:
             ref = parse_study_ref(given)
             if ref is None:
                 raise ConfigError(f"--study: expected a study ID (a number) or UUID, got {given!r}")
             return ref, ""
-        studies = self.list_studies(url, token) if token is not None else None
+        if studies is None and token is not None:
+            studies = self.list_studies(url, token)
         if studies:
             return self.choose_study(url, studies)
         if studies is not None:
@@ -342,7 +452,7 @@ class Session:
             )
         self.say("The study's ID and UUID are shown on its page in JATOS.")
         while True:
-            ref = parse_study_ref(self.ask("Study ID or UUID"))
+            ref = parse_study_ref(self.ask("Study ID or UUID", self.remembered("study")))
             if ref is not None:
                 return ref, ""
             self.say("  Expected a number (the ID) or a UUID like 3b0d…-…")
@@ -356,7 +466,10 @@ class Session:
             self.say(line)
         last = row_label(len(studies) - 1)
         while True:
-            answer = self.ask(f"Which study? Its letter in the list (a-{last}), or its ID or UUID")
+            answer = self.ask(
+                f"Which study? Its letter in the list (a-{last}), or its ID or UUID",
+                self.remembered("study"),
+            )
             chosen = pick_study(answer, studies)
             if isinstance(chosen, StudyInfo):
                 self._warn_locked(chosen)
@@ -376,6 +489,46 @@ class Session:
                     return chosen, ""
             else:
                 self.say(f"  Type a letter from the list (a-{last}), a study ID or a UUID.")
+
+    def quiet_token(self, token_file: Path | None) -> Token | None:
+        """The token from `token_file`, else from the environment, to try the address with;
+        None if there is none that looks right (what is wrong with it, `check` says)."""
+        with contextlib.suppress(ConfigError):
+            if token_file is not None:
+                return self._quiet_load(token_file)
+            text = self.environ.get(DEFAULT_TOKEN_ENV, "")
+            if text.strip():
+                return check_token_format(text, source=f"${DEFAULT_TOKEN_ENV}")
+        return None
+
+    def reach(
+        self, url: str, token: Token | None, *, listing: bool
+    ) -> tuple[str, list[StudyInfo] | None]:
+        """(the address that works, the user's studies if `listing`). With a token, the
+        address is tried at once: the studies are listed, or the token is checked. An
+        address that leads nowhere is asked for again on a terminal; without one, init
+        stops (nothing is written) and says which --url to give. Without a token nothing
+        can be tried, and `check` tells later."""
+        while token is not None:
+            client = self.client_factory(url, token)
+            try:
+                if not listing:
+                    client.token_info()
+                    return url, None
+                return url, sorted(client.list_studies(), key=lambda s: (s.title.lower(), s.id))
+            except (ServerUnavailableError, UnsupportedServerError) as exc:
+                said, better = wrong_address(url, exc)
+                if not self.interactive:
+                    raise _nothing_written(exc, said, url, better) from None
+                self.say(f"  {said}.")
+                url = self.url(again=better)
+            except JatosSyncError as exc:  # a refused token, say: the address is right
+                if listing:
+                    self.say(f"  Could not list your studies: {redact(str(exc))}")
+                return url, None
+            finally:
+                client.close()
+        return url, None
 
     def list_studies(self, url: str, token: Token) -> list[StudyInfo] | None:
         try:
@@ -397,6 +550,23 @@ class Session:
                 f"  Note: {study.title!r} is locked in JATOS; unlock it on its page before "
                 "syncing, or uploads will be refused."
             )
+
+
+def _nothing_written(exc: JatosSyncError, said: str, url: str, better: str) -> JatosSyncError:
+    """Why init stopped without a terminal, and what to pass: a wrong scheme or a page that
+    is not JATOS is the command line's mistake (exit 2); a server that does not answer may
+    just be down (exit 5)."""
+    if better != url:
+        return ConfigError(f"{said}. Nothing was written; run init again with --url {better}")
+    if isinstance(exc, UnsupportedServerError):
+        return ConfigError(
+            f"{said}. Nothing was written; run init again with the address of your JATOS as "
+            "--url (with its path prefix, if it has one)"
+        )
+    return ServerUnavailableError(
+        f"{said}. Nothing was written; run init again once the server answers, or with the "
+        "right --url"
+    )
 
 
 def row_label(index: int) -> str:

@@ -50,29 +50,6 @@ _TITLE_TAG = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _HEAD_BYTES = 64 * 1024
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    modes = parser.add_mutually_exclusive_group()
-    modes.add_argument(
-        "--create",
-        action="store_true",
-        help="make a new study from the folder (one component per top-level HTML page), "
-        "then create it on the server and upload the folder",
-    )
-    modes.add_argument(
-        "--from",
-        dest="from_archive",
-        metavar="FILE.jzip",
-        help="adopt a study archive (a JATOS export, jspsych-builder, lab.js): unpack it "
-        "into the folder and keep its UUID and definition",
-    )
-    modes.add_argument(
-        "--adopt",
-        action="store_true",
-        help="write the definition of the existing study --study into the configuration",
-    )
-    parser.add_argument("--title", help="with --create: the study's title (default: the folder)")
-
-
 def mode_of(args: argparse.Namespace) -> str | None:
     return next((m for m in MODES if getattr(args, m, None)), None)
 
@@ -97,7 +74,8 @@ def collect(session: Session, mode: str) -> Answers:
 
 def _create(session: Session) -> Answers:
     url = session.url()
-    token_file, _token = session.token(url)
+    token_file, token = session.token(url)
+    url, _ = session.reach(url, token or session.quiet_token(token_file), listing=False)
     folder = session.folder()
     title = session.args.title
     if not title:
@@ -177,7 +155,8 @@ def _from_archive(session: Session) -> Answers:
                 f"({component.html}) is not in the archive; nothing was unpacked"
             )
     url = session.url()
-    token_file, _token = session.token(url)
+    token_file, token = session.token(url)
+    url, _ = session.reach(url, token or session.quiet_token(token_file), listing=False)
     default = adopted.dir_name or re.sub(r"[^A-Za-z0-9_-]+", "_", source.stem) or "study"
     folder = session.folder(default=default)
     study = adopted.uuid
@@ -206,8 +185,10 @@ def _adopt(session: Session) -> Answers:
     url = session.url()
     token_file, token = session.token(url)
     token = token or _token(session, token_file)
+    listing = not session.given("study")
+    url, studies = session.reach(url, token, listing=listing)
     folder = session.folder()
-    ref, _title = session.study(url, token)
+    ref, _title = session.study(url, token, studies if listing else None)
     client = session.client_factory(url, token)
     with client, tempfile.TemporaryDirectory(prefix="jatos-sync-adopt-") as tmp:
         study = read_study(client, ref)
