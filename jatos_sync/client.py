@@ -514,8 +514,8 @@ class JatosClient:
 
     def _unreachable(self, exc: Exception) -> ServerUnavailableError:
         return ServerUnavailableError(
-            f"Cannot reach JATOS at {self.base_url} ({_short_reason(exc)}; tried "
-            f"{self.retries + 1} times). Check server.url, your network or VPN, and that "
+            f"Cannot reach JATOS at {self.base_url} ({_short_reason(exc)}; "
+            f"{_tries(self.retries + 1)}). Check server.url, your network or VPN, and that "
             "JATOS is running."
         )
 
@@ -643,6 +643,10 @@ _REASONS = (
     "Remote end closed connection",
     "Connection aborted",
 )
+
+
+def _tries(count: int) -> str:
+    return "tried once" if count == 1 else f"tried {count} times"
 
 
 def _short_reason(exc: Exception) -> str:

@@ -164,8 +164,8 @@ def run(
                 )
             if not getattr(args, "once", False) and code == 0:
                 print(
-                    f"\nWatching {folder}: edit a file there and save it - each upload is "
-                    "logged below. Press Ctrl-C to stop.\n",
+                    f"\nNow edit a file in {folder} and save it: each upload is logged "
+                    "below (Ctrl-C stops the demo).\n",
                     file=out,
                 )
                 code = watch(config)

@@ -3,7 +3,7 @@
 Every failure the program reports on purpose is a `JatosSyncError`; its `exit_code` is one
 of the codes listed in README, "Exit codes". Third-party exceptions are translated into
 these classes at the boundary that meets them (requests in `client.py`, YAML in
-`config_reader.py`, OS errors in `scan.py`/`state.py`); only `cli.py` turns them into a
+`config_reader.py`, OS errors in `scan.py`/`state.py`); only `jatos_sync.cli` turns them into a
 message and an exit code.
 
 Messages must be actionable by a researcher: what happened, to which file or study, and

@@ -12,7 +12,7 @@ sync pass: before the files, the study exists and its plan is made (and a locked
 the pass); after them, the definition is brought in step and checked.
 
 It must not decide what to change (definition.py), send HTTP itself (client.py) or talk to
-the user (cli.py).
+the user (the cli package).
 """
 
 from __future__ import annotations

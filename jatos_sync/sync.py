@@ -2,7 +2,7 @@
 one-shot commands (`sync`, `status`) and the daemon.
 
 It owns the order of the steps and the per-mapping result (README, "JSON output"). It must not
-parse HTTP (client.py), decide what to change (plan.py) or talk to the user (cli.py).
+parse HTTP (client.py), decide what to change (plan.py) or talk to the user (the cli package).
 """
 
 from __future__ import annotations

@@ -448,13 +448,6 @@ def _same(a: MappingConfig, b: MappingConfig) -> bool:
 # ---------------------------------------------------------------------------- entry point
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`watch [MAPPING ...]`."""
-    parser.add_argument(
-        "mappings", nargs="*", metavar="MAPPING", help="mappings to follow (default: all)"
-    )
-
-
 def run(
     args: argparse.Namespace,
     *,
