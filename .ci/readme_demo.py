@@ -85,7 +85,9 @@ def main() -> int:
                 start_new_session=True,
             )
             deadline = time.monotonic() + 300  # includes the pip install
-            while b"Watching " not in log.read_bytes():
+            # Not a terminal, so the log is JSON lines: the daemon says watch_ready when
+            # every folder is watched and in step.
+            while b'"event": "watch_ready"' not in log.read_bytes():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     if proc.poll() is None:
                         os.killpg(proc.pid, signal.SIGKILL)

@@ -177,7 +177,7 @@ def _held_back(
 
 
 def _same_name(path: RelPath, failed: set[RelPath]) -> bool:
-    return any(str(path).casefold() == str(f).casefold() for f in failed)
+    return any(path.casefold() == f.casefold() for f in failed)
 
 
 def _verify_case_renames(
@@ -198,10 +198,10 @@ def _verify_case_renames(
     except JatosSyncError as exc:
         log.warning("case_rename_unverified", error=str(exc))
         return [p for p in deletes if p not in set(renames)]  # the next pass looks again
-    uploaded = {str(p).casefold(): p for p in out.uploaded}
+    uploaded = {p.casefold(): p for p in out.uploaded}
     keep = set()
     for old in renames:
-        new = uploaded.get(str(old).casefold())
+        new = uploaded.get(old.casefold())
         if new is None or (new in listed and old in listed):
             continue  # upload failed (held back anyway) or a case-sensitive server
         keep.add(old)

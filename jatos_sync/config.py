@@ -23,10 +23,13 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jatos_sync.credentials import TOKEN_PREFIX, Token, os_reason
-from jatos_sync.definition import Definition
 from jatos_sync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jatos_sync.definition import Definition
 
 CONFIG_ENV = "JATOS_SYNC_CONFIG"
 DEFAULT_CONFIG_NAME = "jatos-sync.yaml"

@@ -40,15 +40,6 @@ from jatos_sync.config import (
     _quote,
 )
 from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
-from jatos_sync.definition import (
-    ComponentDef,
-    Definition,
-    entry_message_problem,
-    html_path_problem,
-    json_text,
-    text_problem,
-    title_problem,
-)
 from jatos_sync.errors import ConfigError, UnsafePathError
 from jatos_sync.ignore import IgnoreRules, pattern_problem
 from jatos_sync.paths import is_inside, resolved, server_path
@@ -375,10 +366,12 @@ class _Reader:
         declared = entry.definition
         if declared is None:
             return mapping
+        from jatos_sync import definition as d  # only for a mapping with definition:
+
         here = (*at, "definition")
         self.check_text(here, declared, study=True)
         rules = self.rules(mapping)
-        components: list[ComponentDef] = []
+        components: list[d.ComponentDef] = []
         uuids: dict[str, int] = {}
         for i, component in enumerate(declared.components):
             where = (*here, "components", i)
@@ -393,21 +386,21 @@ class _Reader:
                     )
                 uuids[key] = i
             components.append(
-                ComponentDef(
+                d.ComponentDef(
                     title=component.title,
                     html=html,
                     uuid=component.uuid.lower() if component.uuid else None,
-                    input=json_text(component.input),
+                    input=d.json_text(component.input),
                     reloadable=component.reloadable,
                     active=component.active,
                     comments=component.comments,
                 )
             )
-        definition = Definition(
+        definition = d.Definition(
             title=declared.title,
             description=declared.description,
             comments=declared.comments,
-            input=json_text(declared.input),
+            input=d.json_text(declared.input),
             end_redirect_url=declared.end_redirect_url,
             entry_message=declared.entry_message,
             linear=declared.linear,
@@ -419,12 +412,14 @@ class _Reader:
 
     def check_text(self, at: KeyPath, declared: Any, *, study: bool) -> None:
         """The rules JATOS applies to titles and texts (no HTML, lengths)."""
-        checks: dict[str, str | None] = {"title": title_problem(declared.title, study=study)}
-        checks["comments"] = text_problem(declared.comments)
+        from jatos_sync import definition as d
+
+        checks: dict[str, str | None] = {"title": d.title_problem(declared.title, study=study)}
+        checks["comments"] = d.text_problem(declared.comments)
         if study:
-            checks["description"] = text_problem(declared.description)
-            checks["end_redirect_url"] = text_problem(declared.end_redirect_url)
-            checks["entry_message"] = entry_message_problem(declared.entry_message)
+            checks["description"] = d.text_problem(declared.description)
+            checks["end_redirect_url"] = d.text_problem(declared.end_redirect_url)
+            checks["entry_message"] = d.entry_message_problem(declared.entry_message)
         for key, problem in checks.items():
             if problem is not None:
                 raise self.at((*at, key), problem)
@@ -442,12 +437,14 @@ class _Reader:
     ) -> str:
         """A component's HTML path, checked: a plain relative path JATOS accepts, and a
         file of the folder that would be synced."""
+        from jatos_sync import definition as d
+
         where = (*at, "html")
         try:
             path = server_path(text)
         except UnsafePathError as exc:
             raise self.at(where, f"expected a path relative to the folder ({exc})") from None
-        if problem := html_path_problem(str(path)):
+        if problem := d.html_path_problem(str(path)):
             raise self.at(where, problem)
         if rules is None:
             return str(path)

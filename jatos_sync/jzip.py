@@ -63,7 +63,7 @@ def build_archive(
         dest, "w", compression=zipfile.ZIP_DEFLATED, strict_timestamps=False
     ) as zf:
         zf.writestr(JAS_NAME, text)
-        for path in sorted(files, key=str):
+        for path in sorted(files):
             source = folder.joinpath(*path.parts)
             check = guard(path) if guard is not None else None
             try:
@@ -188,7 +188,7 @@ def unpack_assets(
     """
     dest.mkdir(parents=True, exist_ok=True)
     targets: dict[RelPath, Path] = {}
-    for rel in sorted(archive.files, key=str):
+    for rel in sorted(archive.files):
         try:
             target = contained(dest, rel)
         except UnsafePathError as exc:

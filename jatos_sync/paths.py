@@ -55,7 +55,15 @@ def server_path(text: object) -> RelPath:
 
 
 def _dot_segment(raw: str) -> bool:
-    return any(part in (".", "..") for part in raw.split("/"))
+    """Whether a segment of `raw` is "." or ".." (without splitting: every file name of a
+    listing has a dot, and this runs for each)."""
+    return (
+        raw in (".", "..")
+        or raw.startswith(("./", "../"))
+        or raw.endswith(("/.", "/.."))
+        or "/./" in raw
+        or "/../" in raw
+    )
 
 
 def _shown(raw: str) -> str:

@@ -129,10 +129,10 @@ def server_view(
     letter case: there `Img/a.png` and `img/a.png` are one file (docs/jatos-api.md §9.4)."""
     if not folds_case:
         return remote
-    by_fold = {str(p).casefold(): p for p in local}
+    by_fold = {p.casefold(): p for p in local}
     view: dict[RelPath, FileInfo] = {}
     for path, info in remote.items():
-        mine = by_fold.get(str(path).casefold(), path)
+        mine = by_fold.get(path.casefold(), path)
         view[mine if mine not in remote or mine == path else path] = info
     return view
 
@@ -159,10 +159,10 @@ def make_plan(
     expected: dict[RelPath, FileInfo] = {}
 
     first_by_case: dict[str, RelPath] = {}
-    for path in sorted(local.files, key=str):
+    for path in sorted(local.files):
         info = local.files[path].info
         reason = skip_reason(path, info, api_version=policy.api_version)
-        twin = first_by_case.setdefault(str(path).casefold(), path)
+        twin = first_by_case.setdefault(path.casefold(), path)
         if twin != path and not reason:
             # JATOS does no case folding (docs/jatos-api.md §9.4): on a server whose disk
             # ignores letter case (Windows, macOS) both names would be one file, overwritten
@@ -186,7 +186,7 @@ def make_plan(
     protected_remote = set(at_or_below(protected, server)) if protected else set()
     candidates: list[RelPath] = []
     server_only: list[RelPath] = []
-    for path in sorted(server, key=str):
+    for path in sorted(server):
         if path in present or path in protected_remote or ignored(path):
             continue
         if path not in synced:
@@ -206,8 +206,8 @@ def make_plan(
         expected.pop(problem.path, None)
     first = set(deletes_first)
     deletes = [p for p in deletes if p not in first]
-    uploading = {str(p).casefold(): p for p in uploads}
-    case_renames = [p for p in deletes if uploading.get(str(p).casefold(), p) != p]
+    uploading = {p.casefold(): p for p in uploads}
+    case_renames = [p for p in deletes if uploading.get(p.casefold(), p) != p]
 
     def needs_backup(path: RelPath) -> bool:
         # Server content that this tool did not put there (changed by a colleague or in the
@@ -262,6 +262,8 @@ def _order_around_obstacles(
     not ours to make, the upload is skipped with the reason instead of failing on every
     pass.
     """
+    if not uploads:
+        return [], [], []
     folders: dict[RelPath, list[RelPath]] = {}
     for path in server:
         for parent in path.parents:
@@ -288,7 +290,7 @@ def _order_around_obstacles(
         blocked.append(
             PathProblem(path, f"the server's {stuck[0]} is in the way of this file, and {why}")
         )
-    return kept, sorted(first, key=str), blocked
+    return kept, sorted(first), blocked
 
 
 def _deletion_guard(

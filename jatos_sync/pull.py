@@ -156,7 +156,7 @@ def plan_pull(
                 return unreadable[candidate]
         return None
 
-    for path in sorted(remote.files, key=str):
+    for path in sorted(remote.files):
         if ignored(path):
             ignored_paths.append(path)
             continue
@@ -180,7 +180,7 @@ def plan_pull(
             replace.append(path)
         else:
             kept.append(PathProblem(path, reason))
-    local_only = sorted((p for p in local.files if p not in remote.files), key=str)
+    local_only = sorted(p for p in local.files if p not in remote.files)
     return PullPlan(
         download=tuple(download),
         replace=tuple(replace),
@@ -228,7 +228,7 @@ class PullResult:
             "study": self.study,
             "folder": str(self.folder),
             "created_folder": self.created_folder,
-            "downloaded": [str(p) for p in sorted(self.downloaded, key=str)],
+            "downloaded": [str(p) for p in sorted(self.downloaded)],
             "unchanged": self.unchanged,
             "kept": [{"path": str(p.path), "reason": p.reason} for p in self.kept],
             "skipped": [{"path": str(p.path), "reason": p.reason} for p in self.skipped],
@@ -517,7 +517,7 @@ def remove_leftovers(
             ):
                 removed.append(RelPath(prefix + name))
                 log.info("leftover_removed", path=prefix + name)
-    return sorted(removed, key=str)
+    return sorted(removed)
 
 
 def _remove_if_stale(path: Path, folder: Path, *, now_s: float, min_age_s: float) -> bool:

@@ -128,29 +128,35 @@ class ChecksumCache:
         }
 
     @classmethod
-    def from_json(cls, data: object) -> ChecksumCache:
+    def from_json(cls, data: object, *, paths: Mapping[str, RelPath] = {}) -> ChecksumCache:
         """Rebuild from `to_json` output; anything malformed is dropped, never raised.
 
         Entries without a digest (written before digests were kept) are dropped too: the
-        file is read once more.
+        file is read once more. A key found in `paths` takes that path object (the state's
+        own, so the two share it).
         """
         entries: dict[RelPath, LocalFile] = {}
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if (
-                    isinstance(key, str)
-                    and key
-                    and isinstance(value, list)
-                    and len(value) == 5
-                    and all(type(v) is int and v >= 0 for v in value[:4])
-                    and value[3] <= 0xFFFFFFFF
-                ):
-                    digest = digest_from_hex(value[4])
-                    if digest:
-                        size, mtime_ns, inode, checksum = value[:4]
-                        entries[RelPath(key)] = LocalFile(
-                            size, checksum, digest, mtime_ns=mtime_ns, inode=inode
-                        )
+        if not isinstance(data, dict):
+            return cls(entries)
+        for key, value in data.items():
+            if not (isinstance(key, str) and key and type(value) is list and len(value) == 5):
+                continue
+            size, mtime_ns, inode, checksum, digest_hex = value
+            if (
+                type(size) is int
+                and type(mtime_ns) is int
+                and type(inode) is int
+                and type(checksum) is int
+                and size >= 0
+                and mtime_ns >= 0
+                and inode >= 0
+                and 0 <= checksum <= 0xFFFFFFFF
+            ):
+                digest = digest_from_hex(digest_hex)
+                if digest:
+                    entries[paths.get(key) or RelPath(key)] = LocalFile(
+                        size, checksum, digest, mtime_ns=mtime_ns, inode=inode
+                    )
         return cls(entries)
 
     def _lookup(self, key: RelPath, st: os.stat_result, now_ns: int) -> LocalFile | None:

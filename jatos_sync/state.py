@@ -26,9 +26,9 @@ from pathlib import Path
 
 import structlog
 
-from jatos_sync.errors import EXIT_PARTIAL, ConfigError, JatosSyncError
+from jatos_sync.errors import EXIT_PARTIAL, ConfigError, JatosSyncError, UnsafePathError
 from jatos_sync.model import FileInfo, RelPath
-from jatos_sync.paths import is_inside, resolved
+from jatos_sync.paths import is_inside, resolved, server_path
 from jatos_sync.scan import ChecksumCache, digest_from_hex
 
 STATE_VERSION = 2
@@ -168,7 +168,7 @@ class StateStore:
         assert isinstance(data, dict)  # checked by _parse_synced
         state = MappingState(
             synced=synced,
-            cache=ChecksumCache.from_json(data.get("cache")),
+            cache=ChecksumCache.from_json(data.get("cache"), paths={p: p for p in synced}),
             root=_parse_root(data.get("root")),
             folds_case=data.get("folds_case") is True,
             in_doubt=_parse_in_doubt(data.get("in_doubt")),
@@ -251,28 +251,39 @@ def _parse_synced(data: object) -> tuple[str | None, dict[RelPath, FileInfo]]:
         return "'synced' is not an object", {}
     synced: dict[RelPath, FileInfo] = {}
     for name, value in entries.items():
-        if not (isinstance(name, str) and _is_clean_relative(name)):
+        path = _clean_path(name)
+        if path is None:
             return f"bad path {name!r} in 'synced'", {}
         info = _parse_entry(value)
         if info is None:
             return f"bad entry for {name!r} in 'synced'", {}
-        synced[RelPath(name)] = info
+        synced[path] = info
     return None, synced
 
 
 def _parse_entry(value: object) -> FileInfo | None:
     """`[size, adler32]` or `[size, adler32, digest hex]`, checked; None when malformed."""
-    if not (
-        isinstance(value, list)
-        and len(value) in (2, 3)
-        and all(type(v) is int and v >= 0 for v in value[:2])
-        and value[1] <= 0xFFFFFFFF
-    ):
+    if type(value) is not list or not 2 <= len(value) <= 3:
         return None
-    digest = digest_from_hex(value[2]) if len(value) == 3 else b""
-    if len(value) == 3 and not digest:
+    size, checksum = value[0], value[1]
+    if not (type(size) is int and type(checksum) is int and size >= 0):
         return None
-    return FileInfo(value[0], value[1], digest)
+    if not 0 <= checksum <= 0xFFFFFFFF:
+        return None
+    if len(value) == 2:
+        return FileInfo(size, checksum)
+    digest = digest_from_hex(value[2])
+    return FileInfo(size, checksum, digest) if digest else None
+
+
+def _clean_path(name: object) -> RelPath | None:
+    """A plain relative path, as the server's are checked (`paths.server_path`), or None."""
+    if not isinstance(name, str) or name.endswith("/"):
+        return None
+    try:
+        return server_path(name)
+    except UnsafePathError:
+        return None
 
 
 def _parse_in_doubt(data: object) -> dict[RelPath, FileInfo]:
@@ -280,9 +291,9 @@ def _parse_in_doubt(data: object) -> dict[RelPath, FileInfo]:
     found: dict[RelPath, FileInfo] = {}
     if isinstance(data, dict):
         for name, value in data.items():
-            info = _parse_entry(value)
-            if isinstance(name, str) and _is_clean_relative(name) and info is not None:
-                found[RelPath(name)] = info
+            path, info = _clean_path(name), _parse_entry(value)
+            if path is not None and info is not None:
+                found[path] = info
     return found
 
 
@@ -297,11 +308,6 @@ def _parse_root(value: object) -> tuple[int, int] | None:
     if isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value):
         return value[0], value[1]
     return None
-
-
-def _is_clean_relative(name: str) -> bool:
-    parts = name.split("/")
-    return bool(name) and all(part not in ("", ".", "..") for part in parts)
 
 
 def new_backup_folder(root: Path, *, prefix: str, now: datetime) -> Path:

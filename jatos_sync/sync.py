@@ -17,14 +17,13 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from jatos_sync.apply import Outcome, ProgressSink, Target, apply_plan
 from jatos_sync.client import JatosClient
 from jatos_sync.config import MappingConfig
-from jatos_sync.definition import Change
 from jatos_sync.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -50,7 +49,10 @@ from jatos_sync.plan import (
 )
 from jatos_sync.scan import check_folder, scan_folder
 from jatos_sync.state import MappingState, StateStore, StateWriteError, mapping_key
-from jatos_sync.studies import StudyStep
+
+if TYPE_CHECKING:
+    from jatos_sync.definition import Change
+    from jatos_sync.studies import StudyStep
 
 log = structlog.get_logger("jatos_sync.sync")
 
@@ -211,6 +213,8 @@ class MappingSync:
             self.store.ensure_outside(mapping.folder)
             self._root = _identity(mapping.folder)
             if mapping.create or mapping.definition is not None:
+                from jatos_sync.studies import StudyStep  # only for the study as code
+
                 # The study first: created if missing, its definition planned; a locked
                 # study that would change stops the pass before anything changed.
                 step = StudyStep(mapping, self.client, allow_delete=allow_mass_delete)
