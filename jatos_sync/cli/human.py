@@ -63,8 +63,6 @@ def print_paths(out: TextIO, label: str, paths: Sequence[object]) -> None:
 def print_result(r: MappingResult, out: TextIO, style: Style = PLAIN) -> None:
     """One mapping's `sync` or `status` result: the summary line, then what needs
     attention."""
-    from jatos_sync.definition import describe
-
     verb = ("would upload", "would delete") if r.dry_run else ("uploaded", "deleted")
     counts = [
         f"{len(r.uploaded)} {verb[0]}",
@@ -80,8 +78,11 @@ def print_result(r: MappingResult, out: TextIO, style: Style = PLAIN) -> None:
         print(style.head(text, r.exit_code), file=out)
         return
     print(style.head(f"{r.name} → study {r.study}: {', '.join(counts)}", r.exit_code), file=out)
-    for change in r.definition[:LIST_LIMIT]:
-        print(f"  {shown(describe(change, dry_run=r.dry_run))}", file=out)
+    if r.definition:
+        from jatos_sync.definition import describe  # only for the study as code
+
+        for change in r.definition[:LIST_LIMIT]:
+            print(f"  {shown(describe(change, dry_run=r.dry_run))}", file=out)
     if len(r.definition) > LIST_LIMIT:
         print(f"  … and {len(r.definition) - LIST_LIMIT} more", file=out)
     if r.definition_withheld:
