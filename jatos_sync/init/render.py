@@ -123,7 +123,7 @@ def render_config(answers: Answers, *, config_path: Path, today: date | None = N
         "",
         "# How `jatos-sync watch` follows your edits:",
         "# watch:",
-        "#   debounce: 300ms          # wait this long after the last change, then sync",
+        "#   debounce: 300ms          # a file still open for writing waits this quiet time",
         "#   delete_delay: 2s         # deletions wait this long (editors delete and recreate)",
         "#   reconcile_interval: 10m  # compare with the server in full this often",
         "#   polling: auto            # auto, always or never: check the folder by polling",
