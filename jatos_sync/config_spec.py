@@ -100,7 +100,9 @@ class Server(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
 class Watch(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """How `jatos-sync watch` follows edits."""
 
-    debounce: Annotated[Seconds, _d("the quiet time before an edit still open for writing is uploaded", ge=0, le=60)] = 0.3
+    debounce: Annotated[
+        Seconds, _d("the quiet time before an edit still open for writing is uploaded", ge=0, le=60)
+    ] = 0.3
     delete_delay: Annotated[
         Seconds, _d("how long deletions wait (rebuilds, branch switches)", ge=0, le=3600)
     ] = 2.0

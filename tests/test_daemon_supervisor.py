@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -378,3 +379,28 @@ def test_a_daemon_with_every_mapping_paused_says_so_loudly_and_again(
     said = [e for e in logs if e["event"] == "nothing_syncing"]
     assert said[0]["log_level"] == "error" and "does not exist" in said[0]["reasons"]
     assert "NOTHING IS BEING SYNCED" in shown.out and "does not exist" in shown.out
+
+
+# ------------------------------------------------------------------ memory handed back
+
+
+def test_freed_memory_is_handed_back_when_ready_and_then_every_trim_interval(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[float] = []
+    monkeypatch.setattr(supervisor, "release_free_memory", lambda: trims.append(time.monotonic()))
+    lab.put("a.js", "a")
+    daemon = lab.daemon(timings=dataclasses.replace(FAST, trim_every_s=0.3))
+    with capture_logs() as logs, running(daemon):
+        wait_for("ready", lambda: any(e["event"] == "watch_ready" for e in logs))
+        assert len(trims) == 1  # before systemd hears READY=1: the first passes' peak is over
+        wait_for("a second trim", lambda: len(trims) >= 2)
+    assert trims[1] - trims[0] >= 0.3
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc_trim")
+def test_release_free_memory_calls_glibc_and_keeps_python_working() -> None:
+    data = [bytes(1000) for _ in range(10_000)]  # malloc'ed blocks, then freed
+    del data
+    assert supervisor.release_free_memory() is True
+    assert sum(len(bytes(10)) for _ in range(100)) == 1000

@@ -98,6 +98,7 @@ class Daemon:
         self._stop_requested = False
         self._reload_requested = False
         self._ready = False  # systemd was told READY=1 (after every mapping's first pass)
+        self._trimmed_at = -math.inf  # when freed memory was last handed back
         self._changed = threading.Event()
         self._started_at = wall_clock()
         self._last_status_write = -math.inf
@@ -157,8 +158,11 @@ class Daemon:
                     w.first_pass_done.is_set() for w in self.workers.values()
                 ):
                     self._ready = True
+                    self._trim_memory()  # the first passes' peak is over
                     self._notifier.ready(self._summary())
                     log.info("watch_ready", mappings=len(self.workers))
+                elif self._ready and self._clock() - self._trimmed_at >= self._timings.trim_every_s:
+                    self._trim_memory()
                 self._write_status()
                 stop.wait(self._timings.tick_s)
         finally:
@@ -171,6 +175,10 @@ class Daemon:
             pinger.join(self._timings.stop_timeout_s)
             self._notifier.close()
             log.info("watch_stopped")
+
+    def _trim_memory(self) -> None:
+        self._trimmed_at = self._clock()
+        release_free_memory()
 
     def _say_if_nothing_syncs(self) -> None:
         """Every mapping paused (a missing folder, a refused token …): the daemon runs but
@@ -438,6 +446,22 @@ class Daemon:
             wall=self._wall_clock(),
             results=[w.status for w in self.results_workers.values()],
         )
+
+
+def release_free_memory() -> bool:
+    """Hand heap pages that are free back to the system (glibc's `malloc_trim`). Full passes
+    over large folders free tens of MB (listings, tables being rebuilt) that glibc would
+    otherwise keep, and the daemon's RSS is what a lab server's admin sees: with 50 mappings
+    of 5,000 files it is 18 MB less (benchmarks/bench_scale.py). Dask's workers do the same.
+    Elsewhere than on glibc it does nothing and says False."""
+    import ctypes  # only the daemon needs it, and only when ready
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl, Windows)
+        return False
+    trim(0)
+    return True
 
 
 def _same(a: MappingConfig, b: MappingConfig) -> bool:

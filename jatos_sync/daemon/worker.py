@@ -63,6 +63,9 @@ class Timings:
     verify_after_s: float = 60.0
     # While every mapping is paused nothing syncs: said this often, loudly, until it changes.
     nothing_syncing_every_s: float = 60.0
+    # Heap memory freed after full passes is handed back to the system when the daemon is
+    # ready and then this often (glibc keeps it otherwise; RSS is what an admin sees).
+    trim_every_s: float = 600.0
 
 
 def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
