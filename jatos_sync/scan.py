@@ -80,6 +80,7 @@ class ChecksumCache:
 
     def __init__(self, entries: dict[RelPath, LocalFile] | None = None) -> None:
         self._entries: dict[RelPath, LocalFile] = dict(entries or {})
+        self._shared = False  # `_entries` is a snapshot's table: copy it before a change
         self.generation = 0  # counts changes, so an unchanged cache need not be saved again
         self.bytes_read = 0
         self.hits = 0
@@ -113,13 +114,18 @@ class ChecksumCache:
         now = time.time_ns() if now_ns is None else now_ns
         self._store(path, _local_file(st, checksum, digest), st, now)
 
-    def keep_only(self, files: Mapping[RelPath, LocalFile]) -> None:
+    def keep_only(self, files: dict[RelPath, LocalFile]) -> None:
         """After a whole scan: forget every path the scan did not find (files that
-        disappeared), and hold the snapshot's own path objects, so that the two share them."""
+        disappeared), and hold the snapshot's own path objects, so that the two share them.
+
+        When the cache then holds exactly the scan's entries (no racy file left out), it
+        takes the snapshot's table itself, which nobody changes, and copies it only before
+        a change of its own (`_store`): a daemon keeps one table per mapping less."""
         kept = {path: f for path, f in files.items() if self._entries.get(path) is f}
         if len(kept) != len(self._entries):
             self.generation += 1
-        self._entries = kept
+        self._shared = len(kept) == len(files)
+        self._entries = files if self._shared else kept
 
     def to_json(self) -> dict[str, list[int | str]]:
         return {
@@ -174,6 +180,8 @@ class ChecksumCache:
 
     def _store(self, key: RelPath, local: LocalFile, st: os.stat_result, now_ns: int) -> None:
         """Remember `local` (read from the content `st` describes), unless it is racy."""
+        if self._shared:
+            self._entries, self._shared = dict(self._entries), False
         old = self._entries.get(key)
         if _is_racy(st, now_ns):
             self._entries.pop(key, None)

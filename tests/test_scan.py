@@ -377,6 +377,34 @@ def test_unchanged_folder_is_rescanned_without_reading_content(folder: Path) -> 
     assert second == first
 
 
+def test_the_cache_holds_a_full_scans_table_and_never_changes_it(folder: Path) -> None:
+    # One table per mapping less for a daemon (docs/design.md): the cache takes the
+    # snapshot's table after a whole scan, and copies it before a change of its own.
+    write(folder, "a.txt", b"one")
+    write(folder, "b.txt", b"two")
+    cache = ChecksumCache()
+    first = scan(folder, cache=cache)
+    assert cache._entries is first.files
+    shown = dict(first.files)
+    write(folder, "b.txt", b"TWO", mtime_ns=OLD_NS + SECOND_NS)
+    second = scan(folder, cache=cache, under=RelPath("b.txt"))
+    assert first.files == shown and first.files[RelPath("b.txt")] is shown[RelPath("b.txt")]
+    assert cache._entries is not first.files
+    assert (
+        cache.lookup(RelPath("b.txt"), os.stat(folder / "b.txt"), now_ns=OLD_NS * 2)
+        is (second.files[RelPath("b.txt")])
+    )
+
+
+def test_a_racy_file_keeps_the_cache_from_holding_the_scans_table(folder: Path) -> None:
+    write(folder, "old.txt", b"one")
+    write(folder, "new.txt", b"two", mtime_ns=OLD_NS + 100 * SECOND_NS)
+    cache = ChecksumCache()
+    snapshot = scan(folder, cache=cache, clock_ns=lambda: OLD_NS + 100 * SECOND_NS)
+    assert len(snapshot.files) == 2 and len(cache) == 1  # the racy one is not trusted
+    assert cache._entries is not snapshot.files
+
+
 def test_cache_survives_json_round_trip(folder: Path) -> None:
     write(folder, "a.txt", b"hello\n")
     cache = ChecksumCache()
