@@ -22,9 +22,9 @@ from msgspec.structs import FieldInfo
 from msgspec.structs import fields as _fields
 
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV
+from jatos_sync.model import UUID_PATTERN
 
 MAX_STUDY_ID = 2**63 - 1  # JATOS study IDs are Java longs
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 
@@ -42,7 +42,7 @@ def _study(text: str) -> int | str:
 FORMS: dict[str, tuple[str, Callable[[str], object]]] = {
     "duration": (rf"^\s*(?:[0-9]+\.?[0-9]*\s*|(?:{_NUMBER}\s*(?:ms|s|m|h)\s*)+)$", _seconds),
     "percent": (rf"^\s*{_NUMBER}\s*%\s*$", lambda text: float(text.strip().rstrip("%"))),
-    "study": (rf"^\s*(?:[0-9]{{1,19}}|{_UUID})\s*$", _study),
+    "study": (rf"^\s*(?:[0-9]{{1,19}}|{UUID_PATTERN})\s*$", _study),
 }
 
 
@@ -158,7 +158,7 @@ class Component(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
         ),
     ]
     uuid: Annotated[
-        Annotated[str, Meta(pattern=f"^{_UUID}$")] | None,
+        Annotated[str, Meta(pattern=f"^{UUID_PATTERN}$")] | None,
         _d(
             "the component's UUID (init writes it); without one the HTML file identifies it",
             "a UUID such as 3c8d5a2e-6f0b-4f5e-9a51-0d2f4c7b9e11",

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jatos_sync.model import UUID_PATTERN
+
 Json = Any  # None, bool, int, float, str, list or dict of these
 
 API_VERSION_382 = "1.0.0"  # JATOS 3.8.2: no component endpoints (docs/jatos-api.md §1.4)
@@ -38,7 +40,7 @@ ENTRY_MESSAGE_MAX_BYTES = 1000  # studyEntryMsg, 3.9+ (docs/jatos-api.md §11.6)
 HTML_FILE_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9/_-]*\.[A-Za-z0-9_-]+")
 # JATOS refuses text holding HTML (Jsoup with an empty safelist): any tag is enough.
 _HTML_TAG = re.compile(r"<\s*/?\s*[A-Za-z!?]")
-UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UUID = re.compile(UUID_PATTERN)
 # A study assets folder name (dirName) that JATOS accepts on every version (docs/jatos-api.md §9.9).
 _DIR_NAME_RESERVED = {"jatos", "publix", "public", "assets", "study_assets_root", "study_assets"}
 

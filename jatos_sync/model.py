@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from jatos_sync.links import LinkMap
 
 
+# A UUID as JATOS writes it (lower case; any case is accepted and lowered where it is kept).
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
 class RelPath(str):
     """A relative POSIX path such as `img/logo.png`: a `str`, with the few operations of
     `pathlib.PurePosixPath` this program uses (`parts`, `parent`, `name`, `suffix`, `/` …).

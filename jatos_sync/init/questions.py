@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from jatos_sync.client import JatosClient, host_is_loopback
 from jatos_sync.config import Config
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token, check_token_format, token_from_file
-from jatos_sync.definition import Definition
+from jatos_sync.definition import UUID, Definition
 from jatos_sync.errors import (
     ConfigError,
     JatosSyncError,
@@ -42,7 +42,6 @@ from jatos_sync.logs import redact
 from jatos_sync.model import StudyInfo
 from jatos_sync.paths import is_inside, resolved
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MAX_STUDY_ID = 2**63 - 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,99}")
 _PASTE_ATTEMPTS = 3
@@ -150,7 +149,7 @@ def parse_study_ref(text: str) -> str | None:
     value = text.strip()
     if value.isdigit() and value.isascii() and 1 <= int(value) <= _MAX_STUDY_ID:
         return str(int(value))
-    if _UUID.fullmatch(value):
+    if UUID.fullmatch(value):
         return value.lower()
     return None
 
