@@ -218,7 +218,7 @@ class StateStore:
         payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             make_private_dirs(path.parent)
-            _atomic_write(path, payload)
+            write_private(path, payload)
         except OSError as exc:
             raise StateWriteError(
                 f"Could not save the sync state to {path} ({exc.strerror or exc}). Free disk "
@@ -338,9 +338,11 @@ def make_private_dirs(directory: Path) -> None:
         os.chmod(new, 0o700)
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    # A temp file in the same directory, so os.replace is a rename on one file system:
-    # a reader (or a crash) sees the old file or the new one, never a mix.
+def write_private(path: Path, payload: bytes) -> None:
+    """Replace `path` atomically and durably; mode 0600 (state, results' record and CSV).
+
+    A temp file in the same directory, so os.replace is a rename on one file system: a
+    reader (or a crash) sees the old file or the new one, never a mix."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with open(fd, "wb") as stream:  # mkstemp creates the file with mode 0600
@@ -352,11 +354,11 @@ def _atomic_write(path: Path, payload: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable on POSIX; not possible (nor needed) on Windows.
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable on POSIX; not possible (nor needed) on Windows."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

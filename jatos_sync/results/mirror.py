@@ -72,7 +72,6 @@ from jatos_sync.results.record import (
     csv_text,
     encode_record,
     load_record,
-    write_private,
 )
 from jatos_sync.results.zips import (
     Unverified,
@@ -80,7 +79,7 @@ from jatos_sync.results.zips import (
     write_result,
     zip_reason,
 )
-from jatos_sync.state import make_private_dirs
+from jatos_sync.state import make_private_dirs, write_private
 
 try:
     import fcntl

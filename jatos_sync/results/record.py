@@ -12,8 +12,6 @@ import contextlib
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -233,32 +231,3 @@ def counts(record: Record) -> dict[str, int]:
         for row in entry.rows:
             found[row.status] += 1
     return found
-
-
-def write_private(path: Path, payload: bytes) -> None:
-    """Replace `path` atomically (temporary file beside it, fsync, rename); mode 0600."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with open(fd, "wb") as stream:  # mkstemp: mode 0600 whatever the umask
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

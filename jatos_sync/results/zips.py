@@ -23,8 +23,7 @@ from jatos_sync.errors import UnsafePathError
 from jatos_sync.model import RelPath
 from jatos_sync.paths import contained
 from jatos_sync.results.metadata import StudyResultMeta, result_path
-from jatos_sync.results.record import fsync_dir
-from jatos_sync.state import make_private_dirs
+from jatos_sync.state import fsync_dir, make_private_dirs
 
 CHUNK_BYTES = 1 << 20
 _RUNNING_SLACK_BYTES = 1 << 20  # a running result may grow between metadata and zip
