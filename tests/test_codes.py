@@ -11,8 +11,8 @@ import pytest
 from jatos_sync.codes import check_allowed, choose_batch
 from jatos_sync.definition import ServerBatch, ServerStudy
 from jatos_sync.errors import ConfigError
+from tests.test_definition import server_study
 
-STUDY_UUID = "3c8d5a2e-6f0b-4f5e-9a51-0d2f4c7b9e11"
 PERSONAL = frozenset({"PersonalSingle", "PersonalMultiple"})
 
 
@@ -21,25 +21,7 @@ def batch(n: int, types: frozenset[str] = PERSONAL) -> ServerBatch:
 
 
 def study(*batches: ServerBatch) -> ServerStudy:
-    return ServerStudy(
-        id=1,
-        uuid=STUDY_UUID,
-        title="Stroop",
-        dir_name="s",
-        locked=False,
-        active=True,
-        description=None,
-        description_hash=None,
-        description_shown=True,
-        comments=None,
-        input=None,
-        end_redirect_url=None,
-        entry_message=None,
-        linear=False,
-        allow_preview=False,
-        group_study=False,
-        batches=batches,
-    )
+    return server_study(batches=batches)
 
 
 def test_the_default_batch_is_the_first_and_a_named_one_must_be_the_studys() -> None:
