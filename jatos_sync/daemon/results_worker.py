@@ -161,8 +161,7 @@ class ResultsWorker:
         done = self._clock()
         if self._stop.is_set():
             return  # stopping: the loop ends, and the thread publishes "stopped"
-        counts = {key: outcome.counts[key] for key in ("final", "running", "withdrawn")}
-        counts["deleted_on_server"] = outcome.counts["deleted_on_server"]
+        counts = dict(outcome.counts)  # final, running, withdrawn, deleted_on_server
         if outcome.error is not None:
             if any(counts.values()):  # what the folder holds, even after a failed pass
                 self._publish(state="fetching", **counts)

@@ -338,10 +338,16 @@ def _only(raw: bytes, *, study: str) -> bytes:
     return json.dumps({**document, "data": kept}, ensure_ascii=False).encode()
 
 
-def _is_study(entry: _StudyIn | _StudyFast, study: str) -> bool:
+def names_study(study: str, study_id: object, study_uuid: object) -> bool:
+    """Whether `study`, as a mapping names it (an ID, or a lower-case UUID), is the study
+    with `study_id` and `study_uuid`."""
     if study.isdigit():
-        return is_id(entry.study_id) and entry.study_id == int(study)
-    return isinstance(entry.study_uuid, str) and entry.study_uuid.lower() == study
+        return is_id(study_id) and study_id == int(study)
+    return isinstance(study_uuid, str) and study_uuid.lower() == study
+
+
+def _is_study(entry: _StudyIn | _StudyFast, study: str) -> bool:
+    return names_study(study, entry.study_id, entry.study_uuid)
 
 
 def _is_study_json(entry: Mapping[str, Any], study: str) -> bool:

@@ -49,6 +49,7 @@ from jatos_sync.results.metadata import (
     component_ids,
     is_id,
     is_uuid,
+    names_study,
     not_metadata,
     parse_metadata,
     result_path,
@@ -296,8 +297,7 @@ class ResultsMirror:
 
     def _matches(self, record: Record) -> bool:
         """Whether the record's study is the one the mapping names (by ID or by UUID)."""
-        study = self.mapping.study
-        return record.study_id == int(study) if study.isdigit() else record.study_uuid == study
+        return names_study(self.mapping.study, record.study_id, record.study_uuid)
 
     def _metadata(self, record: Record, outcome: ResultsOutcome) -> Metadata:
         """The study's metadata (docs/jatos-api.md §14.2): one request, selected by the
@@ -334,7 +334,12 @@ class ResultsMirror:
         emptied = not metadata.results and any(
             row.status in ("final", "running") for e in record.results.values() for row in e.rows
         )
-        if first and metadata.study_uuid and self._matches_meta(metadata) and not wanted:
+        if (
+            first
+            and metadata.study_uuid
+            and names_study(self.mapping.study, metadata.study_id, metadata.study_uuid)
+            and not wanted
+        ):
             first = False  # the metadata says who the study is, and nothing else is missing
         if first or emptied or wanted:
             study_id, uuid, titles = self._properties(outcome)
@@ -347,12 +352,6 @@ class ResultsMirror:
         if metadata.study_uuid:
             record.study_id = metadata.study_id or record.study_id
             record.study_uuid = metadata.study_uuid
-
-    def _matches_meta(self, metadata: Metadata) -> bool:
-        study = self.mapping.study
-        if study.isdigit():
-            return metadata.study_id == int(study)
-        return metadata.study_uuid == study
 
     def _other_study(self, mirrored: str, configured: str) -> ConfigError:
         return ConfigError(
@@ -449,8 +448,10 @@ class ResultsMirror:
                         attempt=attempt + 1,
                     )
                 reasons = self._fetch_group(pending, record, outcome)
+                written = len(pending) - len(reasons)
                 pending = [sr for sr in pending if sr.id in reasons]
-                self._save_record(record)
+                if written:  # an attempt that wrote nothing leaves the record as it was
+                    self._save_record(record)
             for sr in pending:
                 outcome.failed.append(
                     PathProblem(
