@@ -112,9 +112,10 @@ def same_json(a: Json, b: Json) -> bool:
 def same_input(a: str | None, b: str | None) -> bool:
     """Whether two stored inputs (JSON text) mean the same (minified, "" is null:
     docs/jatos-api.md §10.2). Text that is not JSON equals only the same text."""
-    if not (is_json_text(a or "null") and is_json_text(b or "null")):
+    value_a, value_b = _parsed(a or "null"), _parsed(b or "null")
+    if value_a is _NOT_JSON or value_b is _NOT_JSON:
         return (a or None) == (b or None)
-    return same_json(json_value(a), json_value(b))
+    return same_json(value_a, value_b)
 
 
 def optional_text(value: str | None) -> str | None:
@@ -395,13 +396,7 @@ def _study_changes(definition: Definition, study: ServerStudy) -> list[tuple[str
             if description_hash(optional_text(want)) == study.description_hash:
                 continue
             have = HIDDEN_DESCRIPTION if study.description_hash else None
-        elif name == "input":
-            if same_input(want, have):
-                continue
-        elif isinstance(want, bool):
-            if want == have:
-                continue
-        elif optional_text(want) == optional_text(have):
+        elif _same_value(name, want, have):
             continue
         found.append((name, key, have, want))
     return found
@@ -413,16 +408,19 @@ def _component_changes(
     found = []
     for name, key in _COMPONENT_FIELDS:
         want, have = getattr(component, name), getattr(server, name)
-        if name == "input":
-            if same_input(want, have):
-                continue
-        elif isinstance(want, bool):
-            if want == have:
-                continue
-        elif optional_text(want) == optional_text(have):
-            continue
-        found.append((name, key, have, want))
+        if not _same_value(name, want, have):
+            found.append((name, key, have, want))
     return found
+
+
+def _same_value(name: str, want: Json, have: Json) -> bool:
+    """Whether a declared property and the server's mean the same: inputs as JSON, flags
+    as they are, texts with "" and None alike."""
+    if name == "input":
+        return same_input(want, have)
+    if isinstance(want, bool):
+        return bool(want == have)
+    return optional_text(want) == optional_text(have)
 
 
 def _shown_value(name: str, value: Json) -> Json:
@@ -593,11 +591,19 @@ def jas_document(
 
 
 def is_json_text(text: str) -> bool:
+    return _parsed(text) is not _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
+def _parsed(text: str) -> Json:
+    """The JSON value of `text`, or `_NOT_JSON` (not JSON, or a number JSON cannot hold)."""
     try:
         value = json.loads(text)
     except ValueError:
-        return False
-    return _finite(value)
+        return _NOT_JSON
+    return value if _finite(value) else _NOT_JSON
 
 
 def _finite(value: Json) -> bool:

@@ -425,9 +425,12 @@ class StudyStep:
     client: JatosClient
     allow_delete: bool = False
     changes: list[Change] = field(default_factory=list)
-    exists: bool = True  # False only in a dry run that would create the study
-    study: ServerStudy | None = None
+    study: ServerStudy | None = None  # None after `prepare` only in a dry run that creates it
     plan: DefinitionPlan | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.study is not None
 
     def prepare(self, *, dry_run: bool, files: Callable[[], Sequence[RelPath]]) -> None:
         mapping, definition = self.mapping, self.mapping.definition
@@ -445,7 +448,6 @@ class StudyStep:
             created += [Change("created", component=c.title) for c in new.components]
             if dry_run:
                 self.changes += created
-                self.exists = False
                 return
             study = create_study(
                 self.client,
