@@ -36,6 +36,7 @@ from jatos_sync.errors import (
 from jatos_sync.ignore import is_server_temp
 from jatos_sync.model import FileInfo, PathProblem, RelPath, RemoteSnapshot, StudyInfo, TokenInfo
 from jatos_sync.paths import server_path
+from jatos_sync.sentences import human_size
 
 log = structlog.get_logger("jatos_sync.client")
 
@@ -188,15 +189,14 @@ def check_file_answer(
     if status == 404 and ("Couldn't find study" in msg or "Study doesn't exist" in msg):
         raise general_error(answer, f"study {study}", base_url=base_url)
     if status == 413:
+        shown = human_size(size) or "unknown size"
         if answer.is_html or (code is None and "Request entity too large" not in msg):
             raise FileSyncError(
                 f"{path}: a proxy in front of JATOS refused the upload as too large "
-                f"({_human_size(size)}; HTTP 413). Ask the server admin to raise its "
+                f"({shown}; HTTP 413). Ask the server admin to raise its "
                 "body-size limit (nginx: client_max_body_size, default 1m)."
             )
-        raise FileSyncError(
-            f"{path}: JATOS refused the upload as too large ({_human_size(size)}; {msg})."
-        )
+        raise FileSyncError(f"{path}: JATOS refused the upload as too large ({shown}; {msg}).")
     if status in RETRY_STATUSES or (answer.is_html and status >= 500):
         raise TransientFileError(f"{what}: the server kept answering HTTP {status}")
     if code == "FILE_ALREADY_EXISTS":
@@ -298,14 +298,3 @@ def token_info(data: Mapping[str, Any], *, api_version: str) -> TokenInfo:
         is_expired=data.get("isExpired") is True,
         roles=tuple(str(r) for r in roles) if isinstance(roles, list) else (),
     )
-
-
-def _human_size(size: int | None) -> str:
-    if size is None:
-        return "unknown size"
-    value = float(size)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} bytes"  # pragma: no cover

@@ -27,7 +27,7 @@ from jatos_sync.errors import (
     worst_exit_code,
 )
 from jatos_sync.ignore import IgnoreRules
-from jatos_sync.model import StudyInfo, TokenInfo, jatos_version_for_api
+from jatos_sync.model import API_VERSION_382, StudyInfo, TokenInfo, jatos_version_for_api
 from jatos_sync.scan import check_folder, scan_folder
 from jatos_sync.state import StateStore, mapping_key
 
@@ -119,7 +119,7 @@ def check_mapping(
         )
         if study.locked:
             # JATOS checks the lock on file changes from 3.8.6 on (docs/jatos-api.md §7.1).
-            old = token.api_version == "1.0.0"
+            old = token.api_version == API_VERSION_382
             report.problems.append(
                 (
                     StudyLockedError.exit_code,

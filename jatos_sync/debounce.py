@@ -84,7 +84,6 @@ class Debouncer:
         # (when, sequence, is a deletion, path); entries superseded in the dicts are stale.
         self._timeline: list[tuple[float, int, bool, RelPath]] = []
         self._sequence = itertools.count()
-        self._in_pass: set[RelPath] = set()
         # path -> its first event while pending; insertion order is time order.
         self._since: dict[RelPath, float] = {}
         self._rescan_at: float | None = None
@@ -118,7 +117,6 @@ class Debouncer:
             self._gone.clear()
             self._timeline.clear()
             self._rescan_at = None
-            self._in_pass |= taken
             return Batch(dirty=taken, full_local=True)
         if full_only:
             return Batch()
@@ -131,7 +129,6 @@ class Debouncer:
                 ready.add(path)
         if not ready:
             return Batch()
-        self._in_pass |= ready
         return Batch(dirty=frozenset(ready), hold=frozenset(self._gone))
 
     def finish(
@@ -141,7 +138,6 @@ class Debouncer:
 
         A path touched again during the pass keeps its own (sooner) time.
         """
-        self._in_pass -= batch.dirty
         for path, at in (retry or {}).items():
             if path not in self._dirty:
                 self._schedule(path, at, gone=False)
@@ -155,7 +151,6 @@ class Debouncer:
         self._dirty.clear()
         self._gone.clear()
         self._timeline.clear()
-        self._in_pass.clear()
         self._since.clear()
         self._rescan_at = None
 

@@ -23,13 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jatos_sync.model import UUID_PATTERN
+from jatos_sync.model import API_VERSION_310, API_VERSION_382, UUID_PATTERN
 
 Json = Any  # None, bool, int, float, str, list or dict of these
 
-API_VERSION_382 = "1.0.0"  # JATOS 3.8.2: no component endpoints (docs/jatos-api.md §1.4)
-# JATOS 3.10: PATCH and the component endpoints (docs/jatos-api.md §10.4, §12.2)
-API_VERSION_310 = "1.1.0"
 
 TITLE_MAX = 255
 # ≤3.9 cannot export a study with a shorter title (docs/jatos-api.md §11.1, §15.2 item 19)

@@ -249,12 +249,17 @@ class TokenInfo:
     roles: tuple[str, ...] = field(default_factory=tuple)
 
 
+# The `apiVersion` of each JATOS line (docs/jatos-api.md §1.2).
+API_VERSION_382 = "1.0.0"  # JATOS 3.8.1/3.8.2: no component endpoints (§1.4)
+API_VERSION_310 = "1.1.0"  # JATOS 3.10: PATCH, the component endpoints (§10.4, §12.2)
+
+
 def jatos_version_for_api(api_version: str) -> str:
     """Coarse JATOS release range for an `apiVersion` value (docs/jatos-api.md §1.2)."""
     return {
-        "1.0.0": "3.8.1/3.8.2",
+        API_VERSION_382: "3.8.1/3.8.2",
         "1.0.1": "3.8.3-3.9.x",
-        "1.1.0": "3.10.x",
+        API_VERSION_310: "3.10.x",
     }.get(api_version, f"unknown (apiVersion {api_version})")
 
 

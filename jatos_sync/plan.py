@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from jatos_sync.model import (
+    API_VERSION_310,
     FileInfo,
     LocalSnapshot,
     PathProblem,
@@ -25,7 +26,6 @@ from jatos_sync.model import (
 # JATOS 3.10.5 refuses relative paths that do not match ^[^\x00-\x1F\x7F\\<>:"|?*]+$
 # (docs/jatos-api.md §9.3).
 _ILLEGAL_IN_310 = re.compile(r'[\x00-\x1f\x7f\\<>:"|?*]')
-API_VERSION_310 = "1.1.0"
 
 
 @dataclass(frozen=True)

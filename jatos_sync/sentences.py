@@ -283,7 +283,7 @@ class HumanRenderer:
             )
         except (KeyError, TypeError, ValueError):  # an event without the expected fields
             kind, text = self._generic(name, method, event)
-        kind = _LEVEL_KIND.get(method, kind) if method in _LEVEL_KIND else kind
+        kind = _LEVEL_KIND.get(method, kind)
         line = self._paint(kind, text)
         if self._verbose:
             details = " ".join(

@@ -33,8 +33,6 @@ from jatos_sync.answers import ApiAnswer, not_jatos
 from jatos_sync.client import Download, JatosClient, Params
 from jatos_sync.config import MappingConfig
 from jatos_sync.definition import (
-    API_VERSION_310,
-    API_VERSION_382,
     Change,
     Definition,
     DefinitionPlan,
@@ -57,7 +55,7 @@ from jatos_sync.errors import (
     UnsupportedServerError,
 )
 from jatos_sync.jzip import build_archive
-from jatos_sync.model import PathProblem, RelPath
+from jatos_sync.model import API_VERSION_310, API_VERSION_382, PathProblem, RelPath
 from jatos_sync.study_json import parse_study
 
 log = structlog.get_logger("jatos_sync.studies")

@@ -14,8 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jatos_sync.definition import (
-    API_VERSION_310,
-    API_VERSION_382,
     HIDDEN_DESCRIPTION,
     Change,
     ComponentDef,
@@ -34,6 +32,7 @@ from jatos_sync.definition import (
     same_json,
     title_problem,
 )
+from jatos_sync.model import API_VERSION_310, API_VERSION_382
 
 V39 = "1.0.1"
 STUDY_UUID = "3c8d5a2e-6f0b-4f5e-9a51-0d2f4c7b9e11"
