@@ -103,7 +103,7 @@ def test_stop_is_bounded_while_uploads_are_in_flight(lab: Lab) -> None:
 def run_watch(lab: Lab, stop: threading.Event) -> int:
     return supervisor.run(
         argparse.Namespace(mappings=[]),
-        config_path=lab.world.config_path,
+        config=lab.config(),
         environ=lab.env,
         client_factory=client_factory,
         stop=stop,
@@ -344,7 +344,7 @@ def test_a_second_watch_of_other_mappings_runs_and_both_show_in_status(lab: Lab)
             target=supervisor.run,
             args=(argparse.Namespace(mappings=["other"]),),
             kwargs={
-                "config_path": lab.world.config_path,
+                "config": lab.config(),
                 "environ": lab.env,
                 "client_factory": client_factory,
                 "stop": stop,

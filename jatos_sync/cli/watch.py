@@ -7,20 +7,23 @@ imported only here).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from jatos_sync.cli.context import Context
 from jatos_sync.cli.human import shown
-from jatos_sync.errors import JatosSyncError
+from jatos_sync.config import Config, MappingConfig
 from jatos_sync.sentences import GREETING
 
 
 def watch(ctx: Context) -> int:
     from jatos_sync.daemon import supervisor
 
-    GREETING.set(greeting(ctx))
+    config = ctx.config()  # a broken one: exit 2, before anything runs
+    GREETING.set(greeting(config, config.select(ctx.args.mappings)))
     try:
         return supervisor.run(
             ctx.args,
-            config_path=ctx.config_path,
+            config=config,
             environ=ctx.environ,
             client_factory=ctx.client_factory,
         )
@@ -28,14 +31,8 @@ def watch(ctx: Context) -> int:
         GREETING.set(None)
 
 
-def greeting(ctx: Context) -> str | None:
-    """`Watching /home/ann/stroop → study 42 on https://jatos.example.org`, or None when
-    the configuration cannot be read (the daemon then says why)."""
-    try:
-        config = ctx.config()
-        mappings = config.select(ctx.args.mappings)
-    except JatosSyncError:
-        return None
+def greeting(config: Config, mappings: Sequence[MappingConfig]) -> str:
+    """`Watching /home/ann/stroop → study 42 on https://jatos.example.org`."""
     where = [f"{shown(m.folder)} → study {shown(m.study)}" for m in mappings]
     if len(where) == 1:
         return f"Watching {where[0]} on {config.server.url}"

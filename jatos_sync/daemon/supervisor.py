@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -475,7 +474,7 @@ def _same(a: MappingConfig, b: MappingConfig) -> bool:
 def run(
     args: argparse.Namespace,
     *,
-    config_path: Path,
+    config: Config,
     environ: Mapping[str, str],
     client_factory: ClientFactory,
     stop: threading.Event | None = None,
@@ -484,11 +483,10 @@ def run(
 ) -> int:
     """`jatos-sync watch`: run until SIGTERM/SIGINT (or `stop`); return the exit code.
 
-    Raises `ConfigError` (exit 2) when the configuration or token source is unusable, and the
-    client's error (exit 3 for a rejected token) when the server refuses the token before
-    anything ran. Later problems pause mappings instead.
+    Raises `ConfigError` (exit 2) when a mapping named in `args` or the token source is
+    unusable, and the client's error (exit 3 for a rejected token) when the server refuses
+    the token before anything ran. Later problems pause mappings instead.
     """
-    config = load_config(config_path.absolute())
     names = tuple(args.mappings)
     config.select(names)
     token = load_token(config.server, environ=environ)
