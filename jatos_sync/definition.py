@@ -167,6 +167,11 @@ def html_path_problem(path: str) -> str | None:
     return None
 
 
+def default_title(name: str) -> str:
+    """A new study's title from a mapping's or a folder's name, long enough for every JATOS."""
+    return name if len(name.strip()) >= STUDY_TITLE_MIN else f"{name} study"
+
+
 def dir_name_for(name: str, fallback: str) -> str:
     """A study assets folder name from `name` that every JATOS accepts
     (docs/jatos-api.md §9.9), else `fallback` (a UUID). It never ends in "jas": an archive's

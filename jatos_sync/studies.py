@@ -40,6 +40,7 @@ from jatos_sync.definition import (
     ServerComponent,
     ServerStudy,
     component_body,
+    default_title,
     dir_name_for,
     jas_document,
     plan_definition,
@@ -557,8 +558,7 @@ def _creation_definition(mapping: MappingConfig) -> Definition:
     the mapping, with no components."""
     if mapping.definition is not None:
         return mapping.definition
-    title = mapping.name if len(mapping.name.strip()) >= 3 else f"{mapping.name} study"
-    return Definition(title=title)
+    return Definition(title=default_title(mapping.name))
 
 
 def refuse_token(client: JatosClient, definition: Definition, *, mapping: str) -> None:

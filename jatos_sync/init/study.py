@@ -34,6 +34,7 @@ from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token, check_token_format,
 from jatos_sync.definition import (
     ComponentDef,
     Definition,
+    default_title,
     html_path_problem,
     title_problem,
 )
@@ -79,7 +80,7 @@ def _create(session: Session) -> Answers:
     folder = session.folder()
     title = session.args.title
     if not title:
-        title = folder.name if len(folder.name.strip()) >= 3 else f"{folder.name} study"
+        title = default_title(folder.name)
         if session.interactive:
             title = session.ask("The study's title", default=title)
     if problem := title_problem(title, study=True):
