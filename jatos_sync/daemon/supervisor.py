@@ -102,10 +102,10 @@ class Daemon:
         self._started_at = wall_clock()
         self._last_status_write = -math.inf
         self._status_warned = False
-        # Workers whose thread ended on its own: when each is started again, and how often
-        # it was (for the backoff; forgotten once the mapping is idle again).
-        self._restart_at: dict[str, float] = {}
-        self._restarts: dict[str, int] = {}
+        # Workers whose thread ended on its own, by (kind, mapping name): when each is started
+        # again, and how often it was (for the backoff; forgotten once it is idle again).
+        self._restart_at: dict[tuple[str, str], float] = {}
+        self._restarts: dict[tuple[str, str], int] = {}
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -152,7 +152,6 @@ class Daemon:
                     self._reload()
                 self._tend_workers()
                 self._say_if_nothing_syncs()
-                self._tend_results()
                 if not self._ready and all(
                     w.first_pass_done.is_set() for w in self.workers.values()
                 ):
@@ -241,47 +240,23 @@ class Daemon:
         results.start()
 
     def _tend_workers(self) -> None:
-        """Notice a worker thread that ended without being asked to, say so, and start its
-        mapping again after a backoff (docs/safety.md, rule 13)."""
-        now = self._clock()
-        for name in [n for n in self._restart_at if n.split("\0")[0] not in self.workers]:
-            del self._restart_at[name]  # the mapping left with a reload
-        for name, worker in list(self.workers.items()):
-            if not worker.died:
-                if worker.status.state == "idle":
-                    self._restarts.pop(name, None)
-                continue
-            if name not in self._restart_at:
-                delay_s = backoff_s(
-                    self._restarts.get(name, 0),
-                    base_s=self._timings.pause_base_s,
-                    max_s=self._timings.pause_max_s,
-                )
-                self._restart_at[name] = now + delay_s
-                log.error(
-                    "worker_died",
-                    mapping=name,
-                    error=worker.status.last_error,
-                    restart_in_s=round(delay_s, 1),
-                )
-                self._changed.set()
-            elif now >= self._restart_at[name]:
-                del self._restart_at[name]
-                self._restarts[name] = self._restarts.get(name, 0) + 1
-                try:
-                    self._start_worker(worker.mapping)
-                except Exception as exc:  # tried again after a longer backoff
-                    error = InternalError.wrapping(exc)
-                    log.error("worker_restart_failed", mapping=name, error=str(error))
-                else:
-                    log.warning("worker_restarted", mapping=name)
+        """Notice a worker thread (a mapping's, or its results worker's) that ended without
+        being asked to, say so, and start it again after a backoff (docs/safety.md, rule 13)."""
+        for key in [k for k in self._restart_at if k[1] not in self.workers]:
+            del self._restart_at[key]  # the mapping left with a reload
+        self._tend("", self.workers, self._start_worker)
+        self._tend("results_", self.results_workers, self._start_results)
 
-    def _tend_results(self) -> None:
-        """A results worker whose thread ended on its own is started again after a backoff,
-        like a mapping's (docs/safety.md, rule 13)."""
+    def _tend(
+        self,
+        kind: str,
+        workers: Mapping[str, MappingWorker | ResultsWorker],
+        start: Callable[[MappingConfig], None],
+    ) -> None:
+        """`kind` tells the two apart in the restart counts and prefixes the events."""
         now = self._clock()
-        for name, worker in list(self.results_workers.items()):
-            key = f"{name}\0results"  # apart from the mapping's own restarts
+        for name, worker in list(workers.items()):
+            key = (kind, name)
             if not worker.died:
                 if worker.status.state == "idle":
                     self._restarts.pop(key, None)
@@ -293,18 +268,23 @@ class Daemon:
                     max_s=self._timings.pause_max_s,
                 )
                 self._restart_at[key] = now + delay_s
-                log.error("results_worker_died", mapping=name, restart_in_s=round(delay_s, 1))
+                log.error(
+                    f"{kind}worker_died",
+                    mapping=name,
+                    error=worker.status.last_error,
+                    restart_in_s=round(delay_s, 1),
+                )
                 self._changed.set()
             elif now >= self._restart_at[key]:
                 del self._restart_at[key]
                 self._restarts[key] = self._restarts.get(key, 0) + 1
                 try:
-                    self._start_results(worker.mapping)
+                    start(worker.mapping)
                 except Exception as exc:  # tried again after a longer backoff
                     error = InternalError.wrapping(exc)
-                    log.error("results_worker_restart_failed", mapping=name, error=str(error))
+                    log.error(f"{kind}worker_restart_failed", mapping=name, error=str(error))
                 else:
-                    log.warning("results_worker_restarted", mapping=name)
+                    log.warning(f"{kind}worker_restarted", mapping=name)
 
     def _stop_workers(self, workers: list[MappingWorker]) -> None:
         """Stop `workers`, and their results workers, together; wait at most
