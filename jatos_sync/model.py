@@ -249,9 +249,11 @@ class TokenInfo:
     roles: tuple[str, ...] = field(default_factory=tuple)
 
 
-# The `apiVersion` of each JATOS line (docs/jatos-api.md §1.2).
-API_VERSION_382 = "1.0.0"  # JATOS 3.8.1/3.8.2: no component endpoints (§1.4)
-API_VERSION_310 = "1.1.0"  # JATOS 3.10: PATCH, the component endpoints (§10.4, §12.2)
+# The `apiVersion` of each JATOS line (docs/jatos-api.md §1.2). 3.8.1/3.8.2 have no
+# component endpoints (docs/jatos-api.md §1.4); 3.10 has PATCH and the component endpoints
+# (docs/jatos-api.md §10.4, §12.2).
+API_VERSION_382 = "1.0.0"
+API_VERSION_310 = "1.1.0"
 
 
 def jatos_version_for_api(api_version: str) -> str:
