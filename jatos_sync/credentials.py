@@ -164,12 +164,10 @@ def keep_out(mapping: MappingConfig, paths: Sequence[Path]) -> MappingConfig:
         for outer in (folder, real_folder):
             if spelled.is_relative_to(outer):
                 names.append(spelled.relative_to(outer).as_posix())
-    extra = [
-        # An anchored, literal gitignore pattern for the name, then anything after it.
-        "/" + re.sub(r"([\\*?\[\]!# ])", r"\\\1", name) + "*"
-        for name in dict.fromkeys(names)
-        if name != "."
-    ]
+    from jatos_sync.ignore import literal_pattern  # pathspec: only when a file is read
+
+    # The name as a literal pattern, then anything after it (copies such as `.bak`).
+    extra = [literal_pattern(name) + "*" for name in dict.fromkeys(names) if name != "."]
     if not extra:
         return mapping
     return dataclasses.replace(mapping, ignore=tuple(dict.fromkeys((*mapping.ignore, *extra))))

@@ -183,6 +183,7 @@ SERVER_TEMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f-]{36}$")
 # Patterns per automaton. RE2 refuses a set beyond its memory budget: about 4,400 plain
 # paths or 2,900 globs of ~40 characters. A chunk that still fails is halved.
 CHUNK_PATTERNS = 1000
+_PATTERN_CHARS = re.compile(r"([\\*?\[\]!# ])")
 
 
 def is_server_temp(path: RelPath | str) -> bool:
@@ -190,6 +191,13 @@ def is_server_temp(path: RelPath | str) -> bool:
     (docs/jatos-api.md §9.6)."""
     name = path.name if isinstance(path, RelPath) else path.rsplit("/", 1)[-1]
     return SERVER_TEMP_RE.match(name) is not None
+
+
+def literal_pattern(name: str) -> str:
+    """An anchored gitignore pattern for exactly the path `name` (relative to the folder):
+    every character with a meaning in a pattern (`*?[]\\!#` and a space, which a trailing
+    one loses) escaped."""
+    return "/" + _PATTERN_CHARS.sub(r"\\\1", name)
 
 
 def pattern_problem(pattern: str) -> str | None:

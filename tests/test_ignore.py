@@ -16,6 +16,7 @@ from jatos_sync.ignore import (
     SERVER_TEMP_RE,
     IgnoreRules,
     is_server_temp,
+    literal_pattern,
     pattern_problem,
 )
 from jatos_sync.model import RelPath
@@ -570,3 +571,12 @@ def test_sync_with_a_generated_jatosignore_of_10000_lines_uploads_the_rest(
     assert result.code == 0, result.err
     assert "error" not in result.json["mappings"][0]
     assert world310.remote() == {"build/chunk7/kept.js": b"kept", "index.html": b"<html></html>"}
+
+
+@pytest.mark.parametrize("name", ["conf [1]*.yaml", "!important", "#notes", "trailing ", "a\\b?"])
+def test_literal_pattern_matches_exactly_that_path(name: str) -> None:
+    rules = IgnoreRules([literal_pattern(name)])
+    assert rules.is_ignored(RelPath(name))
+    assert not rules.is_ignored(RelPath("sub/" + name))
+    assert not rules.is_ignored(RelPath(name.strip() + "x"))
+    assert not rules.is_ignored(RelPath("conf 1x.yaml"))

@@ -854,17 +854,6 @@ def test_default_name(folder: str, name: str) -> None:
     assert init.default_name(Path(folder), "42") == name
 
 
-def test_ignore_pattern_matches_exactly_that_file() -> None:
-    from jatos_sync.ignore import IgnoreRules
-
-    rules = IgnoreRules([init.ignore_pattern("conf [1]*.yaml")])
-    from jatos_sync.model import RelPath
-
-    assert rules.is_ignored(RelPath("conf [1]*.yaml"))
-    assert not rules.is_ignored(RelPath("conf 1x.yaml"))
-    assert not rules.is_ignored(RelPath("sub/conf [1]*.yaml"))
-
-
 def test_store_token_makes_a_private_file(tmp_path: Path) -> None:
     old = os.umask(0)
     try:

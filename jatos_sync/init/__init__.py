@@ -41,7 +41,6 @@ from jatos_sync.init.questions import (
 )
 from jatos_sync.init.render import (
     Answers,
-    ignore_pattern,
     render_config,
     store_token,
     write_config,
@@ -53,7 +52,6 @@ __all__ = [
     "Answers",
     "default_name",
     "default_token_file",
-    "ignore_pattern",
     "normalize_url",
     "parse_study_ref",
     "pick_study",

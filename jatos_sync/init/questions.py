@@ -37,7 +37,8 @@ from jatos_sync.errors import (
     ServerUnavailableError,
     UnsupportedServerError,
 )
-from jatos_sync.init.render import WHERE_TO_CREATE, Answers, ignore_pattern, one_line, store_token
+from jatos_sync.ignore import literal_pattern
+from jatos_sync.init.render import WHERE_TO_CREATE, Answers, one_line, store_token
 from jatos_sync.logs import redact
 from jatos_sync.model import StudyInfo
 from jatos_sync.paths import is_inside, resolved
@@ -272,7 +273,7 @@ class Session:
             # such as the .bak that --force keeps, as study assets. (Loading the file adds
             # this rule anyway; written out, the user sees it.)
             inner = resolved(self.config_path).relative_to(resolved(folder))
-            ignore.append(ignore_pattern(inner.as_posix()) + "*")
+            ignore.append(literal_pattern(inner.as_posix()) + "*")
         if token_file is not None and is_inside(token_file, folder):
             raise ConfigError(
                 f"the token file {token_file} is inside the synced folder {folder}, so it "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,8 +21,6 @@ from jatos_sync.config import SCHEMA_PATH
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
 from jatos_sync.definition import Definition, json_value
 
-# Characters with a meaning in gitignore patterns; escaped when a file name becomes one.
-_GLOB_CHARS = re.compile(r"([*?\[\]\\!#])")
 WHERE_TO_CREATE = "Create one in JATOS: your user menu (top right) → API tokens → New token."
 
 
@@ -41,11 +38,6 @@ class Answers:
     ignore: tuple[str, ...] = field(default_factory=tuple)
     create: bool = False  # create: true (the study is a UUID)
     definition: Definition | None = None  # the study itself, as code
-
-
-def ignore_pattern(name: str) -> str:
-    """A gitignore pattern matching exactly the top-level file `name`."""
-    return "/" + _GLOB_CHARS.sub(r"\\\1", name)
 
 
 def yaml_quote(text: str) -> str:
