@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from jatos_sync.credentials import TOKEN_PREFIX, Token, os_reason
 from jatos_sync.errors import ConfigError
+from jatos_sync.paths import how_inside, is_inside
 
 if TYPE_CHECKING:
     from jatos_sync.definition import Definition
@@ -156,6 +157,28 @@ def parse_config(text: str, *, path: Path, mode: int = 0o600) -> Config:
     from jatos_sync.config_reader import read  # msgspec and PyYAML: only when a file is read
 
     return read(text, path=path, mode=mode)
+
+
+def results_folder_problem(
+    folder: Path, synced: Sequence[tuple[str, Path]], state: Path | None
+) -> str | None:
+    """Why participant data must not be mirrored into `folder`, or None: it lies inside a
+    synced folder (`synced`: mapping name, folder) or the state folder, compared resolved,
+    symlinks followed as they are now (docs/safety.md, rule 9)."""
+    for name, synced_folder in synced:
+        if is_inside(folder, synced_folder):
+            return (
+                f"the results folder {folder} is inside the synced folder {synced_folder} of "
+                f"mapping {_quote(name)}{how_inside(folder, synced_folder)}, so participant "
+                "data would be uploaded to the study, where anyone who runs it can load it; "
+                "choose a folder outside every synced folder"
+            )
+    if state is not None and is_inside(folder, state):
+        return (
+            f"the results folder {folder} is inside the state folder {state}"
+            f"{how_inside(folder, state)}; choose a folder of its own for the participants' data"
+        )
+    return None
 
 
 def _quote(text: str) -> str:

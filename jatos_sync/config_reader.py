@@ -38,11 +38,12 @@ from jatos_sync.config import (
     ServerConfig,
     WatchConfig,
     _quote,
+    results_folder_problem,
 )
 from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
 from jatos_sync.errors import ConfigError, UnsafePathError
 from jatos_sync.ignore import IgnoreRules, pattern_problem
-from jatos_sync.paths import is_inside, resolved, server_path
+from jatos_sync.paths import is_inside, server_path
 from jatos_sync.yaml_errors import in_words
 
 KeyPath = tuple[str | int, ...]
@@ -481,23 +482,10 @@ class _Reader:
             if mapping.results is None:
                 continue
             at, folder = ("mappings", i, "results", "folder"), mapping.results.folder
-            for other in mappings:
-                if is_inside(folder, other.folder):
-                    raise self.at(
-                        at,
-                        f"the results folder {folder} is inside the synced folder "
-                        f"{other.folder} of mapping {_quote(other.name)}"
-                        f"{_through(folder, other.folder)}, so participant data would be "
-                        "uploaded to the study, where anyone who runs it can load it; choose "
-                        f"a folder outside every synced folder, e.g. ../data/{mapping.name}",
-                    )
-            if state_dir is not None and is_inside(folder, Path(state_dir)):
-                raise self.at(
-                    at,
-                    f"the results folder {folder} is inside the state folder {state_dir}"
-                    f"{_through(folder, Path(state_dir))}; choose a folder of its own for "
-                    "the participants' data",
-                )
+            synced = [(other.name, other.folder) for other in mappings]
+            state = None if state_dir is None else Path(state_dir)
+            if problem := results_folder_problem(folder, synced, state):
+                raise self.at(at, problem)
             for j, other in enumerate(mappings[:i]):
                 theirs = other.results.folder if other.results else None
                 if theirs and (is_inside(folder, theirs) or is_inside(theirs, folder)):
@@ -587,15 +575,6 @@ def _unknown(name: str, known: list[str]) -> str:
     if close:
         return f"unknown key; did you mean '{close[0]}'?"
     return "unknown key; the keys allowed here are: " + ", ".join(known)
-
-
-def _through(inner: Path, outer: Path) -> str:
-    """How `inner` lies inside `outer` when their spelling does not show it."""
-    spelled = (Path(os.path.abspath(inner)), Path(os.path.abspath(outer)))
-    real = (resolved(inner), resolved(outer))
-    if spelled[0] == spelled[1] or spelled[1] in spelled[0].parents:
-        return ""
-    return f" (through a symbolic link: {real[0]} is inside {real[1]})"
 
 
 def _line(node: Node) -> int:

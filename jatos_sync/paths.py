@@ -31,6 +31,15 @@ def is_inside(path: Path, root: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
+def how_inside(inner: Path, outer: Path) -> str:
+    """How `inner` lies inside `outer` when their spelling does not show it: " (through a
+    symbolic link: … is inside …)", else "" (for messages after an `is_inside`)."""
+    spelled = (Path(os.path.abspath(inner)), Path(os.path.abspath(outer)))
+    if spelled[0] == spelled[1] or spelled[1] in spelled[0].parents:
+        return ""
+    return f" (through a symbolic link: {resolved(inner)} is inside {resolved(outer)})"
+
+
 def server_path(text: object) -> RelPath:
     """A relative path the server sent (or an archive holds), validated once, where it
     enters; raises `UnsafePathError` for anything that is not a plain relative path.

@@ -28,7 +28,7 @@ import structlog
 
 from jatos_sync.errors import EXIT_PARTIAL, ConfigError, JatosSyncError, UnsafePathError
 from jatos_sync.model import FileInfo, RelPath
-from jatos_sync.paths import is_inside, resolved, server_path
+from jatos_sync.paths import how_inside, is_inside, server_path
 from jatos_sync.scan import ChecksumCache, digest_from_hex
 
 STATE_VERSION = 2
@@ -137,11 +137,7 @@ class StateStore:
         """
         if not is_inside(self.root, folder):
             return
-        real_state, real_folder = resolved(self.root), resolved(folder)
-        how = ""
-        spelled = (Path(os.path.abspath(self.root)), Path(os.path.abspath(folder)))
-        if (real_state, real_folder) != spelled:
-            how = f" (through a symbolic link: {real_state} is inside {real_folder})"
+        how = how_inside(self.root, folder)
         raise ConfigError(
             f"The state directory {self.root} is inside the synced folder {folder}{how}, so "
             "it would be uploaded to the study. Set state_dir in the configuration (or the "

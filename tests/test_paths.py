@@ -9,7 +9,7 @@ import pytest
 
 from jatos_sync.errors import UnsafePathError
 from jatos_sync.model import RelPath
-from jatos_sync.paths import contained, is_inside, server_path
+from jatos_sync.paths import contained, how_inside, is_inside, server_path
 
 
 @pytest.mark.parametrize(
@@ -47,6 +47,18 @@ def test_a_path_spelled_through_a_symlink_is_inside_its_target(tmp_path: Path) -
     assert is_inside(tmp_path / "link" / "token", tmp_path / "real")
     assert is_inside(tmp_path / "real" / "x", tmp_path / "link")
     assert not is_inside(tmp_path / "elsewhere", tmp_path / "real")
+
+
+def test_how_inside_explains_only_a_link_the_spelling_hides(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    assert how_inside(tmp_path / "real" / "data", tmp_path / "real") == ""
+    assert how_inside(tmp_path / "link" / "data", tmp_path / "link") == ""
+    note = how_inside(tmp_path / "link" / "data", tmp_path / "real")
+    assert note == (
+        f" (through a symbolic link: {(tmp_path / 'real' / 'data').resolve()} is inside "
+        f"{(tmp_path / 'real').resolve()})"
+    )
 
 
 def test_contained_refuses_a_path_that_leaves_its_root_through_a_symlink(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import structlog
 from msgspec.structs import replace
 
 from jatos_sync.client import JatosClient
-from jatos_sync.config import MappingConfig, ResultsConfig
+from jatos_sync.config import MappingConfig, ResultsConfig, results_folder_problem
 from jatos_sync.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -42,7 +42,7 @@ from jatos_sync.errors import (
     UnsupportedServerError,
 )
 from jatos_sync.model import PathProblem, RelPath
-from jatos_sync.paths import contained, is_inside, resolved
+from jatos_sync.paths import contained
 from jatos_sync.results.metadata import (
     Metadata,
     StudyResultMeta,
@@ -151,22 +151,8 @@ def check_results_folder(
     must never be uploaded (docs/safety.md, rule 9). The configuration checked this when
     it was read; a link changed since (the daemon runs for weeks) is caught here."""
     results = mapping.results
-    if results is None:
-        return
-    for name, folder in synced:
-        if is_inside(results.folder, folder):
-            raise ConfigError(
-                f"{results.where}: the results folder {results.folder} is inside the synced "
-                f"folder {folder} of mapping {name!r} (resolved: {resolved(results.folder)}), "
-                "so participant data would be uploaded to the study; nothing was written. "
-                "Choose a folder outside every synced folder."
-            )
-    if is_inside(results.folder, state_root):
-        raise ConfigError(
-            f"{results.where}: the results folder {results.folder} is inside the state folder "
-            f"{state_root}; nothing was written. Choose a folder of its own for the "
-            "participants' data."
-        )
+    if results and (problem := results_folder_problem(results.folder, synced, state_root)):
+        raise ConfigError(f"{results.where}: {problem}; nothing was written")
 
 
 @contextlib.contextmanager
