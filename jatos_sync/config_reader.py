@@ -123,31 +123,27 @@ class _Reader:
             raise self.error("the YAML is nested too deeply") from None
 
     def build(self, node: Node, path: KeyPath, declared: Any) -> object:
-        """Plain data for `node`, descending only where `declared` expects a mapping or list.
+        """Plain data for `node`, descending only where `declared` expects a mapping or a list
+        (or JSON data: an input), recording the nodes of each key path on the way.
 
-        Unknown and missing keys are reported here; msgspec checks the values (`check`).
+        msgspec then checks the data (`check`): unknown and missing keys, types, limits.
         """
-        if spec.info(declared).get("form") == "json":
-            return self.json_value(node, path)
-        if isinstance(node, MappingNode) and (struct := spec.struct(declared)) is not None:
-            known = spec.fields(struct)
+        self.visit(node)
+        json = spec.info(declared).get("form") == "json"  # any value JSON can hold
+        struct = None if json else spec.struct(declared)
+        if isinstance(node, MappingNode) and (json or struct is not None):
+            known = {} if struct is None else spec.fields(struct)
             data: dict[str, object] = {}
             for name, (key, value) in self.flatten(node, path, set()).items():
-                if name not in known:
-                    raise self.error(_unknown(name, list(known)), key, (*path, name))
-                self.nodes[where := (*path, name)] = (key, value, known[name].type)
-                if not _is_null(value):  # `key:` takes the default
-                    data[name] = self.build(value, where, known[name].type)
-            for name in [n for n, field in known.items() if field.required and n not in data]:
-                if (*path, name) in self.nodes:  # given, but empty
-                    raise self.explain((*path, name), "")
-                missing = f"required key is missing; expected {expected(known[name].type)}"
-                raise self.error(missing, self.nodes[path][0], (*path, name))
+                inner = declared if json else (known[name].type if name in known else None)
+                self.nodes[where := (*path, name)] = (key, value, inner)
+                if json or not _is_null(value):  # `key:` takes the default
+                    data[name] = self.build(value, where, inner)
             return data
-        if isinstance(node, SequenceNode) and (item := spec.step(declared, 0)) is not None:
+        if isinstance(node, SequenceNode) and (json or spec.step(declared, 0) is not None):
+            item = declared if json else spec.step(declared, 0)
             for i, child in enumerate(node.value):
-                self.visit(child)
-                self.nodes[where := (*path, i)] = (child, child, item)
+                self.nodes[(*path, i)] = (child, child, item)
             return [self.build(child, (*path, i), item) for i, child in enumerate(node.value)]
         if not isinstance(node, ScalarNode):
             return node  # where no mapping or list is declared: msgspec says what is wrong
@@ -159,45 +155,24 @@ class _Reader:
                 return spec.FORMS[form][1](node.value)  # "30s" → 30.0, then checked
             return str(node.value)
         try:  # null, bool, int, float; a date, !!binary or a custom tag fits no key
-            return SafeConstructor().construct_object(node)
+            value = SafeConstructor().construct_object(node)
         except ConstructorError:
-            return node
+            value = node
         except (ValueError, ArithmeticError, LookupError, TypeError):  # `!!int abc`, 9999…
             kind = "true or false" if node.tag == _BOOL else "a number (too large or malformed)"
             raise self.at(path, f"cannot read {_quote(str(node.value))} as {kind}") from None
-
-    def json_value(self, node: Node, path: KeyPath) -> object:
-        """The value at `node` as JSON data (an input: "any value JSON can hold"); what JSON
-        cannot hold (a date, binary data, infinity) is reported on its line."""
-        self.visit(node)
-        if isinstance(node, MappingNode):
-            found: dict[str, object] = {}
-            for name, (key, value) in self.flatten(node, path, set()).items():
-                self.nodes[where := (*path, name)] = (key, value, Any)
-                found[name] = self.json_value(value, where)
-            return found
-        if isinstance(node, SequenceNode):
-            items = []
-            for i, child in enumerate(node.value):
-                self.nodes[where := (*path, i)] = (child, child, Any)
-                items.append(self.json_value(child, where))
-            return items
-        if node.tag == _STR:
-            return str(node.value)
-        try:
-            value = SafeConstructor().construct_object(node)
-        except (ConstructorError, ValueError, ArithmeticError, LookupError, TypeError):
-            value = node
-        if value is None or isinstance(value, (bool, int, str)):
-            return value
-        if isinstance(value, float) and math.isfinite(value):
-            return value
-        raise self.error(
-            f"{_describe(node)} cannot be part of an input: JSON has no such value; put it "
-            "in quotes to make it text",
-            node,
-            path,
-        )
+        if json and not (
+            value is None
+            or isinstance(value, (bool, int))
+            or (isinstance(value, float) and math.isfinite(value))
+        ):
+            raise self.error(
+                f"{_describe(node)} cannot be part of an input: JSON has no such value; put it "
+                "in quotes to make it text",
+                node,
+                path,
+            )
+        return value
 
     def flatten(self, node: MappingNode, path: KeyPath, active: set[int]) -> dict[str, Any]:
         """Key name → (key node, value node), resolving merge keys (`<<: *anchor`)."""
@@ -207,8 +182,7 @@ class _Reader:
         merged: dict[str, tuple[Node, Node]] = {}
         explicit: dict[str, tuple[Node, Node]] = {}
         for key, value in node.value:
-            self.visit(key)
-            self.visit(value)
+            self.visit(key)  # values are visited where they are built
             if key.tag == _MERGE:
                 for source in value.value if isinstance(value, SequenceNode) else [value]:
                     self.visit(source)
@@ -234,7 +208,19 @@ class _Reader:
         except msgspec.ValidationError as exc:
             problem, at, where = str(exc).rpartition(" - at `")
             path = tuple(n or int(i) for n, i in re.findall(r"\.(\w+)|\[(\d+)\]", where))
-            raise self.explain(path if at else (), problem if at else str(exc)) from None
+            path, problem = (path, problem) if at else ((), str(exc))
+            field = re.search(r"(unknown|missing required) field `(.*)`$", problem)
+            if field is None:
+                raise self.explain(path, problem) from None
+            name, known = field[2], spec.fields(spec.struct(self.nodes[path][2]))
+            if field[1] == "unknown":
+                raise self.error(
+                    _unknown(name, list(known)), self.nodes[(*path, name)][0], (*path, name)
+                ) from None
+            if (*path, name) in self.nodes:  # given, but empty
+                raise self.explain((*path, name), "") from None
+            missing = f"required key is missing; expected {expected(known[name].type)}"
+            raise self.error(missing, self.nodes[path][0], (*path, name)) from None
 
     def explain(self, path: KeyPath, problem: str) -> ConfigError:
         """msgspec's `problem` with the value at `path`, in the words of the declaration."""
