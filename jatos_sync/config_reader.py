@@ -142,9 +142,11 @@ class _Reader:
             return data
         if isinstance(node, SequenceNode) and (json or spec.step(declared, 0) is not None):
             item = declared if json else spec.step(declared, 0)
+            items = []
             for i, child in enumerate(node.value):
-                self.nodes[(*path, i)] = (child, child, item)
-            return [self.build(child, (*path, i), item) for i, child in enumerate(node.value)]
+                self.nodes[where := (*path, i)] = (child, child, item)
+                items.append(self.build(child, where, item))
+            return items
         if not isinstance(node, ScalarNode):
             return node  # where no mapping or list is declared: msgspec says what is wrong
         if node.tag == _STR:
@@ -213,14 +215,13 @@ class _Reader:
             if field is None:
                 raise self.explain(path, problem) from None
             name, known = field[2], spec.fields(spec.struct(self.nodes[path][2]))
+            key = (*path, name)
             if field[1] == "unknown":
-                raise self.error(
-                    _unknown(name, list(known)), self.nodes[(*path, name)][0], (*path, name)
-                ) from None
-            if (*path, name) in self.nodes:  # given, but empty
-                raise self.explain((*path, name), "") from None
+                raise self.error(_unknown(name, list(known)), self.nodes[key][0], key) from None
+            if key in self.nodes:  # given, but empty
+                raise self.explain(key, "") from None
             missing = f"required key is missing; expected {expected(known[name].type)}"
-            raise self.error(missing, self.nodes[path][0], (*path, name)) from None
+            raise self.error(missing, self.nodes[path][0], key) from None
 
     def explain(self, path: KeyPath, problem: str) -> ConfigError:
         """msgspec's `problem` with the value at `path`, in the words of the declaration."""
@@ -372,28 +373,10 @@ class _Reader:
                         f"components[{uuids[key]}] has this uuid too; each component needs its own",
                     )
                 uuids[key] = i
-            components.append(
-                d.ComponentDef(
-                    title=component.title,
-                    html=html,
-                    uuid=component.uuid.lower() if component.uuid else None,
-                    input=d.json_text(component.input),
-                    reloadable=component.reloadable,
-                    active=component.active,
-                    comments=component.comments,
-                )
-            )
-        definition = d.Definition(
-            title=declared.title,
-            description=declared.description,
-            comments=declared.comments,
-            input=d.json_text(declared.input),
-            end_redirect_url=declared.end_redirect_url,
-            entry_message=declared.entry_message,
-            linear=declared.linear,
-            allow_preview=declared.allow_preview,
-            group_study=declared.group_study,
-            components=tuple(components),
+            uuid, data = component.uuid and component.uuid.lower(), d.json_text(component.input)
+            components.append(_public(d.ComponentDef, component, html=html, uuid=uuid, input=data))
+        definition = _public(
+            d.Definition, declared, input=d.json_text(declared.input), components=tuple(components)
         )
         return dataclasses.replace(mapping, definition=definition)
 
