@@ -22,9 +22,8 @@ from msgspec.structs import FieldInfo
 from msgspec.structs import fields as _fields
 
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV
-from jatos_sync.model import UUID_PATTERN
+from jatos_sync.model import MAX_ID, UUID_PATTERN
 
-MAX_STUDY_ID = 2**63 - 1  # JATOS study IDs are Java longs
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 
@@ -59,9 +58,7 @@ Text = Annotated[str, Meta(pattern=r"\S")]  # not empty
 LocalPath = Annotated[Text, Meta(extra={"form": "path"})]
 Seconds = Annotated[float, Meta(extra={"form": "duration"})]
 Pattern = Annotated[str, _d("a gitignore pattern")]
-StudyRef = (
-    Annotated[int, Meta(ge=1, le=MAX_STUDY_ID)] | Annotated[str, Meta(pattern=FORMS["study"][0])]
-)
+StudyRef = Annotated[int, Meta(ge=1, le=MAX_ID)] | Annotated[str, Meta(pattern=FORMS["study"][0])]
 
 
 class Server(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

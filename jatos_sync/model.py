@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from jatos_sync.links import LinkMap
 
 
+MAX_ID = 2**63 - 1  # JATOS's IDs (studies, results …) are Java longs
 # A UUID as JATOS writes it (lower case; any case is accepted and lowered where it is kept).
 UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 

@@ -40,10 +40,9 @@ from jatos_sync.errors import (
 from jatos_sync.ignore import literal_pattern
 from jatos_sync.init.render import WHERE_TO_CREATE, Answers, one_line, store_token
 from jatos_sync.logs import redact
-from jatos_sync.model import StudyInfo
+from jatos_sync.model import MAX_ID, StudyInfo
 from jatos_sync.paths import is_inside, resolved
 
-_MAX_STUDY_ID = 2**63 - 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,99}")
 _PASTE_ATTEMPTS = 3
 
@@ -148,7 +147,7 @@ def normalize_url(text: str) -> tuple[str, str]:
 def parse_study_ref(text: str) -> str | None:
     """A study ID ("42") or lower-case UUID from user input; None if it is neither."""
     value = text.strip()
-    if value.isdigit() and value.isascii() and 1 <= int(value) <= _MAX_STUDY_ID:
+    if value.isdigit() and value.isascii() and 1 <= int(value) <= MAX_ID:
         return str(int(value))
     if UUID.fullmatch(value):
         return value.lower()

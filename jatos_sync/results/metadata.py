@@ -24,7 +24,7 @@ import structlog
 from msgspec.structs import replace
 
 from jatos_sync.errors import UnsafePathError, UnsupportedServerError
-from jatos_sync.model import PathProblem, RelPath
+from jatos_sync.model import MAX_ID, PathProblem, RelPath
 from jatos_sync.paths import server_path
 
 log = structlog.get_logger("jatos_sync.results")
@@ -34,8 +34,8 @@ log = structlog.get_logger("jatos_sync.results")
 FINAL_STATES = frozenset({"FINISHED", "ABORTED", "FAIL"})
 WITHDRAWN_STATE = "ABORTED"  # an abort purges the data and files of every component result
 
-PositiveId = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
-Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+PositiveId = Annotated[int, msgspec.Meta(gt=0, le=MAX_ID)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
 
 
 class ResultFile(msgspec.Struct, frozen=True, rename={"name": "filename"}):
@@ -150,11 +150,11 @@ def result_path(srid: int, crid: int) -> str:
 
 
 def is_id(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
 
 
 def _is_count(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 def _millis(value: object) -> int | None:

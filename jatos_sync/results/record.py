@@ -21,7 +21,7 @@ import msgspec
 from msgspec.structs import replace
 
 from jatos_sync.errors import UnsafePathError
-from jatos_sync.model import RelPath
+from jatos_sync.model import MAX_ID, RelPath
 from jatos_sync.paths import contained, server_path
 from jatos_sync.results.metadata import is_uuid, short_text
 from jatos_sync.results.plan import RECORD_VERSION, STATUSES, Mirrored, Record, Row, Status
@@ -148,7 +148,7 @@ def _status(text: str | None) -> Status | None:
 def _row_from_csv(item: Mapping[str, str | None]) -> Row | None:
     def number(key: str) -> int | None:
         value = item.get(key) or ""
-        return int(value) if value.isdigit() and 0 < int(value) < 2**63 else None
+        return int(value) if value.isdigit() and 0 < int(value) <= MAX_ID else None
 
     srid, crid = number("study_result_id"), number("component_result_id")
     status = _status(item.get("status"))
