@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from jatos_sync.credentials import TOKEN_PREFIX, Token, os_reason
 from jatos_sync.errors import ConfigError
@@ -157,6 +158,25 @@ def parse_config(text: str, *, path: Path, mode: int = 0o600) -> Config:
     from jatos_sync.config_reader import read  # msgspec and PyYAML: only when a file is read
 
     return read(text, path=path, mode=mode)
+
+
+def web_address(raw: str) -> tuple[str, str]:
+    """(`scheme://host[:port]`, the path without a trailing "/") of an address of JATOS, the
+    scheme in lower case; ValueError with the reason, in words, for one that cannot be."""
+    if not raw.isprintable() or any(c.isspace() for c in raw):
+        raise ValueError("the address must not contain spaces or control characters")
+    try:
+        parts = urlsplit(raw)
+        _port = parts.port  # ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("the address has a port that is not a number") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("the address must start with https:// (or http://) and name a host")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "the address must not contain a user name or password; the API token authenticates"
+        )
+    return f"{parts.scheme.lower()}://{parts.netloc}", parts.path.rstrip("/")
 
 
 def results_folder_problem(

@@ -22,7 +22,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
-from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -39,6 +38,7 @@ from jatos_sync.config import (
     WatchConfig,
     _quote,
     results_folder_problem,
+    web_address,
 )
 from jatos_sync.credentials import TOKEN_PREFIX, Token, check_token_format, keep_out
 from jatos_sync.errors import ConfigError, UnsafePathError
@@ -264,20 +264,12 @@ class _Reader:
         # A URL with "@" may carry a password: never echo it.
         got = "a URL with '@' (not shown)" if "@" in raw else _describe(self.nodes[at][1])
         bad = f"expected the base URL of JATOS, e.g. https://jatos.example.org, got {got}"
-        if not raw.isprintable() or any(c.isspace() for c in raw):
-            raise self.at(at, bad + " (no spaces or control characters allowed)")
         try:
-            parts = urlsplit(raw)
-            _port = parts.port  # raises ValueError for a port that is not a number
-        except ValueError:
-            raise self.at(at, bad) from None
-        if "@" in parts.netloc:
-            raise self.at(at, "the URL must not contain user:pass@; the API token authenticates")
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise self.at(at, bad)
+            base, prefix = web_address(raw)
+        except ValueError as exc:
+            raise self.at(at, f"{bad} ({exc})") from None
         if "?" in raw or "#" in raw:
             raise self.at(at, "the URL must not contain a ?query or #fragment; give the base URL")
-        base, prefix = f"{parts.scheme.lower()}://{parts.netloc}", parts.path.rstrip("/")
         if (cut := prefix.lower().find("/jatos/api")) >= 0:
             fixed = _quote(base + prefix[:cut])
             raise self.at(at, f"give the base URL of JATOS, without /jatos/api…: {fixed}")

@@ -458,7 +458,7 @@ BAD_DOCUMENTS = [
     ("server:\n  url: jatos.example.org\n" + M, 2, "server.url", "expected the base URL"),
     ("server:\n  url: https://\n" + M, 2, "server.url", "expected the base URL of JATOS"),
     ("server:\n  url: https://h:port\n" + M, 2, "server.url", "expected the base URL of JATOS"),
-    ("server:\n  url: https://h/a b\n" + M, 2, "server.url", "no spaces"),
+    ("server:\n  url: https://h/a b\n" + M, 2, "server.url", "must not contain spaces"),
     ("server:\n  url: https://h/?x=1\n" + M, 2, "server.url", "?query or #fragment"),
     ("server:\n  url: https://h/#top\n" + M, 2, "server.url", "?query or #fragment"),
     ("server:\n  url: https://h/lab/jatos/api/v1/\n" + M, 2, "server.url",
@@ -713,7 +713,7 @@ def test_token_pasted_into_token_env_is_not_echoed() -> None:
 def test_password_in_url_is_not_echoed() -> None:
     message = error_of("server:\n  url: https://me:hunter2@h/\n" + M)
     assert message.startswith("jatos-sync.yaml:2: server.url: ")
-    assert "hunter2" not in message
+    assert "hunter2" not in message and "must not contain a user name or password" in message
     message = error_of("server:\n  url: ftp://me:hunter2@h/\n" + M)
     assert "hunter2" not in message
 

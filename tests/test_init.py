@@ -306,7 +306,7 @@ def test_interactive_lists_the_studies_stores_the_pasted_token_and_writes(setup:
     result = setup.run(stdin=answers, secrets=["not a token", token_of(setup)])
 
     assert result.code == 0, result.out + result.err
-    assert "is not a web address" in result.out
+    assert "port that is not a number" in result.out
     assert "not a valid JATOS API token" in result.out
     assert re.search(r"a\s+2\s+\S+\s+no\s+alpha_dir\s+Alpha", result.out)
     assert re.search(r"b\s+3\s+\S+\s+yes\s+locked_dir\s+Locked one", result.out)

@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
 
 from jatos_sync.client import JatosClient, host_is_loopback
-from jatos_sync.config import Config
+from jatos_sync.config import Config, web_address
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token, check_token_format, token_from_file
 from jatos_sync.definition import UUID, Definition
 from jatos_sync.errors import (
@@ -122,26 +121,14 @@ def normalize_url(text: str) -> tuple[str, str]:
     if "://" not in raw:
         raw = "https://" + raw
         note = "assumed https://"
-    try:
-        parts = urlsplit(raw)
-        _port = parts.port  # ValueError for a port that is not a number
-    except ValueError:
-        raise ValueError(f"{text.strip()!r} is not a web address") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError("the address must start with https:// (or http://) and name a host")
-    if "@" in parts.netloc:
-        raise ValueError("leave out any user name or password; the API token authenticates")
-    if any(c.isspace() for c in raw) or not raw.isprintable():
-        raise ValueError("the address must not contain spaces")
-    path = parts.path.rstrip("/")
+    base, path = web_address(raw)
     cut = path.rfind("/jatos/")
     if cut >= 0:
         path = path[:cut]
         note = "used the base address, without /jatos/…"
-    url = f"{parts.scheme.lower()}://{parts.netloc}{path}"
-    if parts.query or parts.fragment:
+    if "?" in raw or "#" in raw:
         note = note or "left out the ?query/#fragment"
-    return url, note
+    return base + path, note
 
 
 def parse_study_ref(text: str) -> str | None:
