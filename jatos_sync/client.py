@@ -23,10 +23,10 @@ import json
 import random
 import time
 import zlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -62,6 +62,7 @@ from jatos_sync.upload_body import HashingReader, TokenGuard, upload_filename
 log = structlog.get_logger("jatos_sync.client")
 
 API = "/jatos/api/v1"
+_T = TypeVar("_T")
 CHUNK_BYTES = 1 << 20
 
 # What sending a request or reading its answer may raise: requests' own exceptions, the
@@ -269,31 +270,21 @@ class JatosClient:
         """Stream one file into `dest`; return its size and Adler-32 (docs/jatos-api.md §4)."""
         url = f"{API}/studies/{quote(study, safe='')}/assets/{encode_path(path)}"
         what = f"download of {path}"
-        for attempt in range(self.retries + 1):
-            dest.seek(0)
-            dest.truncate()
-            try:
-                with self._send("GET", url, stream=True) as response:
-                    if response.status_code == 200:
-                        _refuse_a_web_page(response, what)
-                        size, checksum, strong = 0, 1, hashlib.sha256()
-                        for chunk in response.iter_content(CHUNK_BYTES):
-                            _store(dest, chunk, path)
-                            size += len(chunk)
-                            checksum = zlib.adler32(chunk, checksum)
-                            strong.update(chunk)
-                        return FileInfo(size, checksum, strong.digest()[:DIGEST_BYTES])
-                    answer = _decode(response)
-            except JatosSyncError:
-                raise
-            except TRANSPORT_ERRORS as exc:
-                self._transport_failure(exc, attempt, what)
-                continue
-            if answer.status in RETRY_STATUSES and attempt < self.retries:
-                self._backoff(attempt, what, str(answer.status))
-                continue
-            self._check_file_answer(answer, path, study, action="download", size=None)
-        raise ServerUnavailableError(f"{self.base_url}: the download of {path} kept failing")
+
+        def take(response: requests.Response) -> FileInfo:
+            _refuse_a_web_page(response, what)
+            size, checksum, strong = 0, 1, hashlib.sha256()
+            for chunk in _stored(response, dest, what):
+                size += len(chunk)
+                checksum = zlib.adler32(chunk, checksum)
+                strong.update(chunk)
+            return FileInfo(size, checksum, strong.digest()[:DIGEST_BYTES])
+
+        got = self._stream("GET", url, dest, what=what, take=take)
+        if isinstance(got, ApiAnswer):
+            self._check_file_answer(got, path, study, action="download", size=None)
+            raise FileSyncError(f"{what} failed: HTTP {got.status} (the server sent no file).")
+        return got
 
     # ------------------------------------ other endpoints (docs/jatos-api.md §10-§14)
 
@@ -342,35 +333,28 @@ class JatosClient:
         if json_body is not None:
             data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        for attempt in range(self.retries + 1):
-            dest.seek(0)
-            dest.truncate()
-            try:
-                with self._send(
-                    method, API + path, params=params, data=data, headers=headers, stream=True
-                ) as response:
-                    if response.status_code == 200:
-                        size = 0
-                        for chunk in response.iter_content(CHUNK_BYTES):
-                            _write(dest, chunk, what)
-                            size += len(chunk)
-                        return Download(
-                            size=size,
-                            content_type=response.headers.get("Content-Type", "").lower(),
-                            disposition=response.headers.get("Content-Disposition", ""),
-                        )
-                    answer = _decode(response)
-            except JatosSyncError:
-                raise
-            except TRANSPORT_ERRORS as exc:
-                self._transport_failure(exc, attempt, what)
-                continue
-            self._learn_version(answer)
-            if answer.status in RETRY_STATUSES and attempt < self.retries:
-                self._backoff(attempt, what, f"HTTP {answer.status}")
-                continue
-            raise self._general_error(answer, what)
-        raise ServerUnavailableError(f"{self.base_url}: {what} kept failing")  # pragma: no cover
+
+        def take(response: requests.Response) -> Download:
+            size = sum(len(chunk) for chunk in _stored(response, dest, what))
+            return Download(
+                size=size,
+                content_type=response.headers.get("Content-Type", "").lower(),
+                disposition=response.headers.get("Content-Disposition", ""),
+            )
+
+        got = self._stream(
+            method,
+            API + path,
+            dest,
+            what=what,
+            take=take,
+            params=params,
+            data=data,
+            headers=headers,
+        )
+        if isinstance(got, ApiAnswer):
+            raise self._general_error(got, what)
+        return got
 
     def api_upload(
         self,
@@ -437,6 +421,43 @@ class JatosClient:
             # Per request, so that $REQUESTS_CA_BUNDLE cannot override ca_bundle/verify_tls.
             verify=self._verify,
         )
+
+    def _stream(
+        self,
+        method: str,
+        path: str,
+        dest: IO[bytes],
+        *,
+        what: str,
+        take: Callable[[requests.Response], _T],
+        params: Params | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> _T | ApiAnswer:
+        """`method path`, its 200 answer streamed into `dest` by `take` (`dest` rewound and
+        emptied before each try), retried like every request; any other answer is returned
+        for the caller to word."""
+        for attempt in range(self.retries + 1):
+            dest.seek(0)
+            dest.truncate()
+            try:
+                with self._send(
+                    method, path, params=params, data=data, headers=headers, stream=True
+                ) as response:
+                    if response.status_code == 200:
+                        return take(response)
+                    answer = _decode(response)
+            except JatosSyncError:
+                raise
+            except TRANSPORT_ERRORS as exc:
+                self._transport_failure(exc, attempt, what)
+                continue
+            self._learn_version(answer)
+            if answer.status in RETRY_STATUSES and attempt < self.retries:
+                self._backoff(attempt, what, f"HTTP {answer.status}")
+                continue
+            return answer
+        raise ServerUnavailableError(f"{self.base_url}: {what} kept failing")  # pragma: no cover
 
     def _request(
         self,
@@ -555,20 +576,15 @@ def _refuse_a_web_page(response: requests.Response, what: str) -> None:
         )
 
 
-def _write(dest: IO[bytes], chunk: bytes, what: str) -> None:
-    """Write a downloaded chunk; a local write error is ours, not the server's."""
-    try:
-        dest.write(chunk)
-    except (OSError, ValueError) as exc:
-        raise FileSyncError(f"{what}: could not store the download: {exc}") from exc
-
-
-def _store(dest: IO[bytes], chunk: bytes, path: RelPath) -> None:
-    """Write a downloaded chunk; a local write error is ours, not the server's."""
-    try:
-        dest.write(chunk)
-    except (OSError, ValueError) as exc:
-        raise FileSyncError(f"{path}: could not store the downloaded copy: {exc}") from exc
+def _stored(response: requests.Response, dest: IO[bytes], what: str) -> Iterator[bytes]:
+    """The chunks of `response`'s body, each written to `dest` first; a local write error is
+    ours, not the server's."""
+    for chunk in response.iter_content(CHUNK_BYTES):
+        try:
+            dest.write(chunk)
+        except (OSError, ValueError) as exc:
+            raise FileSyncError(f"{what}: could not store the download: {exc}") from exc
+        yield chunk
 
 
 def _our_error(exc: BaseException) -> JatosSyncError | None:
