@@ -65,7 +65,7 @@ def readme_table() -> str:
         options, form = spec.parts(field.type)[0], spec.info(field.type).get("form")
         if form == "duration":  # how to write one is said once, above the table
             low, high = spec.limits(field.type)
-            meaning += f"; from {_duration(low)} to {_duration(high)}"
+            meaning += f"; from {spec.duration_text(low)} to {spec.duration_text(high)}"
         elif options == [int] or form == "percent" or get_origin(options[0]) is Literal:
             meaning += f"; {expected(field.type)}"
         meaning = meaning.replace("|", "\\|")
@@ -105,17 +105,8 @@ def _default(field: msgspec.structs.FieldInfo) -> str:
     if value is None or isinstance(value, msgspec.Struct):
         return "" if value is not None else "none"
     if spec.info(field.type).get("form") == "duration":
-        return f"`{_duration(value)}`"
+        return f"`{spec.duration_text(value)}`"
     return f"`{json.dumps(list(value) if isinstance(value, tuple) else value)}`".replace('"', "")
-
-
-def _duration(seconds: float) -> str:
-    if seconds == 0:
-        return "0s"
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds * 1000:g}ms"
 
 
 def with_table(readme: str) -> str:

@@ -498,8 +498,8 @@ def expected(declared: Any) -> str:
         return str(info["expected"])
     if form == "duration":
         return (
-            f"a duration from {_duration(low)} to {_duration(high)}: a number of seconds such "
-            'as 30, or text such as "500ms", "30s", "2m"'
+            f"a duration from {spec.duration_text(low)} to {spec.duration_text(high)}: a number "
+            'of seconds such as 30, or text such as "500ms", "30s", "2m"'
         )
     if form == "percent":
         return f"a percentage from {low:g} to {high:g}"
@@ -577,12 +577,6 @@ def _describe(node: Node, *, secret: bool = False) -> str:
     if tag == _TAG + "timestamp":
         return f"the date {_quote(raw)}"
     return f"{_quote(raw)} tagged {tag.replace(_TAG, '!!')}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
 
 
 def _name_problem(name: str) -> str | None:

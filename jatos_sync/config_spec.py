@@ -32,6 +32,16 @@ def _seconds(text: str) -> float:
     return sum(float(n) * _UNIT_S[u] for n, u in re.findall(r"([0-9.]+)\s*(ms|s|m|h|)", text))
 
 
+def duration_text(seconds: float) -> str:
+    """`seconds` as a key of the form "duration" may be written: "500ms", "30s", "2m", "1h"."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
 def _study(text: str) -> int | str:
     return int(text) if text.strip().isdigit() else text.strip().lower()  # as JATOS writes UUIDs
 
