@@ -20,6 +20,7 @@ from pathlib import Path
 from jatos_sync.config import SCHEMA_PATH
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
 from jatos_sync.definition import Definition, json_value
+from jatos_sync.state import write_private
 
 WHERE_TO_CREATE = "Create one in JATOS: your user menu (top right) → API tokens → New token."
 
@@ -242,17 +243,7 @@ def write_config(path: Path, text: str) -> Path | None:
 
 
 def store_token(path: Path, token: Token) -> None:
-    """Write the token to `path`, readable by the user only (directory 0700, file 0600)."""
+    """Write the token to `path`, readable by the user only (directory 0700, file 0600),
+    atomically and durably."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with open(fd, "w", encoding="utf-8") as stream:
-            stream.write(token.reveal() + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, 0o600)  # whatever the umask or an inherited ACL did
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, (token.reveal() + "\n").encode("utf-8"))
