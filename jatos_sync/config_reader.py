@@ -349,13 +349,11 @@ class _Reader:
         from jatos_sync import definition as d  # only for a mapping with definition:
 
         here = (*at, "definition")
-        self.check_text(here, declared, study=True)
         rules = self.rules(mapping)
         components: list[d.ComponentDef] = []
         uuids: dict[str, int] = {}
         for i, component in enumerate(declared.components):
             where = (*here, "components", i)
-            self.check_text(where, component, study=False)
             html = self.html_file(where, component.html, mapping, rules)
             if component.uuid is not None:
                 key = component.uuid.lower()
@@ -370,21 +368,9 @@ class _Reader:
         definition = _public(
             d.Definition, declared, input=d.json_text(declared.input), components=tuple(components)
         )
+        for below, _what, problem in d.problems(definition):
+            raise self.at((*here, *below), problem)
         return dataclasses.replace(mapping, definition=definition)
-
-    def check_text(self, at: KeyPath, declared: Any, *, study: bool) -> None:
-        """The rules JATOS applies to titles and texts (no HTML, lengths)."""
-        from jatos_sync import definition as d
-
-        checks: dict[str, str | None] = {"title": d.title_problem(declared.title, study=study)}
-        checks["comments"] = d.text_problem(declared.comments)
-        if study:
-            checks["description"] = d.text_problem(declared.description)
-            checks["end_redirect_url"] = d.text_problem(declared.end_redirect_url)
-            checks["entry_message"] = d.entry_message_problem(declared.entry_message)
-        for key, problem in checks.items():
-            if problem is not None:
-                raise self.at((*at, key), problem)
 
     def rules(self, mapping: MappingConfig) -> IgnoreRules | None:
         if not os.path.isdir(mapping.folder):

@@ -167,6 +167,45 @@ def html_path_problem(path: str) -> str | None:
     return None
 
 
+def problems(definition: Definition) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """What JATOS would refuse in `definition` (docs/jatos-api.md §11.6), in order, each as
+    (its key below the configuration's `definition:`, what it is in words, the problem)."""
+    study = definition
+    found: list[tuple[tuple[str | int, ...], str, str | None]] = [
+        (("title",), "the study's title", title_problem(study.title, study=True)),
+        (("description",), "the study's description", text_problem(study.description)),
+        (("comments",), "the study's comments", text_problem(study.comments)),
+        (
+            ("end_redirect_url",),
+            "the study's end redirect URL",
+            text_problem(study.end_redirect_url),
+        ),
+        (
+            ("entry_message",),
+            "the study's entry message",
+            entry_message_problem(study.entry_message),
+        ),
+        (("input",), "the study's input", _input_problem(study.input)),
+    ]
+    for n, c in enumerate(study.components):
+        where = f"component {n + 1} ({c.title!r})"
+        found += [
+            (
+                ("components", n, "title"),
+                f"the title of {where}",
+                title_problem(c.title, study=False),
+            ),
+            (("components", n, "html"), f"the HTML file of {where}", html_path_problem(c.html)),
+            (("components", n, "comments"), f"the comments of {where}", text_problem(c.comments)),
+            (("components", n, "input"), f"the input of {where}", _input_problem(c.input)),
+        ]
+    return [(key, what, problem) for key, what, problem in found if problem is not None]
+
+
+def _input_problem(text: str | None) -> str | None:
+    return None if text is None or is_json_text(text) else "not valid JSON"
+
+
 def default_title(name: str) -> str:
     """A new study's title from a mapping's or a folder's name, long enough for every JATOS."""
     return name if len(name.strip()) >= STUDY_TITLE_MIN else f"{name} study"

@@ -23,13 +23,9 @@ from jatos_sync.definition import (
     ServerBatch,
     ServerComponent,
     ServerStudy,
-    entry_message_problem,
-    html_path_problem,
-    is_json_text,
     json_text,
     optional_text,
-    text_problem,
-    title_problem,
+    problems,
 )
 from jatos_sync.errors import DefinitionError, ServerUnavailableError, UnsafePathError
 from jatos_sync.paths import server_path
@@ -243,23 +239,5 @@ def _jas_component(data: Mapping[str, Any], n: int) -> ComponentDef:
 
 def check_definition(definition: Definition) -> None:
     """Raise `DefinitionError` for anything JATOS would refuse (docs/jatos-api.md §11.6)."""
-    problems = [
-        ("the study's title", title_problem(definition.title, study=True)),
-        ("the study's description", text_problem(definition.description)),
-        ("the study's comments", text_problem(definition.comments)),
-        ("the study's end redirect URL", text_problem(definition.end_redirect_url)),
-        ("the study's entry message", entry_message_problem(definition.entry_message)),
-    ]
-    for n, c in enumerate(definition.components, start=1):
-        where = f"component {n} ({c.title!r})"
-        problems += [
-            (f"the title of {where}", title_problem(c.title, study=False)),
-            (f"the HTML file of {where}", html_path_problem(c.html)),
-            (f"the comments of {where}", text_problem(c.comments)),
-        ]
-    for what, problem in problems:
-        if problem is not None:
-            raise DefinitionError(f"{what}: {problem}")
-    for value in [definition.input, *(c.input for c in definition.components)]:
-        if value is not None and not is_json_text(value):
-            raise DefinitionError("an input is not valid JSON")
+    for _key, what, problem in problems(definition):
+        raise DefinitionError(f"{what}: {problem}")

@@ -28,6 +28,7 @@ from jatos_sync.definition import (
     jas_document,
     match_components,
     plan_definition,
+    problems,
     same_input,
     same_json,
     title_problem,
@@ -478,4 +479,33 @@ def test_changes_are_listed_in_the_documented_shapes_and_in_words() -> None:
     )
     assert json.dumps(Change("moved", None, 2, 1, "X").to_json()) == (
         '{"component": "X", "change": "moved", "from": 2, "to": 1}'
+    )
+
+
+def test_problems_name_each_refused_value_by_its_key_and_in_words() -> None:
+    definition = Definition(
+        title="<b>Stroop</b>",
+        entry_message="x" * 70_000,
+        input="{not json",
+        components=(
+            ComponentDef("Intro", "intro.html"),
+            ComponentDef("", "main.min.html", comments="<i>note</i>"),
+        ),
+    )
+    found = {key: what for key, what, _problem in problems(definition)}
+    assert found == {
+        ("title",): "the study's title",
+        ("entry_message",): "the study's entry message",
+        ("input",): "the study's input",
+        ("components", 1, "title"): "the title of component 2 ('')",
+        ("components", 1, "html"): "the HTML file of component 2 ('')",
+        ("components", 1, "comments"): "the comments of component 2 ('')",
+    }
+    assert (
+        problems(
+            dataclasses.replace(
+                definition, title="Stroop", entry_message=None, input=None, components=()
+            )
+        )
+        == []
     )
