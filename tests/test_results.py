@@ -443,6 +443,18 @@ def test_a_lost_record_keeps_the_rows_results_csv_still_has(tmp_path: Path) -> N
     assert load_record(tmp_path / "new")[1] is None  # a new folder is no rebuild
 
 
+def test_a_row_with_a_number_python_reads_but_csv_should_not_loses_no_other_row(
+    tmp_path: Path,
+) -> None:
+    rows = [replace(r, status="deleted_on_server") for r in mirrored(sr(1, cr(10))).rows]
+    text = csv_text(rows)
+    head, _, body = text.partition("\n")
+    odd = body.replace("1,", "\u00b2,", 1)  # "²" is a digit to str.isdigit, not to int()
+    (tmp_path / "results.csv").write_text(f"{head}\n{odd}{body}")
+    record, _why = load_record(tmp_path)
+    assert record.results == {1: Mirrored("", False, False, (replace(rows[0], data_size=0),))}
+
+
 def test_results_csv_has_one_row_per_component_result_in_id_order() -> None:
     rows = [
         *mirrored(sr(2, cr(20, files=(FILE, ResultFile("b.txt", 1))))).rows,

@@ -21,8 +21,8 @@ implies, never extracted by their own names. The record is a hint: a damaged one
 
 The modules, in the order data flows through them: `metadata` (the server's metadata,
 decoded and checked), `plan` (pure: metadata + record → what a pass does), `zips` (one
-study result out of a zip, verified before it is written), `record` (the record,
-results.csv and atomic writes) and `mirror` (the pass that does the I/O, and the `results`
+study result out of a zip, verified before it is written), `record` (the record and
+results.csv, as text and read back) and `mirror` (the pass that does the I/O, and the `results`
 command's passes).
 
 Must not: send HTTP except through `JatosClient`, write or delete outside the results
@@ -43,7 +43,6 @@ from jatos_sync.results.mirror import (
     ResultsMirror,
     ResultsOutcome,
     ResultsStopped,
-    check_results_folder,
     folder_lock,
     run_results,
 )
@@ -76,7 +75,6 @@ __all__ = [
     "Row",
     "StudyResultMeta",
     "batches",
-    "check_results_folder",
     "csv_text",
     "encode_record",
     "folder_lock",

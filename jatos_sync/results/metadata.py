@@ -262,12 +262,7 @@ def _checked(sr: StudyResultMeta, problems: list[PathProblem]) -> StudyResultMet
 def _safe_files(
     cr: ComponentResultMeta, srid: int, problems: list[PathProblem]
 ) -> ComponentResultMeta:
-    files: dict[str, ResultFile] = {}
-    for item in cr.files:
-        checked = _file(item.name, item.size, srid, cr.id, problems)
-        if checked is not None:
-            files[checked.name] = checked
-    kept = tuple(files[k] for k in sorted(files))
+    kept = _kept_files([(f.name, f.size) for f in cr.files], srid, cr.id, problems)
     return cr if kept == cr.files else replace(cr, files=kept)
 
 
@@ -351,7 +346,7 @@ def _is_study(entry: _StudyIn | _StudyFast, study: str) -> bool:
 
 
 def _is_study_json(entry: Mapping[str, Any], study: str) -> bool:
-    return _is_study(_StudyIn(entry.get("studyId"), entry.get("studyUuid")), study)
+    return names_study(study, entry.get("studyId"), entry.get("studyUuid"))
 
 
 def is_uuid(value: object) -> TypeGuard[str]:
@@ -392,11 +387,7 @@ def _component_result(
     size = raw.data.size if raw.data is not None else None
     if not _is_count(size):
         raise _Refused(f"component result {crid} has no valid data size, so it cannot be checked")
-    files: dict[str, ResultFile] = {}
-    for item in raw.files or ():
-        checked = _file(item.filename, item.size, srid, crid, problems)
-        if checked is not None:
-            files[checked.name] = checked
+    files = _kept_files([(f.filename, f.size) for f in raw.files or ()], srid, crid, problems)
     component = raw.component_id
     return ComponentResultMeta(
         id=crid,
@@ -405,8 +396,19 @@ def _component_result(
         start_ms=_millis(raw.start_date),
         end_ms=_millis(raw.end_date),
         data=DataSize(size),
-        files=tuple(files[k] for k in sorted(files)),
+        files=files,
     )
+
+
+def _kept_files(
+    named: list[tuple[object, object]], srid: int, crid: int, problems: list[PathProblem]
+) -> tuple[ResultFile, ...]:
+    """The files of a component result that pass `_file`, one per name, sorted by name."""
+    files: dict[str, ResultFile] = {}
+    for name, size in named:
+        if (checked := _file(name, size, srid, crid, problems)) is not None:
+            files[checked.name] = checked
+    return tuple(files[k] for k in sorted(files))
 
 
 def _file(

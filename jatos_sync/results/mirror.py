@@ -143,18 +143,6 @@ class ResultsStopped(JatosSyncError):
     """The pass was asked to stop (the daemon is stopping); what it wrote is whole."""
 
 
-def check_results_folder(
-    mapping: MappingConfig, *, synced: Sequence[tuple[str, Path]], state_root: Path
-) -> None:
-    """Raise `ConfigError` (exit 2) when the results folder lies inside a synced folder or
-    the state folder, resolved with symlinks followed as they are now: participant data
-    must never be uploaded (docs/safety.md, rule 9). The configuration checked this when
-    it was read; a link changed since (the daemon runs for weeks) is caught here."""
-    results = mapping.results
-    if results and (problem := results_folder_problem(results.folder, synced, state_root)):
-        raise ConfigError(f"{results.where}: {problem}; nothing was written")
-
-
 @contextlib.contextmanager
 def folder_lock(root: Path) -> Iterator[None]:
     """Hold `root`'s lock, one writer per results folder (a `results` run beside a daemon):
@@ -210,7 +198,10 @@ class ResultsMirror:
         outcome = ResultsOutcome(self.mapping.name, self.mapping.study, self.root)
         started = self._clock()
         try:
-            check_results_folder(self.mapping, synced=self._synced, state_root=self._state_root)
+            # Checked when the configuration was read; a link changed since (the daemon runs
+            # for weeks) is caught here (docs/safety.md, rule 9).
+            if problem := results_folder_problem(self.root, self._synced, self._state_root):
+                raise ConfigError(f"{self.settings.where}: {problem}; nothing was written")
             try:
                 make_private_dirs(self.root)
             except OSError as exc:
@@ -275,9 +266,8 @@ class ResultsMirror:
             self._withdraw(plan, previous, record, outcome)
             self._fetch(plan.fetch, record, outcome)
         finally:
-            changed = (record.study_id, record.study_uuid, record.titles) != before or _changed(
-                previous, record.results
-            )
+            after = (record.study_id, record.study_uuid, record.titles)
+            changed = after != before or record.results != previous
             self._save(record, metadata, changed=changed)
             outcome.counts = counts(record)
 
@@ -315,19 +305,16 @@ class ResultsMirror:
         if record.study_uuid and metadata.study_uuid and metadata.study_uuid != record.study_uuid:
             raise self._other_study(record.study_uuid, metadata.study_uuid)
         wanted = component_ids(metadata) - record.titles.keys()
-        first = not record.study_uuid or not self._matches(record)
+        # Who the study is: known from the record, or said by the metadata.
+        known = (record.study_uuid and self._matches(record)) or (
+            metadata.study_uuid
+            and names_study(self.mapping.study, metadata.study_id, metadata.study_uuid)
+        )
         # Once: the rows of results that were on the server become `deleted_on_server`.
         emptied = not metadata.results and any(
             row.status in ("final", "running") for e in record.results.values() for row in e.rows
         )
-        if (
-            first
-            and metadata.study_uuid
-            and names_study(self.mapping.study, metadata.study_id, metadata.study_uuid)
-            and not wanted
-        ):
-            first = False  # the metadata says who the study is, and nothing else is missing
-        if first or emptied or wanted:
+        if not known or emptied or wanted:
             study_id, uuid, titles = self._properties(outcome)
             if record.study_uuid and uuid and uuid != record.study_uuid:
                 raise self._other_study(record.study_uuid, uuid)
@@ -442,7 +429,7 @@ class ResultsMirror:
                 outcome.failed.append(
                     PathProblem(
                         RelPath(f"study_result_{sr.id}"),
-                        f"not written: {reasons.get(sr.id, 'not verified')} (asked {TRIES} "
+                        f"not written: {reasons[sr.id]} (asked {TRIES} "
                         "times; tried again in the next pass)",
                     )
                 )
@@ -558,13 +545,6 @@ class ResultsMirror:
             rows = [row for entry in record.results.values() for row in entry.rows]
             write_private(self.root / CSV_NAME, csv_text(rows).encode("utf-8"))
             self._save_record(record)
-
-
-def _changed(before: Mapping[int, Mirrored], after: Mapping[int, Mirrored]) -> bool:
-    """Whether a study result's entry changed (an unchanged one is the same object)."""
-    if before.keys() != after.keys():
-        return True
-    return any(after[k] is not entry and after[k] != entry for k, entry in before.items())
 
 
 def run_results(

@@ -102,12 +102,10 @@ def rows_for(
     titles: Mapping[int, str],
     *,
     local: Mapping[int, tuple[int, tuple[str, ...]]] | None = None,
-    status: Status | None = None,
 ) -> tuple[Row, ...]:
     """The rows of `sr`, with the local data size and files of each component result."""
     local = local or {}
-    if status is None:
-        status = "final" if sr.final else "running"
+    status: Status = "final" if sr.final else "running"
     return tuple(
         Row(
             study_result_id=sr.id,
@@ -178,7 +176,7 @@ def plan_pass(metadata: Metadata, record: Record, *, files: bool) -> Plan:
         elif sr.withdrawn:
             doomed = sorted({*known, *(c.id for c in sr.components)})
             withdraw.append((sr.id, tuple(doomed)))
-            rows = merged(old, rows_for(sr, titles, status="withdrawn"))
+            rows = merged(old, rows_for(sr, titles))
             rows = tuple(replace(r, status="withdrawn", data_size=0, files=()) for r in rows)
             withdrawn += [r.path for r in rows if known.get(r.component_result_id) != r]
             unchanged += sum(known.get(r.component_result_id) == r for r in rows)

@@ -1,5 +1,5 @@
 """The results folder's own files: the record (`.jatos-sync-results.json`), results.csv and
-metadata.json, each written atomically (temporary file beside it, fsync, rename; mode 0600).
+metadata.json, as text and read back (mirror.py writes them with `state.write_private`).
 
 The record is a hint: `load_record` rebuilds a missing or damaged one from results.csv and
 metadata.json (everything on the server is then fetched again), never half trusts it and
@@ -21,9 +21,9 @@ import msgspec
 from msgspec.structs import replace
 
 from jatos_sync.errors import UnsafePathError
-from jatos_sync.model import MAX_ID, RelPath
+from jatos_sync.model import RelPath
 from jatos_sync.paths import contained, server_path
-from jatos_sync.results.metadata import is_uuid, short_text
+from jatos_sync.results.metadata import is_id, is_uuid, short_text
 from jatos_sync.results.plan import RECORD_VERSION, STATUSES, Mirrored, Record, Row, Status
 
 RECORD_NAME = ".jatos-sync-results.json"
@@ -148,7 +148,7 @@ def _status(text: str | None) -> Status | None:
 def _row_from_csv(item: Mapping[str, str | None]) -> Row | None:
     def number(key: str) -> int | None:
         value = item.get(key) or ""
-        return int(value) if value.isdigit() and 0 < int(value) <= MAX_ID else None
+        return int(value) if value.isascii() and value.isdigit() and is_id(int(value)) else None
 
     srid, crid = number("study_result_id"), number("component_result_id")
     status = _status(item.get("status"))

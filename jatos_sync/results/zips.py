@@ -2,8 +2,9 @@
 
 Owns looking entries up by the names the metadata implies (never by their own), allowing
 for JATOS's keep-alive byte inside the stream, the sizes an entry may have given the
-metadata (`data_bounds`, `file_bounds`), and `Unverified`, the reason a result is not
-written. Must not write into the results folder (mirror.py does).
+metadata (`data_bounds`, `file_bounds`), `Unverified`, the reason a result is not
+written, and `write_result`: one study result's entries staged beside their places, checked,
+then renamed into place together. Must not write anywhere else, or talk to the server.
 """
 
 from __future__ import annotations
