@@ -517,10 +517,11 @@ class JatosClient:
             raise ServerUnavailableError(
                 f"{self.base_url}: {what} failed: {_short_reason(exc)}"
             ) from exc
-        if attempt < (self.retries if retries is None else retries):
+        retries = self.retries if retries is None else retries
+        if attempt < retries:
             self._backoff(attempt, what, _short_reason(exc))
             return
-        raise self._unreachable(exc) from exc
+        raise self._unreachable(exc, tries=retries + 1) from exc
 
     def _backoff(self, attempt: int, what: str, reason: str) -> None:
         # Exponential backoff with jitter, so that many clients do not retry in lockstep.
@@ -533,10 +534,10 @@ class JatosClient:
         if isinstance(answer.json, dict) and isinstance(answer.json.get("apiVersion"), str):
             self.api_version = answer.json["apiVersion"]
 
-    def _unreachable(self, exc: Exception) -> ServerUnavailableError:
+    def _unreachable(self, exc: Exception, *, tries: int) -> ServerUnavailableError:
         return ServerUnavailableError(
             f"Cannot reach JATOS at {self.base_url} ({_short_reason(exc)}; "
-            f"{_tries(self.retries + 1)}). Check server.url, your network or VPN, and that "
+            f"{_tries(tries)}). Check server.url, your network or VPN, and that "
             "JATOS is running."
         )
 

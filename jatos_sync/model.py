@@ -94,12 +94,18 @@ class RelPath(str):
 
     @property
     def parents(self) -> Sequence[RelPath]:
-        found: list[RelPath] = []
-        path = self
-        while path.name:
-            path = path.parent
-            found.append(path)
-        return tuple(found)
+        if self.startswith("/"):  # never from the server or a scan; kept exact
+            found: list[RelPath] = []
+            path = self
+            while path.name:
+                path = path.parent
+                found.append(path)
+            return tuple(found)
+        # Each head of a normalised path is normalised: cut at each "/", no checks again.
+        end, heads = len(self), []
+        while (end := self.rfind("/", 0, end)) > 0:
+            heads.append(str.__new__(RelPath, self[:end]))
+        return (*heads, _ROOT) if self != "." else ()
 
     def with_name(self, name: str) -> RelPath:
         if not self.name or not name or "/" in name or name == ".":

@@ -10,7 +10,7 @@ that does: `--dry-run` prints its result, tests compare it with `==`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from jatos_sync.model import (
@@ -97,16 +97,16 @@ def skip_reason(path: RelPath, info: FileInfo, *, api_version: str) -> str | Non
         # Play 2.7, which JATOS uses, turns an empty file part into "File missing"
         # (docs/jatos-api.md §5.1).
         return "empty file: JATOS refuses to store 0-byte files"
-    if str(path) == "jatos.js":
+    if path == "jatos.js":
         return "a top-level jatos.js is never served: JATOS serves its own jatos.js there"
-    if "\\" in str(path) and api_version != API_VERSION_310:
+    if "\\" in path and api_version != API_VERSION_310:
         # Never trusted in a listing (docs/safety.md, rule 10), so it could never be seen
         # to arrive: a folder separator on Windows, refused by 3.10 anyway.
         return "a backslash in a name is a folder separator on Windows; rename the file"
     if api_version == API_VERSION_310:
-        if _ILLEGAL_IN_310.search(str(path)):
+        if _ILLEGAL_IN_310.search(path):
             return 'JATOS 3.10 refuses names with control characters or any of \\ < > : " | ? *'
-        if str(path) != str(path).strip(" "):
+        if path != path.strip(" "):
             # 3.10 trims the decoded upload path (docs/jatos-api.md §9.3): " a" would be
             # stored as "a".
             return "JATOS 3.10 removes spaces at the start and end of a path; rename it"
@@ -119,7 +119,22 @@ def at_or_below(paths: Collection[RelPath], candidates: Iterable[RelPath]) -> li
     wanted = set(paths)
     if not wanted:
         return []
-    return [p for p in candidates if p in wanted or not wanted.isdisjoint(p.parents)]
+    if "." in wanted:
+        return list(candidates)
+    tops = {w.partition("/")[0] for w in wanted}  # most candidates fail this cheap test
+    return [
+        p
+        for p in candidates
+        if p in wanted or (p.partition("/")[0] in tops and not wanted.isdisjoint(_heads(p)))
+    ]
+
+
+def _heads(path: str) -> Iterator[str]:
+    """The folders `path` lies in, innermost first, as plain text ("a/b/c": "a/b", "a"):
+    what `RelPath.parents` says without the folder itself, for loops over every file."""
+    end = len(path)
+    while (end := path.rfind("/", 0, end)) > 0:
+        yield path[:end]
 
 
 def server_view(
@@ -264,11 +279,12 @@ def _order_around_obstacles(
     """
     if not uploads:
         return [], [], []
-    folders: dict[RelPath, list[RelPath]] = {}
-    for path in server:
-        for parent in path.parents:
-            if parent.parts:
-                folders.setdefault(parent, []).append(path)
+    targets = set(uploads)
+    folders: dict[str, list[RelPath]] = {}  # an upload → the server files below it
+    for path in at_or_below(targets, server):
+        for head in _heads(path):
+            if head in targets:
+                folders.setdefault(head, []).append(path)
     deleting = set(deletes)
     first: dict[RelPath, None] = {}
     kept: list[RelPath] = []

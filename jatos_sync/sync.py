@@ -178,7 +178,9 @@ class MappingSync:
 
     @property
     def remote_known(self) -> bool:
-        return self._remote is not None
+        """Whether a quick pass can work from what the last full pass learnt (it falls back
+        to a full pass otherwise)."""
+        return self._remote is not None and self._local is not None and self._rules is not None
 
     @property
     def links(self) -> LinkMap | None:
@@ -321,7 +323,7 @@ class MappingSync:
         waits. Falls back to a full pass when the server's files are not known yet.
         """
         if self._remote is None or self._local is None or self._rules is None:
-            return self.full_pass(stop=stop)
+            return self.full_pass(stop=stop)  # `remote_known` is false
         mapping = self.mapping
         result = MappingResult(mapping.name, mapping.study, mapping.folder)
         try:

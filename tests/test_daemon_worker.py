@@ -10,6 +10,7 @@ import dataclasses
 import io
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,11 @@ import pytest
 from watchdog.events import FileCreatedEvent
 
 from jatos_sync import sync
+from jatos_sync.credentials import load_token
 from jatos_sync.daemon.status import read_status
 from jatos_sync.daemon.worker import MappingWorker, backoff_s
+from jatos_sync.debounce import Batch
+from jatos_sync.model import RelPath
 from jatos_sync.state import StateStore
 from jatos_sync.testing import StandInServer
 from jatos_sync.testing.app import classify
@@ -30,6 +34,7 @@ from tests.daemon_lab import (
     FAST_WATCH,
     Lab,
     asset_requests,
+    client_factory,
     idle,
     make_lab,
     running,
@@ -438,3 +443,27 @@ def test_a_linked_folder_that_cannot_be_watched_is_named_by_status(
         assert problem.startswith(f"stimuli -> {shared}: cannot be watched (Permission denied)")
         shown = lab.world.run("status")
         assert f"not followed: stimuli -> {shared}: cannot be watched" in shown.out
+
+
+def test_a_quick_pass_before_the_server_is_known_waits_for_a_full_pass_turn(lab: Lab) -> None:
+    """A quick pass falls back to a full pass until the server's files are known; it then
+    takes a turn among the daemon's full passes like any other."""
+    lab.put("index.html", "<html>1</html>")
+    config = lab.config()
+    turns = threading.Semaphore(1)
+    worker = MappingWorker(
+        config.mappings[0],
+        client=client_factory(config, load_token(config.server, environ=lab.env)),
+        store=StateStore(config.state_dir),
+        watch=config.watch,
+        full_passes=turns,
+    )
+    assert turns.acquire(blocking=False)  # another mapping's full pass is running
+    edit = Batch(dirty=frozenset({RelPath("index.html")}))
+    passing = threading.Thread(target=worker._pass, args=(edit,))
+    passing.start()
+    passing.join(0.5)
+    assert passing.is_alive() and lab.files() == {}  # waiting for its turn
+    turns.release()
+    passing.join(10)
+    assert not passing.is_alive() and lab.files() == {"index.html": b"<html>1</html>"}

@@ -396,7 +396,9 @@ class MappingWorker:
         self._state = "syncing"
         self._publish()
         started = self._clock()
-        if batch.full_local:
+        # A quick pass before the server's files are known is a full pass: it waits its turn.
+        full = batch.full_local or not self._sync.remote_known
+        if full:
             if not self._take_full_pass_turn():
                 return  # stopping
             try:
@@ -412,7 +414,7 @@ class MappingWorker:
             self._pause(result.error, done)
             return
         self._debouncer.finish(batch, now=done, retry=self._retries(batch, result, done))
-        if batch.full_local:
+        if full:
             self._next_reconcile = done + self._watch.reconcile_interval_s
             links = self._sync.links
             if links is not None and self._watched is not None:
