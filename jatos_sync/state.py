@@ -169,7 +169,7 @@ class StateStore:
             folds_case=data.get("folds_case") is True,
             in_doubt=_parse_in_doubt(data.get("in_doubt")),
         )
-        self._remember(key, state)
+        self._clean[key] = self._snapshot(state)
         return state
 
     @staticmethod
@@ -183,21 +183,13 @@ class StateStore:
         doubts = sorted((p, i.size, i.checksum, i.digest) for p, i in state.in_doubt.items())
         return len(state.synced), total, state.root, state.folds_case, doubts
 
-    def _remember(self, key: str, state: MappingState) -> None:
-        self._clean[key] = (self._fingerprint(state), state.cache, state.cache.generation)
-
-    def _unchanged(self, key: str, state: MappingState) -> bool:
-        clean = self._clean.get(key)
-        return (
-            clean is not None
-            and clean[1] is state.cache
-            and clean[2] == state.cache.generation
-            and clean[0] == self._fingerprint(state)
-        )
+    def _snapshot(self, state: MappingState) -> tuple[object, ChecksumCache, int]:
+        return self._fingerprint(state), state.cache, state.cache.generation
 
     def save(self, key: str, state: MappingState) -> None:
         """Replace the state file atomically (temp file, fsync, rename); mode 0600."""
-        if self._unchanged(key, state):
+        now, clean = self._snapshot(state), self._clean.get(key)
+        if clean is not None and clean[0] == now[0] and clean[1] is now[1] and clean[2] == now[2]:
             return  # as last read or written: spare the serialising and the fsync
         path = self.state_path(key)
         document: dict[str, object] = {
@@ -221,7 +213,7 @@ class StateStore:
                 f"space or make {path.parent} writable, or set JATOS_SYNC_STATE_DIR to a "
                 "writable directory."
             ) from exc
-        self._remember(key, state)
+        self._clean[key] = now
 
 
 def _checked_key(key: str) -> str:
@@ -335,22 +327,30 @@ def make_private_dirs(directory: Path) -> None:
 
 
 def write_private(path: Path, payload: bytes) -> None:
-    """Replace `path` atomically and durably; mode 0600 (state, results' record and CSV).
+    """Replace `path` atomically and durably; mode 0600 (state, results' record and CSV,
+    the token file)."""
+    replace_file(path, payload, mode=0o600)
 
-    A temp file in the same directory, so os.replace is a rename on one file system: a
-    reader (or a crash) sees the old file or the new one, never a mix."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+def replace_file(path: Path, payload: bytes, *, mode: int, durable: bool = True) -> None:
+    """Replace `path` with `payload` atomically: a new file with `mode` (less the umask)
+    beside it, renamed over it, so a reader (or a crash) sees the old file or the new one,
+    never a mix. `durable`: the data and the rename are on disk before it returns."""
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
     try:
-        with open(fd, "wb") as stream:  # mkstemp creates the file with mode 0600
+        with open(fd, "wb") as stream:
             stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
+            os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from jatos_sync.logs import redact
 from jatos_sync.notify import summary_line
-from jatos_sync.state import StateStore
+from jatos_sync.state import StateStore, replace_file
 
 if TYPE_CHECKING:  # jatos_sync.watch imports watchdog; `status` needs no watcher
     from jatos_sync.watch import Mode
@@ -183,15 +182,8 @@ def write_status(path: Path, document: dict[str, Any]) -> None:
     # Atomic (rename), not durable: a status file lost in a crash is simply rewritten, and
     # an fsync twice a second would wear an SD card for nothing.
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, ensure_ascii=False, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    payload = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+    replace_file(path, payload, mode=0o600, durable=False)
 
 
 def read_status(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
@@ -20,7 +19,7 @@ from pathlib import Path
 from jatos_sync.config import SCHEMA_PATH
 from jatos_sync.credentials import DEFAULT_TOKEN_ENV, Token
 from jatos_sync.definition import Definition, json_value
-from jatos_sync.state import write_private
+from jatos_sync.state import replace_file, write_private
 
 WHERE_TO_CREATE = "Create one in JATOS: your user menu (top right) → API tokens → New token."
 
@@ -227,18 +226,8 @@ def write_config(path: Path, text: str) -> Path | None:
     if path.exists():
         backup = path.with_name(path.name + ".bak")
         shutil.copy2(path, backup)
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     # 0o666 before the umask, like any new file: the file holds no secret.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_file(path, text.encode("utf-8"), mode=0o666)
     return backup
 
 
