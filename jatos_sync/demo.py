@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from jatos_sync.errors import ConfigError
+from jatos_sync.state import write_private
 
 if TYPE_CHECKING:
     from jatos_sync.testing import StandInServer, Study
@@ -80,18 +81,21 @@ def demo_config(
     results: Path | None = None,
 ) -> str:
     """The demo's configuration (YAML text): the folder and the study it creates, as code,
-    and its results mirrored into `results`."""
+    and its results mirrored into `results`. Paths are quoted: a folder may be named
+    `exp #2` or `a: b`."""
+    from jatos_sync.init.render import yaml_quote as q
+
     text = (
         "# Written by `jatos-sync demo`: the sample experiment and the built-in stand-in.\n"
-        f"server:\n  url: {url}\n  token_file: {token_file}\n  retries: 1\n"
-        f"state_dir: {state_dir}\n"
+        f"server:\n  url: {q(url)}\n  token_file: {q(str(token_file))}\n  retries: 1\n"
+        f"state_dir: {q(str(state_dir))}\n"
         "mappings:\n"
         "  - name: demo\n"
-        f"    folder: {folder}\n"
+        f"    folder: {q(str(folder))}\n"
         f"    study: {study_uuid}\n"
         "    create: true                # the server starts empty: sync creates the study\n"
         "    definition:                 # the study itself, kept in step by sync and watch\n"
-        f'      title: "{DEMO_TITLE}"\n'
+        f"      title: {q(DEMO_TITLE)}\n"
         "      input: {trials: 16, keys: [r, g, b, y]}\n"
         "      components:\n"
         "        - title: Consent\n"
@@ -99,7 +103,7 @@ def demo_config(
         "        - title: Colour-word task\n"
         "          html: index.html\n"
     )
-    return text + (f"    results:\n      folder: {results}\n" if results else "")
+    return text + (f"    results:\n      folder: {q(str(results))}\n" if results else "")
 
 
 def run(
@@ -121,9 +125,8 @@ def run(
         root = Path(tmp)
         with StandInServer(personality="3.10", data_dir=root / "server") as server:
             server.add_user("demo")
-            token_file = root / "token"
-            token_file.write_text(server.add_token("demo", name="jatos-sync demo") + "\n")
-            os.chmod(token_file, 0o600)
+            token_file, token = root / "token", server.add_token("demo", name="jatos-sync demo")
+            write_private(token_file, (token + "\n").encode())
             study_uuid = str(uuid.uuid4())
             config = root / "jatos-sync.yaml"
             config.write_text(
@@ -158,7 +161,6 @@ def run(
                 out.flush()
                 code = links(config)
             if results is not None and created is not None and code == 0:
-                token = token_file.read_text().strip()
                 code = _participant_run(
                     server, created, token, root / "results", results, config, out
                 )

@@ -124,7 +124,7 @@ def bar_line(
     parts = [f"{files_done}/{files} files"]
     if by_bytes:
         number, unit = human_size(total_bytes).split(" ")
-        scale = float(total_bytes) / float(number) if float(number) else 1.0
+        scale = 1000 ** ("B", "KB", "MB", "GB").index(unit)
         parts.append(f"{bytes_done / scale:.{0 if unit == 'B' else 1}f}/{number} {unit}")
         rate = bytes_done / elapsed_s if elapsed_s > 0 else 0.0
         parts.append(f"{human_size(round(rate))}/s")

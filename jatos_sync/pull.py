@@ -27,8 +27,6 @@ out; `run` is the command. It must not parse HTTP (client.py) or map errors to e
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
@@ -41,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Protocol, TextIO
+from typing import IO, Any, Protocol
 
 import structlog
 
@@ -71,7 +69,6 @@ if sys.platform != "win32":
 
 log = structlog.get_logger("jatos_sync.pull")
 
-LIST_LIMIT = 20  # how many paths the human summary lists before "… and N more"
 DOWNLOAD_ATTEMPTS = 2  # a checksum mismatch is tried once more (the file may be mid-upload)
 
 # Pull's temporary files: `.<name>.<8 hex digits>.part` beside the destination. A hidden name
@@ -574,94 +571,3 @@ def select_mapping(config: Config, name: str | None, *, command: str = "pull") -
         return config.mappings[0]
     names = ", ".join(m.name for m in config.mappings)
     raise ConfigError(f"{command} takes one mapping: name the mapping, one of: {names}")
-
-
-def run(
-    args: argparse.Namespace,
-    *,
-    config: Config,
-    client: DownloadClient,
-    store: StateStore,
-    out: TextIO,
-    progress: ProgressSink | None = None,
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-    stop: threading.Event | None = None,
-    mark: Callable[[str, int], str] = lambda text, _code: text,
-) -> int:
-    """The `pull` command; returns the exit code (README, "Exit codes") or raises
-    JatosSyncError. `mark` dresses the summary line for a terminal (symbol, colour)."""
-    mapping = select_mapping(config, getattr(args, "mapping", None))
-    result = pull(
-        mapping,
-        client=client,
-        store=store,
-        force=bool(getattr(args, "force", False)),
-        concurrency=config.server.concurrency,
-        progress=progress,
-        clock=clock,
-        stop=stop,
-    )
-    if getattr(args, "json", False):
-        document = {
-            "ok": result.exit_code == EXIT_OK,
-            "exit_code": result.exit_code,
-            "mappings": [result.to_json()],
-        }
-        print(json.dumps(document, ensure_ascii=False, indent=2), file=out)
-    else:
-        print_result(result, out, mark=mark)
-    if result.fatal is not None:
-        raise result.fatal
-    return result.exit_code
-
-
-def print_result(
-    r: PullResult, out: TextIO, *, mark: Callable[[str, int], str] = lambda text, _code: text
-) -> None:
-    """The human summary: one line (`mark` gets it and the exit code), then what needs
-    attention."""
-    counts = [f"{len(r.downloaded)} downloaded", f"{r.unchanged} unchanged"]
-    counts += [f"{len(r.kept)} kept"] if r.kept else []
-    counts += [f"{len(r.failed)} failed"] if r.failed else []
-    counts += [f"{len(r.skipped)} skipped"] if r.skipped else []
-    counts += [f"{r.ignored} ignored"] if r.ignored else []
-    print(mark(f"{r.name} ← study {r.study}: {', '.join(counts)}", r.exit_code), file=out)
-    if r.created_folder:
-        print(f"  created the folder {r.folder}", file=out)
-    if r.removed_leftovers:
-        print(
-            f"  removed {len(r.removed_leftovers)} temporary file(s) that an interrupted pull "
-            "had left",
-            file=out,
-        )
-    if r.state_error:
-        print(f"  {r.state_error}", file=out)
-    _print_list(out, [f"kept {p.path}: {p.reason}" for p in r.kept])
-    _print_list(out, [f"failed {p.path}: {p.reason}" for p in r.failed])
-    _print_list(out, [f"skipped {p.path}: {p.reason}" for p in r.skipped])
-    _print_list(
-        out,
-        [
-            f"replaced {p}; your previous copy is saved as {b}"
-            for p, b in sorted(r.backed_up.items(), key=lambda item: str(item[0]))
-        ],
-    )
-    if r.kept:
-        print(
-            f"  The kept files differ from the server's copies. Use `jatos-sync pull --force "
-            f"{r.name}` to replace them; a backup of each is kept.",
-            file=out,
-        )
-    if r.local_only:
-        print(
-            f"  {len(r.local_only)} local file(s) are not on the server; pull leaves them "
-            "alone (the next `jatos-sync sync` would upload them).",
-            file=out,
-        )
-
-
-def _print_list(out: TextIO, lines: Sequence[str]) -> None:
-    for line in lines[:LIST_LIMIT]:
-        print(f"  {line}", file=out)
-    if len(lines) > LIST_LIMIT:
-        print(f"  … and {len(lines) - LIST_LIMIT} more", file=out)

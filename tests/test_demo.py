@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from jatos_sync.cli import main
+from jatos_sync.config import parse_config
+from jatos_sync.demo import demo_config
 
 EXPECTED = [
     "index.html",
@@ -61,3 +63,18 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     assert code == 2
     assert "not an empty folder" in err
     assert os.listdir(tmp_path) == ["mine.txt"]
+
+
+@pytest.mark.parametrize("name", ["exp #2", "my demo: v1", 'it\'s "quoted"'])
+def test_the_demo_configuration_keeps_any_folder_name(tmp_path: Path, name: str) -> None:
+    folder, results = tmp_path / name, tmp_path / f"{name} results"
+    text = demo_config(
+        url="http://127.0.0.1:9",
+        token_file=tmp_path / name / "token",
+        state_dir=tmp_path / name / "state",
+        folder=folder,
+        study_uuid="3c8d5a2e-6f0b-4f5e-9a51-0d2f4c7b9e11",
+        results=results,
+    )
+    mapping = parse_config(text, path=tmp_path / "jatos-sync.yaml").mappings[0]
+    assert (mapping.folder, mapping.results and mapping.results.folder) == (folder, results)

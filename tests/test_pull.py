@@ -1,7 +1,7 @@
 """`pull`: the study's files into the mapping's folder, verified, atomic, never clobbering.
 
-End-to-end against the stand-in (3.9 and 3.10) through `pull.run`, one test through the real
-CLI once the lead has wired the command, and the pure `plan_pull` / name rules by table."""
+End-to-end against the stand-in (3.9 and 3.10) through `cli.pull.run`, one test through the
+real CLI, and the pure `plan_pull` / name rules by table."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import pytest
 
 from jatos_sync import pull
 from jatos_sync.cli import build_parser
+from jatos_sync.cli import pull as pull_command
+from jatos_sync.cli.human import print_pull
 from jatos_sync.cli.parser import add_pull_arguments
 from jatos_sync.client import JatosClient
 from jatos_sync.config import load_config
@@ -55,7 +57,7 @@ def client_for(world: World) -> JatosClient:
 
 
 def run_pull(world: World, *argv: str, client: Any = None, progress: Any = None) -> PullRun:
-    """`pull.run` as the CLI will call it; JatosSyncError becomes its exit code."""
+    """The `pull` command as the CLI calls it; JatosSyncError becomes its exit code."""
     parser = argparse.ArgumentParser()
     add_pull_arguments(parser)
     args = parser.parse_args(list(argv))
@@ -64,7 +66,7 @@ def run_pull(world: World, *argv: str, client: Any = None, progress: Any = None)
     client = client or client_for(world)
     out = io.StringIO()
     try:
-        code = pull.run(
+        code = pull_command.run(
             args,
             config=config,
             client=client,
@@ -729,3 +731,11 @@ def test_a_state_directory_inside_the_folder_is_refused(world310: World) -> None
     assert result.code == 2
     assert "inside the synced folder" in str(result.error)
     assert not os.path.exists(world310.state_dir)
+
+
+def test_the_summary_shows_control_characters_in_server_names_escaped(tmp_path: Path) -> None:
+    odd = RelPath("a\x1b[2Jb.txt")  # a name the server may send: an escape sequence
+    result = pull.PullResult("exp", "1", tmp_path, kept=[PathProblem(odd, "differs")])
+    out = io.StringIO()
+    print_pull(result, out)
+    assert "\x1b" not in out.getvalue() and "kept a\\x1b[2Jb.txt: differs" in out.getvalue()

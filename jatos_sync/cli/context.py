@@ -19,7 +19,6 @@ from jatos_sync.config import Config, default_config_path, load_config
 from jatos_sync.credentials import load_token
 
 if TYPE_CHECKING:
-    from jatos_sync.apply import ProgressSink
     from jatos_sync.client import JatosClient
     from jatos_sync.progress import Tally
     from jatos_sync.state import StateStore
@@ -60,18 +59,14 @@ class Context:
         self.client_factory = client_factory
         self.tallies: list[Tally] = []  # the passes' file counts, for Ctrl-C
 
-    def tally(self, bar: ProgressSink | None) -> Tally:
-        from jatos_sync.progress import Tally
+    def progress(self, *, enabled: bool, label: str) -> Tally:
+        """A tally of a pass's files, with a bar on a terminal when `enabled`."""
+        from jatos_sync.progress import Tally, progress_for
 
+        bar = progress_for(self.err, enabled=enabled, label=label, environ=self.environ)
         tally = Tally(bar)
         self.tallies.append(tally)
         return tally
-
-    def progress(self, *, enabled: bool, label: str) -> Tally:
-        """A tally of a pass's files, with a bar on a terminal when `enabled`."""
-        from jatos_sync.progress import progress_for
-
-        return self.tally(progress_for(self.err, enabled=enabled, label=label))
 
     def how_far(self) -> str:
         """What Ctrl-C leaves behind, and how to finish."""

@@ -20,6 +20,7 @@ from jatos_sync.sentences import marked
 
 if TYPE_CHECKING:
     from jatos_sync.check import CheckReport
+    from jatos_sync.pull import PullResult
     from jatos_sync.results import ResultsOutcome
     from jatos_sync.sync import MappingResult
 
@@ -81,10 +82,7 @@ def print_result(r: MappingResult, out: TextIO, style: Style = PLAIN) -> None:
     if r.definition:
         from jatos_sync.definition import describe  # only for the study as code
 
-        for change in r.definition[:LIST_LIMIT]:
-            print(f"  {shown(describe(change, dry_run=r.dry_run))}", file=out)
-    if len(r.definition) > LIST_LIMIT:
-        print(f"  … and {len(r.definition) - LIST_LIMIT} more", file=out)
+        print_paths(out, "", [describe(change, dry_run=r.dry_run) for change in r.definition])
     if r.definition_withheld:
         print(f"  withheld: {r.definition_withheld}", file=out)
     if r.error is not None:
@@ -203,3 +201,40 @@ def print_results(o: ResultsOutcome, out: TextIO) -> None:
         print(f"  stopped: {redact(str(o.error))}", file=out)
     for problem in o.failed:
         print(f"  failed {shown(problem.path)}: {shown(redact(problem.reason))}", file=out)
+
+
+def print_pull(r: PullResult, out: TextIO, style: Style = PLAIN) -> None:
+    """`pull`'s summary: one line, then what needs attention."""
+    counts = [f"{len(r.downloaded)} downloaded", f"{r.unchanged} unchanged"]
+    counts += [f"{len(r.kept)} kept"] if r.kept else []
+    counts += [f"{len(r.failed)} failed"] if r.failed else []
+    counts += [f"{len(r.skipped)} skipped"] if r.skipped else []
+    counts += [f"{r.ignored} ignored"] if r.ignored else []
+    print(style.head(f"{r.name} ← study {r.study}: {', '.join(counts)}", r.exit_code), file=out)
+    if r.created_folder:
+        print(f"  created the folder {r.folder}", file=out)
+    if r.removed_leftovers:
+        print(
+            f"  removed {len(r.removed_leftovers)} temporary file(s) that an interrupted pull "
+            "had left",
+            file=out,
+        )
+    if r.state_error:
+        print(f"  {r.state_error}", file=out)
+    print_paths(out, "", [f"kept {p.path}: {p.reason}" for p in r.kept])
+    print_paths(out, "", [f"failed {p.path}: {p.reason}" for p in r.failed])
+    print_paths(out, "", [f"skipped {p.path}: {p.reason}" for p in r.skipped])
+    replaced = sorted(r.backed_up.items(), key=lambda item: str(item[0]))
+    print_paths(out, "", [f"replaced {p}; your previous copy is saved as {b}" for p, b in replaced])
+    if r.kept:
+        print(
+            f"  The kept files differ from the server's copies. Use `jatos-sync pull --force "
+            f"{r.name}` to replace them; a backup of each is kept.",
+            file=out,
+        )
+    if r.local_only:
+        print(
+            f"  {len(r.local_only)} local file(s) are not on the server; pull leaves them "
+            "alone (the next `jatos-sync sync` would upload them).",
+            file=out,
+        )

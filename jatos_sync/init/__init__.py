@@ -131,7 +131,6 @@ def run(
         # The real parser is the judge: never write a file the other commands would refuse.
         study_modes.check_written(parse_config(text, path=config_path), answers)
         backup = write_config(config_path, text)
-        load_config(config_path)
     except InputEndedError:
         print("jatos-sync init: the input ended; nothing was written.", file=err)
         return EXIT_CONFIG

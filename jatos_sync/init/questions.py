@@ -236,7 +236,7 @@ class Session:
         listing = token is not None and not self.given("study")
         url, studies = self.reach(url, token or self.quiet_token(token_file), listing=listing)
         folder = self.folder()
-        study, title = self.study(url, token, studies if listing else None)
+        study, title = self.study(url, studies if listing else None)
         return self.answers(url, token_file, folder, study, title=title)
 
     def answers(
@@ -416,9 +416,7 @@ class Session:
             self.say(f"  Created {folder}")
             return folder
 
-    def study(
-        self, url: str, token: Token | None, studies: list[StudyInfo] | None = None
-    ) -> tuple[str, str]:
+    def study(self, url: str, studies: list[StudyInfo] | None = None) -> tuple[str, str]:
         """(study ID or UUID, its title if known). `studies`: the user's studies, if they
         were listed."""
         given = self.given("study")
@@ -427,8 +425,6 @@ class Session:
             if ref is None:
                 raise ConfigError(f"--study: expected a study ID (a number) or UUID, got {given!r}")
             return ref, ""
-        if studies is None and token is not None:
-            studies = self.list_studies(url, token)
         if studies:
             return self.choose_study(url, studies)
         if studies is not None:
@@ -515,20 +511,6 @@ class Session:
             finally:
                 client.close()
         return url, None
-
-    def list_studies(self, url: str, token: Token) -> list[StudyInfo] | None:
-        try:
-            client = self.client_factory(url, token)
-        except JatosSyncError as exc:
-            self.say(f"  Could not connect: {redact(str(exc))}")
-            return None
-        try:
-            return sorted(client.list_studies(), key=lambda s: (s.title.lower(), s.id))
-        except JatosSyncError as exc:
-            self.say(f"  Could not list your studies: {redact(str(exc))}")
-            return None
-        finally:
-            client.close()
 
     def _warn_locked(self, study: StudyInfo) -> None:
         if study.locked:

@@ -189,7 +189,7 @@ def _adopt(session: Session) -> Answers:
     listing = not session.given("study")
     url, studies = session.reach(url, token, listing=listing)
     folder = session.folder()
-    ref, _title = session.study(url, token, studies if listing else None)
+    ref, _title = session.study(url, studies if listing else None)
     client = session.client_factory(url, token)
     with client, tempfile.TemporaryDirectory(prefix="jatos-sync-adopt-") as tmp:
         study = read_study(client, ref)
