@@ -190,15 +190,21 @@ class JatosClient:
 
     def study(self, study: str) -> StudyInfo:
         """One study's properties (`GET /studies/{id}/properties`)."""
-        answer = self._json_request(
-            "GET", f"{API}/studies/{quote(study, safe='')}/properties", what=f"study {study}"
+        return study_info(self.study_properties(study))
+
+    def study_properties(self, study: str | int, *, params: Params | None = None) -> Any:
+        """The JSON object of `GET /studies/{id}/properties` (docs/jatos-api.md §10.1), for
+        the caller to check: with `params`, its components and batches too."""
+        what = f"study {study}"
+        answer = self.api_json(
+            "GET", f"/studies/{quote(str(study), safe='')}/properties", params=params, what=what
         )
         data = answer.json.get("data") if isinstance(answer.json, dict) else None
-        if isinstance(data, list) and data:  # some versions wrap a single study in a list
+        if isinstance(data, list) and len(data) == 1:  # some versions wrap it in a list
             data = data[0]
         if not isinstance(data, dict):
-            raise self._not_jatos(answer, f"study {study}")
-        return study_info(data)
+            raise self._not_jatos(answer, what)
+        return data
 
     def list_assets(self, study: str) -> RemoteSnapshot:
         """The study's files with size and Adler-32, from one listing request

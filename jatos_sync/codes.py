@@ -23,7 +23,7 @@ import structlog
 
 from jatos_sync.client import JatosClient
 from jatos_sync.config import Config
-from jatos_sync.definition import ServerBatch, ServerStudy
+from jatos_sync.definition import TITLE_MAX, ServerBatch, ServerStudy, has_html
 from jatos_sync.errors import ConfigError
 from jatos_sync.pull import select_mapping
 from jatos_sync.studies import (
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace, *, config: Config, client: JatosClient, out: T
     amount: int = args.amount
     if not 1 <= amount <= MAX_CODES:
         raise ConfigError(f"--amount: expected a whole number from 1 to {MAX_CODES}")
-    if args.comment is not None and (len(args.comment) > 255 or "<" in args.comment):
-        raise ConfigError("--comment: at most 255 characters, and no HTML")
+    if args.comment is not None and (len(args.comment) > TITLE_MAX or has_html(args.comment)):
+        raise ConfigError(f"--comment: at most {TITLE_MAX} characters, and no HTML")
     study = read_study(client, mapping.study)
     batch = choose_batch(study, args.batch)
     check_allowed(batch, worker_type)

@@ -25,9 +25,8 @@ import structlog
 from jatos_sync.client import JatosClient
 from jatos_sync.config import Config
 from jatos_sync.errors import ArchiveError, ConfigError, ServerUnavailableError
-from jatos_sync.jzip import check_export
 from jatos_sync.pull import select_mapping
-from jatos_sync.studies import export_study, read_study
+from jatos_sync.studies import export_checked
 
 log = structlog.get_logger("jatos_sync.export")
 
@@ -55,18 +54,13 @@ def run(
         raise ConfigError(f"-o: {dest} is a folder; name the archive file to write")
     if not dest.parent.is_dir():
         raise ConfigError(f"-o: the folder {dest.parent} does not exist")
-    study = read_study(client, mapping.study)
     tmp = dest.with_name(f".{dest.name}.{os.urandom(4).hex()}.part")
     try:
-        with tmp.open("xb") as stream:
-            export_study(client, study.id, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
         try:
-            archive = check_export(tmp, study_uuid=study.uuid)
+            study, archive = export_checked(client, mapping.study, tmp)
         except ArchiveError as exc:
             raise ServerUnavailableError(
-                f"The export of study {study.uuid} is not a whole study archive ({exc}); "
+                f"The export of study {mapping.study} is not a whole study archive ({exc}); "
                 f"nothing was written to {dest}. Try again."
             ) from None
         os.replace(tmp, dest)

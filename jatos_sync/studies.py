@@ -18,9 +18,11 @@ the user (the cli package).
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +57,7 @@ from jatos_sync.errors import (
     StudyRefusedError,
     UnsupportedServerError,
 )
-from jatos_sync.jzip import build_archive
+from jatos_sync.jzip import Archive, build_archive, check_export
 from jatos_sync.model import API_VERSION_310, API_VERSION_382, PathProblem, RelPath
 from jatos_sync.study_json import parse_study
 
@@ -86,19 +88,8 @@ def _ref(study: str | int) -> str:
 def read_study(client: JatosClient, study: str | int) -> ServerStudy:
     """`GET /studies/{id}/properties` with components and batches (docs/jatos-api.md §10.1),
     parsed."""
-    what = f"study {study}"
-    answer = client.api_json(
-        "GET",
-        f"/studies/{_ref(study)}/properties",
-        params={"withComponentProperties": "true", "withBatchProperties": "true"},
-        what=what,
-    )
-    data = answer.json.get("data") if isinstance(answer.json, dict) else None
-    if isinstance(data, list) and len(data) == 1:
-        data = data[0]
-    if not isinstance(data, dict):
-        raise not_jatos(answer, what, base_url=client.base_url)
-    return parse_study(data, what=what)
+    params = {"withComponentProperties": "true", "withBatchProperties": "true"}
+    return parse_study(client.study_properties(study, params=params), what=f"study {study}")
 
 
 def find_study(client: JatosClient, study: str | int) -> ServerStudy | None:
@@ -321,26 +312,18 @@ def count_results(client: JatosClient, study: ServerStudy) -> dict[int, int]:
     """How many results (component results) each component of `study` has, from
     `GET /results/metadata?studyId=` (docs/jatos-api.md §14.2; parsed defensively,
     docs/jatos-api.md §15.2 item 15)."""
+    from jatos_sync.results.metadata import fetch_metadata  # only to count before deleting
+
     what = f"the results of study {study.uuid}"
     try:
-        answer = client.api_json(
-            "GET", "/results/metadata", params={"studyId": str(study.id)}, what=what
-        )
+        metadata = fetch_metadata(client, str(study.id), what=what)
     except JatosSyncError as exc:
         raise type(exc)(
             f"Could not count the results of the components to delete ({exc}); nothing was deleted."
         ) from exc
-    data = answer.json.get("data") if isinstance(answer.json, dict) else None
-    counts: dict[int, int] = {}
-    for item in data if isinstance(data, list) else []:
-        if not isinstance(item, dict) or item.get("studyId") != study.id:
-            continue
-        for run in item.get("studyResults") or []:
-            for result in (run.get("componentResults") or []) if isinstance(run, dict) else []:
-                component = result.get("componentId") if isinstance(result, dict) else None
-                if isinstance(component, int) and not isinstance(component, bool):
-                    counts[component] = counts.get(component, 0) + 1
-    return counts
+    return dict(
+        Counter(c.component_id for r in metadata.results for c in r.components if c.component_id)
+    )
 
 
 # ============================================================================ archives and links
@@ -349,6 +332,19 @@ def count_results(client: JatosClient, study: ServerStudy) -> dict[int, int]:
 def export_study(client: JatosClient, study: str | int, dest: IO[bytes]) -> Download:
     """`GET /studies/{id}`: the study's archive, streamed into `dest` (docs/jatos-api.md §11.1)."""
     return client.api_download(f"/studies/{_ref(study)}", dest, what=f"the export of study {study}")
+
+
+def export_checked(
+    client: JatosClient, study: str | int, path: Path
+) -> tuple[ServerStudy, Archive]:
+    """The study, and its archive exported into the new file `path` (on disk when this
+    returns), checked to be a whole archive of this study: `ArchiveError` otherwise."""
+    found = read_study(client, study)
+    with path.open("xb") as stream:
+        export_study(client, found.id, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
+    return found, check_export(path, study_uuid=found.uuid)
 
 
 def study_codes(
@@ -423,6 +419,7 @@ class StudyStep:
     mapping: MappingConfig
     client: JatosClient
     allow_delete: bool = False
+    count_losses: bool = True  # count the results of a withheld deletion too (sync.full_pass)
     changes: list[Change] = field(default_factory=list)
     study: ServerStudy | None = None  # None after `prepare` only in a dry run that creates it
     plan: DefinitionPlan | None = None
@@ -475,25 +472,13 @@ class StudyStep:
             log.warning("study_locked", mapping=mapping.name, study=mapping.study)
 
     def _plan(self, study: ServerStudy, definition: Definition) -> DefinitionPlan:
-        api = self.client.api_version or ""
-        delete = self.mapping.delete_components
-        plan = plan_definition(
-            definition,
-            study,
-            api_version=api,
-            delete_components=delete,
-            allow_delete=self.allow_delete,
-        )
-        if plan.deletes or plan.withheld:  # say what each deletion destroys
-            plan = plan_definition(
-                definition,
-                study,
-                api_version=api,
-                delete_components=delete,
-                allow_delete=self.allow_delete,
-                results=count_results(self.client, study),
+        plan = self._plan_for(study, definition, allow_delete=self.allow_delete)
+        if plan.deletes or (plan.withheld and self.count_losses):  # what each destroys
+            results = count_results(self.client, study)
+            plan = self._plan_for(
+                study, definition, allow_delete=self.allow_delete, results=results
             )
-        if delete and api == API_VERSION_382:
+        if self.mapping.delete_components and self.client.api_version == API_VERSION_382:
             log.warning(
                 "components_not_deleted",
                 mapping=self.mapping.name,
@@ -536,14 +521,7 @@ class StudyStep:
         self.changes += plan.changes
         for change in plan.changes:
             log.info("definition_changed", mapping=self.mapping.name, **change.to_json())
-        after = read_study(self.client, study.uuid)
-        again = plan_definition(
-            definition,
-            after,
-            api_version=self.client.api_version or "",
-            delete_components=self.mapping.delete_components,
-            allow_delete=False,
-        )
+        again = self._plan_for(read_study(self.client, study.uuid), definition, allow_delete=False)
         if again.writes:
             left = "; ".join(str(c.to_json()) for c in again.changes[:3])
             raise ServerUnavailableError(
@@ -551,6 +529,23 @@ class StudyStep:
                 f"differs from it ({left}). Check the study in the JATOS GUI."
             )
         return []
+
+    def _plan_for(
+        self,
+        study: ServerStudy,
+        definition: Definition,
+        *,
+        allow_delete: bool,
+        results: Mapping[int, int] | None = None,
+    ) -> DefinitionPlan:
+        return plan_definition(
+            definition,
+            study,
+            api_version=self.client.api_version or "",
+            delete_components=self.mapping.delete_components,
+            allow_delete=allow_delete,
+            results=results,
+        )
 
 
 def _creation_definition(mapping: MappingConfig) -> Definition:

@@ -200,12 +200,15 @@ class MappingSync:
         confirm: Confirm | None = None,
         stop: threading.Event | None = None,
         progress: ProgressSink | None = None,
+        count_losses: bool = False,
     ) -> MappingResult:
         """List the server, scan the folder, and reconcile everything.
 
         A first sync (nothing synced from this folder yet) that would replace server files
         this folder never synced asks `confirm` first, unless `allow_mass_delete` (`--yes`):
-        a wrong `study:` must not silently replace someone's experiment.
+        a wrong `study:` must not silently replace someone's experiment. `count_losses`: say
+        how many results a withheld deletion of components would destroy (one request more;
+        for a person reading the result, not for the daemon's every pass).
         """
         mapping = self.mapping
         result = MappingResult(mapping.name, mapping.study, mapping.folder, dry_run=dry_run)
@@ -219,7 +222,9 @@ class MappingSync:
 
                 # The study first: created if missing, its definition planned; a locked
                 # study that would change stops the pass before anything changed.
-                step = StudyStep(mapping, self.client, allow_delete=allow_mass_delete)
+                step = StudyStep(
+                    mapping, self.client, allow_delete=allow_mass_delete, count_losses=count_losses
+                )
                 step.prepare(dry_run=dry_run, files=self._syncable_files)
             # JATOS reads every file to answer the listing (docs/jatos-api.md §3.3): scan
             # the local folder while it does, instead of one after the other.
@@ -582,6 +587,7 @@ def run_pass(
         confirm=confirm,
         stop=stop,
         progress=progress,
+        count_losses=True,
     )
 
 

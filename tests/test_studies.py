@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from jatos_sync.answers import ApiAnswer
-from jatos_sync.client import JatosClient
+from jatos_sync.client import Download, JatosClient
 from jatos_sync.credentials import check_token_format
 from jatos_sync.definition import ComponentDef, Definition, plan_definition
 from jatos_sync.errors import (
@@ -21,6 +21,7 @@ from jatos_sync.errors import (
     ServerUnavailableError,
     StudyLockedError,
     StudyRefusedError,
+    UnsupportedServerError,
 )
 from jatos_sync.jzip import check_export
 from jatos_sync.model import RelPath
@@ -36,6 +37,7 @@ from jatos_sync.studies import (
     study_codes,
 )
 from jatos_sync.testing import StandInServer
+from tests.test_definition import server_study
 
 NEW_UUID = "3c8d5a2e-6f0b-4f5e-9a51-0d2f4c7b9e11"
 DEFINITION = Definition(
@@ -204,6 +206,23 @@ def test_results_are_counted_per_component(
     run = server.start_run(record)
     server.start_component(run, consent)
     assert count_results(client, study) == {consent.id: 3, task.id: 2}
+
+
+@pytest.mark.parametrize("runs", ["7", '[{"id": 1, "componentResults": 3}]', '["x"]'])
+def test_results_metadata_of_an_odd_shape_is_never_a_crash(runs: str) -> None:
+    """The metadata is untrusted: an odd shape is refused in words."""
+
+    class Answering:
+        def api_download(self, path: str, dest: Any, **_: Any) -> Download:
+            dest.write(
+                f'{{"apiVersion": "1.1.0", "data": [{{"studyId": 5, '
+                f'"studyResults": {runs}}}]}}'.encode()
+            )
+            return Download(size=0, content_type="application/json", disposition="")
+
+    study = server_study(id=5)
+    with pytest.raises(UnsupportedServerError, match=r"not JATOS's JSON.*nothing was deleted"):
+        count_results(Answering(), study)  # type: ignore[arg-type]
 
 
 def test_deleting_a_component_takes_its_results_and_is_refused_by_3_8_2(

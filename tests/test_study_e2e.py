@@ -21,6 +21,8 @@ from jatos_sync.cli import main
 from jatos_sync.config import load_config
 from jatos_sync.credentials import load_token
 from jatos_sync.daemon.supervisor import Daemon
+from jatos_sync.state import StateStore
+from jatos_sync.sync import MappingSync
 from jatos_sync.testing import StandInServer
 from jatos_sync.testing.state import Study
 from tests.conftest import Run, assert_no_token
@@ -505,6 +507,24 @@ def test_deleting_a_component_needs_delete_components_and_yes_and_says_what_it_d
         assert all(not r.component_results for r in lab.server.study_results(lab.study()))
 
 
+def test_the_daemons_passes_do_not_count_the_results_of_a_withheld_deletion(
+    lab: StudyLab,
+) -> None:
+    """Counting reads the study's whole results metadata: worth it for a person reading the
+    result of `sync`, not on each of the daemon's full passes."""
+    lab.created()
+    start_result(lab, "Consent")
+    lab.write(definition(components=definition()["components"][1:]), delete_components=True)
+    config = load_config(lab.config_path)
+    client = client_factory(config, load_token(config.server, environ=lab.env))
+    syncer = MappingSync(config.mappings[0], client=client, store=StateStore(lab.state_dir))
+    lab.server.clear_requests()
+    result = syncer.full_pass()  # as the daemon runs it
+    changes = [(c.change, c.results) for c in result.definition]
+    assert ("deletion withheld", None) in changes or lab.v382, changes  # 3.8.2 cannot delete
+    assert not [r for r in lab.server.requests if "/results/metadata" in r.path]
+
+
 def test_a_removed_component_is_not_deleted_without_delete_components_even_with_yes(
     lab: StudyLab,
 ) -> None:
@@ -594,6 +614,14 @@ def test_links_are_working_participant_links(lab: StudyLab, kind: str) -> None:
     for link in links:
         assert link.startswith(lab.server.url + "/publix/")
         assert requests.get(link, timeout=10).status_code == 200  # a run starts
+
+
+def test_a_links_comment_follows_jatoss_rule_for_text(lab: StudyLab) -> None:
+    lab.created()
+    refused = lab.run("links", "--comment", "<b>wave 2</b>")
+    assert refused.code == 2 and "--comment" in refused.err
+    kept = lab.run("links", "--type", "personal-single", "--comment", "waves 1 < 2")
+    assert kept.code == 0, kept.out + kept.err
 
 
 def test_general_links_need_a_batch_that_allows_them_and_are_never_allowed_silently(

@@ -42,8 +42,8 @@ from jatos_sync.errors import ArchiveError, ConfigError
 from jatos_sync.ignore import IgnoreRules
 from jatos_sync.init.questions import Session
 from jatos_sync.init.render import Answers
-from jatos_sync.jzip import check_export, read_archive, unpack_assets
-from jatos_sync.studies import export_study, read_study
+from jatos_sync.jzip import read_archive, unpack_assets
+from jatos_sync.studies import export_checked
 from jatos_sync.study_json import definition_from_jas
 
 MODES = ("create", "from_archive", "adopt")
@@ -192,14 +192,11 @@ def _adopt(session: Session) -> Answers:
     ref, _title = session.study(url, studies if listing else None)
     client = session.client_factory(url, token)
     with client, tempfile.TemporaryDirectory(prefix="jatos-sync-adopt-") as tmp:
-        study = read_study(client, ref)
         archive_path = Path(tmp) / "study.jzip"
-        with archive_path.open("wb") as stream:
-            export_study(client, study.id, stream)
         try:
-            archive = check_export(archive_path, study_uuid=study.uuid)
+            study, archive = export_checked(client, ref, archive_path)
         except ArchiveError as exc:
-            raise ConfigError(f"the export of study {study.uuid} is not whole ({exc})") from None
+            raise ConfigError(f"the export of study {ref} is not whole ({exc})") from None
         adopted = definition_from_jas(archive.jas)
         written, kept = unpack_assets(archive_path, archive, folder, keep_existing=True)
     session.say(

@@ -12,12 +12,13 @@ out and reported. Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeGuard
+from typing import TYPE_CHECKING, Annotated, Any, TypeGuard
 
 import msgspec
 import structlog
@@ -26,6 +27,9 @@ from msgspec.structs import replace
 from jatos_sync.errors import UnsafePathError, UnsupportedServerError
 from jatos_sync.model import MAX_ID, PathProblem, RelPath
 from jatos_sync.paths import server_path
+
+if TYPE_CHECKING:
+    from jatos_sync.client import JatosClient
 
 log = structlog.get_logger("jatos_sync.results")
 
@@ -228,6 +232,17 @@ class _StudyFast(msgspec.Struct, rename="camel"):
 
 class _AnswerFast(msgspec.Struct):
     data: list[_StudyFast]
+
+
+def fetch_metadata(client: JatosClient, study: str, *, what: str) -> Metadata:
+    """`GET /results/metadata` of `study` (a numeric ID or a lower-case UUID), parsed by
+    `parse_metadata`. Unlike the results' zips it fails properly (403, 404, 500)."""
+    body = io.BytesIO()
+    key = "studyId" if study.isdigit() else "studyUuid"
+    download = client.api_download("/results/metadata", body, params={key: study}, what=what)
+    if "html" in download.content_type:
+        raise not_metadata("a web page; a proxy or a sign-in page in front of JATOS?")
+    return parse_metadata(body.getvalue(), study=study)
 
 
 def parse_metadata(raw: bytes, *, study: str) -> Metadata:

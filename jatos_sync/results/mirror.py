@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import shutil
 import tempfile
@@ -39,7 +38,6 @@ from jatos_sync.errors import (
     JatosSyncError,
     SafetyStop,
     UnsafePathError,
-    UnsupportedServerError,
 )
 from jatos_sync.model import PathProblem, RelPath
 from jatos_sync.paths import contained
@@ -47,11 +45,10 @@ from jatos_sync.results.metadata import (
     Metadata,
     StudyResultMeta,
     component_ids,
+    fetch_metadata,
     is_id,
     is_uuid,
     names_study,
-    not_metadata,
-    parse_metadata,
     result_path,
     short_text,
 )
@@ -282,18 +279,9 @@ class ResultsMirror:
         study = self.mapping.study
         if record.study_id and self._matches(record):
             study = str(record.study_id)
-        key = "studyId" if study.isdigit() else "studyUuid"
         outcome.requests += 1
-        body = io.BytesIO()
-        download = self.client.api_download(
-            "/results/metadata",
-            body,
-            params={key: study},
-            what=f"the results metadata of study {self.mapping.study}",
-        )
-        if "html" in download.content_type:
-            raise not_metadata("a web page; a proxy or a sign-in page in front of JATOS?")
-        return parse_metadata(body.getvalue(), study=study)
+        what = f"the results metadata of study {self.mapping.study}"
+        return fetch_metadata(self.client, study, what=what)
 
     def _identify(self, record: Record, metadata: Metadata, outcome: ResultsOutcome) -> None:
         """The folder holds the results of one study, known by its UUID. The study's
@@ -337,19 +325,8 @@ class ResultsMirror:
     def _properties(self, outcome: ResultsOutcome) -> tuple[int | None, str, dict[int, str]]:
         """The study's ID, UUID and component titles (`GET /studies/{id}/properties`)."""
         outcome.requests += 1
-        answer = self.client.api_json(
-            "GET",
-            f"/studies/{self.mapping.study}/properties",
-            params={"withComponentProperties": "true"},
-            what=f"study {self.mapping.study}",
-        )
-        data = answer.json.get("data") if isinstance(answer.json, dict) else None
-        if isinstance(data, list) and data:
-            data = data[0]
-        if not isinstance(data, dict):
-            raise UnsupportedServerError(
-                f"The server's answer about study {self.mapping.study} is not JATOS's JSON."
-            )
+        params = {"withComponentProperties": "true"}
+        data = self.client.study_properties(self.mapping.study, params=params)
         titles: dict[int, str] = {}
         listed = data.get("components")
         for component in listed if isinstance(listed, list) else []:
