@@ -33,13 +33,16 @@ def default_client(config: Config, token: Any) -> JatosClient:
     return JatosClient.for_server(config.server, token)
 
 
+QUICK_TIMEOUT_S = 10.0  # while a person waits for an answer (init)
+
+
 def quick_client(config: Config, token: Any) -> JatosClient:
     """A client that tries once, with a short time limit: for `check` at the end of
     `init`, where a wrong address must not keep a person waiting through retries."""
     from jatos_sync.client import JatosClient
 
     return JatosClient.for_server(
-        config.server, token, retries=0, timeout_s=min(config.server.timeout_s, 10.0)
+        config.server, token, retries=0, timeout_s=min(config.server.timeout_s, QUICK_TIMEOUT_S)
     )
 
 

@@ -9,17 +9,15 @@ Must not: ask, write or check anything itself (jatos_sync.init does).
 from __future__ import annotations
 
 from jatos_sync import init as initialising
-from jatos_sync.cli.context import Context, default_client, quick_client
+from jatos_sync.cli.context import QUICK_TIMEOUT_S, Context, default_client, quick_client
 from jatos_sync.credentials import Token
-
-DIALOGUE_TIMEOUT_S = 10.0
 
 
 def init(ctx: Context) -> int:
     from jatos_sync.client import JatosClient
 
     def dialogue_client(url: str, token: Token) -> JatosClient:
-        return JatosClient(url, token, retries=0, timeout_s=DIALOGUE_TIMEOUT_S)
+        return JatosClient(url, token, retries=0, timeout_s=QUICK_TIMEOUT_S)
 
     return initialising.run(
         ctx.args,
