@@ -399,7 +399,7 @@ def match_components(
     return found, left
 
 
-# (definition attribute, JATOS key, how to compare)
+# (definition attribute, JATOS key)
 _STUDY_FIELDS = (
     ("title", "title"),
     ("description", "description"),

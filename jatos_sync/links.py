@@ -94,9 +94,10 @@ class LinkCollector:
         self._links: set[str] = set()
         self._hard: dict[str, str] = {}
 
-    def note(self, rel: str, os_path: str, st: os.stat_result, *, is_link: bool) -> None:
+    def note(self, rel: str, os_path: str, st: os.stat_result, *, is_link: bool) -> str:
         """A directory or regular file the walk lists at `rel` (not ignored, not a loop),
-        found at `os_path`; `st` with links followed, `is_link` whether it is a link."""
+        found at `os_path`; `st` with links followed, `is_link` whether it is a link.
+        Returns where it really is (`os_path` unless it is a link)."""
         real = os.path.realpath(os_path) if is_link else os_path
         if stat.S_ISDIR(st.st_mode):
             if is_link:
@@ -108,6 +109,7 @@ class LinkCollector:
                 self._links.add(rel)
             if st.st_nlink > 1:
                 self._hard[rel] = real
+        return real
 
     def result(self) -> LinkMap:
         return LinkMap(
@@ -153,9 +155,9 @@ def map_links(root: str, rules: IgnoreRules) -> LinkMap:
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
                     continue  # a loop: the scan does not follow it either
-                real = os.path.realpath(entry.path) if is_link else entry.path
+            real = found.note(rel, entry.path, st, is_link=is_link)
+            if is_dir:
                 stack.append((real, rel + "/", ancestors | {key}))
-            found.note(rel, entry.path, st, is_link=is_link)
     return found.result()
 
 
